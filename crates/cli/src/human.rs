@@ -1,0 +1,87 @@
+//! SIZE arguments (`4096`, `64K`, `1G`) and human-readable sizes.
+
+/// Parses a SIZE: plain bytes or a binary K/M/G/T/P suffix (`KiB`, `K` and
+/// `k` alike), e.g. `4096`, `64K`, `1.5G`. Used as a clap value parser.
+#[allow(dead_code)] // the punch/copy/clone commands use it
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        "p" | "pib" => 50,
+        _ => return Err(format!("invalid size {s:?}: unknown unit {unit:?} (use K, M, G, T)")),
+    };
+    if num.is_empty() {
+        return Err(format!("invalid size {s:?}: no number"));
+    }
+    let too_big = || format!("invalid size {s:?}: larger than 2^63 - 1 bytes");
+    let bytes = if let Some((int, frac)) = num.split_once('.') {
+        let int: u64 = int.parse().map_err(|_| format!("invalid size {s:?}"))?;
+        let frac_val: f64 = format!("0.{frac}")
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}"))?;
+        let whole = int.checked_shl(shift).filter(|v| v >> shift == int).ok_or_else(too_big)?;
+        whole + (frac_val * (1u64 << shift) as f64) as u64
+    } else {
+        let int: u64 = num.parse().map_err(|_| too_big())?;
+        int.checked_shl(shift).filter(|v| v >> shift == int).ok_or_else(too_big)?
+    };
+    // Offsets and lengths go to syscalls as off_t.
+    if bytes > i64::MAX as u64 {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
+/// `1536` → `"1.5 KiB"`; exact below 1 KiB.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("2t"), Ok(2 << 40));
+    }
+
+    #[test]
+    fn bad_sizes_are_rejected() {
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("9223372036854775808").is_err());
+        assert!(parse_size("16777216T").is_err()); // 2^64
+        assert!(parse_size("8388608T").is_err()); // 2^63
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(8 << 30), "8.0 GiB");
+    }
+}

@@ -1,0 +1,36 @@
+//! `sparsekit`: map, punch, copy, clone and probe large sparse files.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 usage error (nothing
+//! touched), 3 timeout. Only this crate prints.
+
+mod cmd;
+mod exit;
+mod human;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Inspect, alter, copy, clone and probe large sparse files (virtual disk images).
+#[derive(Debug, Parser)]
+#[command(name = "sparsekit", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show where a file has data, holes and unwritten extents.
+    Map(cmd::map::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit::clap_error(e),
+    };
+    let result = match cli.command {
+        Command::Map(args) => cmd::map::run(args),
+    };
+    exit::report(result)
+}

@@ -1,0 +1,411 @@
+//! [`MapOptions`] chooses a method, [`ExtentMap`] walks the file lazily.
+
+use crate::fiemap::FiemapWalker;
+use crate::scan::ScanWalker;
+use crate::seek::SeekWalker;
+use crate::{Extent, ExtentKind, MapError};
+use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fs::{FileType, SeekFrom, fstat, seek};
+use rustix::io::Errno;
+use sparsekit_sys::ErrnoName;
+use std::fmt;
+use std::ops::Range;
+
+/// How an extent map is produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Method {
+    /// Try `Seek`, then `Fiemap`, then `Scan`, then `AllData`, as each proves
+    /// unsupported (or degraded on a file that `st_blocks` shows is sparse).
+    #[default]
+    Auto,
+    /// `lseek(2)` with `SEEK_DATA` / `SEEK_HOLE` (Linux 3.1). Unwritten
+    /// extents without dirty pages are holes.
+    Seek,
+    /// `ioctl(FS_IOC_FIEMAP)` with `FIEMAP_FLAG_SYNC`: shows unwritten
+    /// extents and the shared/encoded/… flags.
+    Fiemap,
+    /// Read everything; all-zero blocks are holes. Works everywhere, costs a
+    /// full read.
+    Scan,
+    /// No inquiry: the whole range is data.
+    AllData,
+}
+
+impl Method {
+    /// Lowercase name, as on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Auto => "auto",
+            Method::Seek => "seek",
+            Method::Fiemap => "fiemap",
+            Method::Scan => "scan",
+            Method::AllData => "all_data",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The filesystem answered, but less well than it claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Degraded {
+    /// `SEEK_HOLE` reported the whole file as data although `st_blocks`
+    /// shows fewer bytes allocated than its size: the generic
+    /// implementation of a filesystem without hole support.
+    SeekHoleReportsAllData {
+        /// `st_size`.
+        size: u64,
+        /// `st_blocks * 512`.
+        allocated: u64,
+    },
+}
+
+impl fmt::Display for Degraded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Degraded::SeekHoleReportsAllData { size, allocated } => write!(
+                f,
+                "SEEK_HOLE reports all {size} bytes as data, but only {allocated} are allocated"
+            ),
+        }
+    }
+}
+
+/// A method [`Method::Auto`] tried and left, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// The method left behind.
+    pub from: Method,
+    /// The errno that showed it unsupported, or `None` when it was degraded.
+    pub errno: Option<Errno>,
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.errno {
+            Some(e) => write!(f, "{}: {}", self.from, ErrnoName(e)),
+            None => write!(f, "{}: degraded", self.from),
+        }
+    }
+}
+
+/// Options for [`ExtentMap`]s; start from [`MapOptions::new`].
+#[derive(Clone, Debug)]
+pub struct MapOptions {
+    method: Method,
+    range: Option<Range<u64>>,
+    fiemap_sync: bool,
+    prefer_fiemap: bool,
+    block_size: Option<u64>,
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MapOptions {
+    /// `Auto`, whole file, FIEMAP with `FIEMAP_FLAG_SYNC`.
+    pub fn new() -> Self {
+        MapOptions {
+            method: Method::Auto,
+            range: None,
+            fiemap_sync: true,
+            prefer_fiemap: false,
+            block_size: None,
+        }
+    }
+
+    /// Force a method (the map fails with [`MapError::Unsupported`] if the
+    /// filesystem lacks it) or leave it to `Auto`.
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Map only `range` (clipped to the file size). Extents are clipped to it.
+    pub fn range(mut self, range: Range<u64>) -> Self {
+        self.range = Some(range);
+        self
+    }
+
+    /// Whether FIEMAP writes back dirty pages first (default true). Without
+    /// it, delalloc extents show as `UNKNOWN|DELALLOC` and an unwritten
+    /// extent with dirty pages is reported unwritten although it holds data.
+    pub fn fiemap_sync(mut self, sync: bool) -> Self {
+        self.fiemap_sync = sync;
+        self
+    }
+
+    /// Make `Auto` try FIEMAP before SEEK_DATA, so unwritten extents and
+    /// sharing are reported (what `sparsekit map` shows); copying prefers
+    /// SEEK_DATA, which is cheaper and needs no writeback.
+    pub fn prefer_fiemap(mut self, prefer: bool) -> Self {
+        self.prefer_fiemap = prefer;
+        self
+    }
+
+    /// Granularity of `Scan` (default: `st_blksize`, at least 512).
+    pub fn block_size(mut self, block: u64) -> Self {
+        self.block_size = Some(block);
+        self
+    }
+
+    /// Starts mapping `fd`. Probes the method (one or two syscalls); the
+    /// extents come lazily from the returned iterator.
+    pub fn map<'fd, Fd: AsFd>(&self, fd: &'fd Fd) -> Result<ExtentMap<'fd>, MapError> {
+        let fd = fd.as_fd();
+        let st = fstat(fd).map_err(|e| MapError::io("fstat", 0, e))?;
+        let file_type = FileType::from_raw_mode(st.st_mode);
+        let size = match file_type {
+            FileType::RegularFile => st.st_size as u64,
+            FileType::BlockDevice => {
+                seek(fd, SeekFrom::End(0)).map_err(|e| MapError::io("lseek(SEEK_END)", 0, e))?
+            }
+            other => {
+                return Err(MapError::NotMappable {
+                    kind: file_type_name(other),
+                });
+            }
+        };
+        let allocated = (st.st_blocks as u64).saturating_mul(512);
+        let blksize = (st.st_blksize as u64).max(512);
+        let range = self.range.clone().unwrap_or(0..size);
+        let end = range.end.min(size);
+        let start = range.start.min(end);
+
+        let mut map = ExtentMap {
+            fd,
+            method: Method::AllData,
+            walker: Walker::AllData,
+            pos: start,
+            end,
+            size,
+            allocated,
+            degraded: None,
+            fallbacks: Vec::new(),
+            size_changed: None,
+        };
+        let sparse_by_blocks = file_type == FileType::RegularFile
+            && allocated.saturating_add(blksize) <= size;
+        let block = self.block_size.unwrap_or(blksize);
+
+        let order: &[Method] = match (self.method, file_type) {
+            // A block device has no holes to find; it is all data.
+            (Method::Auto, FileType::BlockDevice) => &[Method::AllData],
+            (Method::Auto, _) if self.prefer_fiemap => {
+                &[Method::Fiemap, Method::Seek, Method::Scan]
+            }
+            (Method::Auto, _) => &[Method::Seek, Method::Fiemap, Method::Scan],
+            (Method::Seek, _) => &[Method::Seek],
+            (Method::Fiemap, _) => &[Method::Fiemap],
+            (Method::Scan, _) => &[Method::Scan],
+            (Method::AllData, _) => &[Method::AllData],
+        };
+        let forced = self.method != Method::Auto;
+        for &method in order {
+            let attempt = match method {
+                Method::Seek => probe_seek(fd, start, size, sparse_by_blocks, allocated)
+                    .map(|(w, degraded)| (Walker::Seek(w), degraded)),
+                Method::Fiemap => FiemapWalker::start(fd, start, end, self.fiemap_sync)
+                    .map(|w| (Walker::Fiemap(w), None)),
+                Method::Scan => Ok((Walker::Scan(ScanWalker::new(block)), None)),
+                Method::AllData | Method::Auto => Ok((Walker::AllData, None)),
+            };
+            match attempt {
+                Ok((walker, degraded)) => {
+                    map.method = method;
+                    map.walker = walker;
+                    map.degraded = map.degraded.or(degraded);
+                    // A degraded SEEK_HOLE would hide the holes: Auto moves on.
+                    if degraded.is_some() && !forced {
+                        map.fallbacks.push(Fallback { from: method, errno: None });
+                        continue;
+                    }
+                    return Ok(map);
+                }
+                Err(errno) if forced => return Err(MapError::Unsupported { method, errno }),
+                Err(errno) if is_unsupported(errno) => {
+                    map.fallbacks.push(Fallback { from: method, errno: Some(errno) });
+                }
+                Err(errno) => return Err(MapError::io(probe_op(method), start, errno)),
+            }
+        }
+        // Auto's chain ended without a clean method: keep the last that
+        // worked (Scan never fails to start), or treat everything as data.
+        Ok(map)
+    }
+}
+
+/// Errnos that mean "this method is not available here", as opposed to an
+/// I/O failure that another method would hit too.
+fn is_unsupported(errno: Errno) -> bool {
+    matches!(
+        errno,
+        Errno::OPNOTSUPP | Errno::NOSYS | Errno::NOTTY | Errno::INVAL | Errno::SPIPE
+    ) || errno.raw_os_error() == 53 // EBADR: FIEMAP flags not supported
+}
+
+fn probe_op(method: Method) -> &'static str {
+    match method {
+        Method::Seek => "lseek(SEEK_DATA)",
+        Method::Fiemap => "ioctl(FS_IOC_FIEMAP)",
+        _ => "read",
+    }
+}
+
+/// One SEEK_DATA to see the call works; one SEEK_HOLE from 0 when
+/// `st_blocks` says the file is sparse, to see it is not the generic
+/// "all data" answer.
+fn probe_seek(
+    fd: BorrowedFd<'_>,
+    start: u64,
+    size: u64,
+    sparse_by_blocks: bool,
+    allocated: u64,
+) -> Result<(SeekWalker, Option<Degraded>), Errno> {
+    match seek(fd, SeekFrom::Data(start)) {
+        Ok(_) | Err(Errno::NXIO) => {}
+        Err(e) => return Err(e),
+    }
+    let mut degraded = None;
+    if sparse_by_blocks && size > 0 {
+        let first_hole = seek(fd, SeekFrom::Hole(0))?;
+        if first_hole >= size {
+            degraded = Some(Degraded::SeekHoleReportsAllData { size, allocated });
+        }
+    }
+    Ok((SeekWalker::default(), degraded))
+}
+
+fn file_type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::Directory => "directory",
+        FileType::Symlink => "symlink",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        FileType::RegularFile => "regular file",
+        _ => "special file",
+    }
+}
+
+#[derive(Debug)]
+enum Walker {
+    Seek(SeekWalker),
+    Fiemap(FiemapWalker),
+    Scan(ScanWalker),
+    AllData,
+}
+
+/// A lazy extent map: an iterator of [`Extent`]s that cover the mapped range
+/// in order, with no gaps or overlaps, in constant memory.
+///
+/// Made by [`MapOptions::map`] or [`map`](crate::map). The map reads the
+/// file size once at the start and maps up to it; if the file grows or
+/// shrinks meanwhile, the map still ends and [`size_changed`](Self::size_changed)
+/// tells.
+#[derive(Debug)]
+pub struct ExtentMap<'fd> {
+    fd: BorrowedFd<'fd>,
+    method: Method,
+    walker: Walker,
+    pos: u64,
+    end: u64,
+    size: u64,
+    allocated: u64,
+    degraded: Option<Degraded>,
+    fallbacks: Vec<Fallback>,
+    size_changed: Option<u64>,
+}
+
+impl ExtentMap<'_> {
+    /// The method producing the extents (never `Auto`).
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The file size when mapping began.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// `st_blocks * 512` when mapping began.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
+    /// The mapped range (clipped to the size).
+    pub fn range(&self) -> Range<u64> {
+        self.pos.min(self.end)..self.end
+    }
+
+    /// Set when SEEK_HOLE answered but could not be trusted.
+    pub fn degraded(&self) -> Option<Degraded> {
+        self.degraded
+    }
+
+    /// The methods `Auto` tried before [`method`](Self::method), and why it left them.
+    pub fn fallbacks(&self) -> &[Fallback] {
+        &self.fallbacks
+    }
+
+    /// After the last extent: the new size if the file changed size while it
+    /// was mapped (the extents describe the file as it was seen).
+    pub fn size_changed(&self) -> Option<u64> {
+        self.size_changed
+    }
+
+    fn step(&mut self) -> Result<Extent, MapError> {
+        let (fd, pos, end) = (self.fd, self.pos, self.end);
+        match &mut self.walker {
+            Walker::Seek(w) => w.next(fd, pos, end),
+            Walker::Fiemap(w) => w.next(fd, pos, end),
+            Walker::Scan(w) => w.next(fd, pos, end),
+            Walker::AllData => Ok(Extent::new(pos..end, ExtentKind::Data)),
+        }
+    }
+}
+
+impl Iterator for ExtentMap<'_> {
+    type Item = Result<Extent, MapError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.end {
+            return None;
+        }
+        match self.step() {
+            Ok(ext) => {
+                // Walkers promise contiguous, forward progress; this is the
+                // single place that enforces it.
+                debug_assert_eq!(ext.offset, self.pos);
+                debug_assert!(ext.end() <= self.end && ext.length > 0);
+                self.pos = ext.end();
+                if self.pos >= self.end {
+                    // Block devices report st_size 0; only files can change size.
+                    self.size_changed = fstat(self.fd).ok().and_then(|st| {
+                        let now = st.st_size as u64;
+                        let is_file =
+                            FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+                        (is_file && now != self.size).then_some(now)
+                    });
+                }
+                Some(Ok(ext))
+            }
+            Err(e) => {
+                // Stop after an error: no endless retries.
+                self.end = self.pos;
+                Some(Err(e))
+            }
+        }
+    }
+}
