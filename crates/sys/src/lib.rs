@@ -8,9 +8,13 @@
 //!
 //! # Brief overview
 //! - [`fiemap`]: `ioctl(fd, FS_IOC_FIEMAP, …)` in batches.
+//! - [`remap`]: `FICLONERANGE` and `FIDEDUPERANGE`.
+//! - [`fstype`]: filesystem names from `fstatfs` `f_type`.
 //! - [`errno`]: `EINVAL (Invalid argument)`-style names for messages.
 
 pub mod errno;
 pub mod fiemap;
+pub mod fstype;
+pub mod remap;
 
 pub use errno::ErrnoName;
