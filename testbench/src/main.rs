@@ -1,1 +1,110 @@
-fn main(){}
+//! `sparsekit-testbench`: run with `cargo xtask testbench` (root).
+
+use anyhow::{Context, bail};
+use sparsekit_testbench::{bench, cleanup, defs, runner, scenarios, selftest};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: sparsekit-testbench run [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest]
+       sparsekit-testbench list
+       sparsekit-testbench bench [NAME…]";
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("testbench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let defs = defs::load(&defs::matrix_path())?;
+    match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..], &defs),
+        Some("list") => {
+            for d in &defs {
+                println!("fs {}", d.name);
+            }
+            for s in scenarios::all() {
+                println!("scenario {}", s.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("bench") => {
+            require_root("the benchmarks")?;
+            cleanup::install_signal_handlers()?;
+            let wanted = &args[1..];
+            for (name, f) in bench::all() {
+                if wanted.is_empty() || wanted.iter().any(|w| w == name) {
+                    f(wanted)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        // The self-test's child process (see selftest.rs).
+        Some("selftest-child") => {
+            let [_, mode, fs] = &args[..] else { bail!("selftest-child MODE FS") };
+            let def = defs.iter().find(|d| &d.name == fs).context("no such fs")?;
+            selftest::child(def, mode == "panic")?;
+            Ok(ExitCode::FAILURE)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("{what} need root: they make loop devices, mkfs and mount (run as root, e.g. sudo -E cargo xtask testbench)");
+    }
+    Ok(())
+}
+
+fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
+    require_root("the test bench")?;
+    let mut opts = runner::RunOptions { install: true, filter: None };
+    let mut only: Option<Vec<String>> = None;
+    let mut selftest = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--fs" => only = Some(it.next().context("--fs NAME")?.split(',').map(String::from).collect()),
+            "--filter" => opts.filter = Some(it.next().context("--filter TEXT")?.clone()),
+            "--no-install" => opts.install = false,
+            "--no-selftest" => selftest = false,
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if let Some(only) = &only {
+        for name in only {
+            if !defs.iter().any(|d| &d.name == name) {
+                bail!("no filesystem {name:?} in matrix.toml");
+            }
+        }
+    }
+    cleanup::install_signal_handlers()?;
+    let all = scenarios::all();
+    let mut reports = Vec::new();
+    if selftest {
+        let ext4 = defs.iter().find(|d| d.name == "ext4").context("matrix.toml lacks ext4")?;
+        reports.push(selftest::run(ext4));
+    }
+    for def in defs {
+        if only.as_ref().is_some_and(|o| !o.contains(&def.name)) {
+            continue;
+        }
+        reports.push(runner::run_fs(def, &all, &opts));
+    }
+    let ok = runner::print_summary(&reports);
+    let leaks = cleanup::leaks_of(std::process::id());
+    if !leaks.is_empty() {
+        println!("LEAKED: {leaks:?}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

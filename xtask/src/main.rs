@@ -1,1 +1,37 @@
-fn main(){}
+//! `cargo xtask <task>`: the project's automation, one module per task.
+//!
+//! - `ci`: what CI runs — fmt check, clippy, unit tests, rustdoc, then the
+//!   test bench (root) — the README's test command.
+//! - `testbench [ARGS]`: the privileged bench on every filesystem of matrix.toml.
+//! - `bench [NAME…]`: benchmarks against peer tools (root).
+
+mod ci;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask ci [--no-bench]
+       cargo xtask testbench [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest]
+       cargo xtask bench [NAME…]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(&args[1..]),
+        Some("testbench") => ci::testbench(&args[1..]),
+        Some("bench") => ci::bench(&args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

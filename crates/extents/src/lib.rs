@@ -56,6 +56,9 @@ mod scan;
 mod seek;
 mod zero;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use error::MapError;
 pub use extent::{Extent, ExtentFlags, ExtentKind};
 pub use map::{Degraded, ExtentMap, Fallback, MapOptions, Method};

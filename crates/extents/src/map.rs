@@ -211,38 +211,77 @@ impl MapOptions {
             (Method::AllData, _) => &[Method::AllData],
         };
         let forced = self.method != Method::Auto;
-        for &method in order {
-            let attempt = match method {
+        let mut walker = None;
+        let chosen = choose(order, forced, |method| {
+            let (w, degraded) = match method {
                 Method::Seek => probe_seek(fd, start, size, sparse_by_blocks, allocated)
-                    .map(|(w, degraded)| (Walker::Seek(w), degraded)),
-                Method::Fiemap => FiemapWalker::start(fd, start, end, self.fiemap_sync)
-                    .map(|w| (Walker::Fiemap(w), None)),
-                Method::Scan => Ok((Walker::Scan(ScanWalker::new(block)), None)),
-                Method::AllData | Method::Auto => Ok((Walker::AllData, None)),
+                    .map(|(w, d)| (Walker::Seek(w), d))?,
+                Method::Fiemap => (
+                    Walker::Fiemap(FiemapWalker::start(fd, start, end, self.fiemap_sync)?),
+                    None,
+                ),
+                Method::Scan => (Walker::Scan(ScanWalker::new(block)), None),
+                Method::AllData | Method::Auto => (Walker::AllData, None),
             };
-            match attempt {
-                Ok((walker, degraded)) => {
-                    map.method = method;
-                    map.walker = walker;
-                    map.degraded = map.degraded.or(degraded);
-                    // A degraded SEEK_HOLE would hide the holes: Auto moves on.
-                    if degraded.is_some() && !forced {
-                        map.fallbacks.push(Fallback { from: method, errno: None });
-                        continue;
-                    }
-                    return Ok(map);
-                }
-                Err(errno) if forced => return Err(MapError::Unsupported { method, errno }),
-                Err(errno) if is_unsupported(errno) => {
-                    map.fallbacks.push(Fallback { from: method, errno: Some(errno) });
-                }
-                Err(errno) => return Err(MapError::io(probe_op(method), start, errno)),
+            walker = Some(w);
+            Ok(degraded)
+        })
+        .map_err(|(method, errno)| {
+            if forced {
+                MapError::Unsupported { method, errno }
+            } else {
+                MapError::io(probe_op(method), start, errno)
             }
-        }
-        // Auto's chain ended without a clean method: keep the last that
-        // worked (Scan never fails to start), or treat everything as data.
+        })?;
+        map.method = chosen.method;
+        map.degraded = chosen.degraded;
+        map.fallbacks = chosen.fallbacks;
+        // `choose` only returns methods whose walker was built, the last one built.
+        map.walker = walker.unwrap_or(Walker::AllData);
         Ok(map)
     }
+}
+
+/// The outcome of [`choose`].
+#[derive(Debug, PartialEq, Eq)]
+struct Choice {
+    method: Method,
+    degraded: Option<Degraded>,
+    fallbacks: Vec<Fallback>,
+}
+
+/// Walks the fallback chain `order`: `attempt(method)` starts a method and
+/// says whether its answer is degraded. A forced method is kept even when
+/// degraded (the map reports it); `Auto` moves past unsupported and degraded
+/// methods, and keeps the last one that started if none was clean. Errors
+/// that do not mean "unsupported" stop the chain.
+fn choose(
+    order: &[Method],
+    forced: bool,
+    mut attempt: impl FnMut(Method) -> Result<Option<Degraded>, Errno>,
+) -> Result<Choice, (Method, Errno)> {
+    let mut choice = Choice {
+        method: Method::AllData,
+        degraded: None,
+        fallbacks: Vec::new(),
+    };
+    for &method in order {
+        match attempt(method) {
+            Ok(degraded) => {
+                choice.method = method;
+                choice.degraded = choice.degraded.or(degraded);
+                if degraded.is_none() || forced {
+                    return Ok(choice);
+                }
+                choice.fallbacks.push(Fallback { from: method, errno: None });
+            }
+            Err(errno) if !forced && is_unsupported(errno) => {
+                choice.fallbacks.push(Fallback { from: method, errno: Some(errno) });
+            }
+            Err(errno) => return Err((method, errno)),
+        }
+    }
+    Ok(choice)
 }
 
 /// Errnos that mean "this method is not available here", as opposed to an
@@ -407,5 +446,85 @@ impl Iterator for ExtentMap<'_> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUTO: &[Method] = &[Method::Seek, Method::Fiemap, Method::Scan];
+    const DEGRADED: Degraded = Degraded::SeekHoleReportsAllData { size: 10, allocated: 0 };
+
+    fn run(
+        forced: bool,
+        order: &[Method],
+        results: &[(Method, Result<Option<Degraded>, Errno>)],
+    ) -> Result<Choice, (Method, Errno)> {
+        choose(order, forced, |m| {
+            results.iter().find(|(r, _)| *r == m).map(|(_, r)| *r).unwrap_or(Ok(None))
+        })
+    }
+
+    #[test]
+    fn auto_takes_seek_when_it_works() {
+        let c = run(false, AUTO, &[]).unwrap();
+        assert_eq!(c.method, Method::Seek);
+        assert!(c.fallbacks.is_empty() && c.degraded.is_none());
+    }
+
+    #[test]
+    fn auto_falls_back_on_unsupported_errnos() {
+        for errno in [Errno::OPNOTSUPP, Errno::NOSYS, Errno::NOTTY, Errno::INVAL, Errno::SPIPE] {
+            let c = run(false, AUTO, &[(Method::Seek, Err(errno)), (Method::Fiemap, Err(Errno::OPNOTSUPP))])
+                .unwrap();
+            assert_eq!(c.method, Method::Scan, "{errno:?}");
+            assert_eq!(
+                c.fallbacks,
+                vec![
+                    Fallback { from: Method::Seek, errno: Some(errno) },
+                    Fallback { from: Method::Fiemap, errno: Some(Errno::OPNOTSUPP) },
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn auto_leaves_a_degraded_seek_for_fiemap_and_says_so() {
+        let c = run(false, AUTO, &[(Method::Seek, Ok(Some(DEGRADED)))]).unwrap();
+        assert_eq!(c.method, Method::Fiemap);
+        assert_eq!(c.degraded, Some(DEGRADED));
+        assert_eq!(c.fallbacks, vec![Fallback { from: Method::Seek, errno: None }]);
+    }
+
+    #[test]
+    fn auto_scans_when_seek_is_degraded_and_fiemap_missing() {
+        let c = run(
+            false,
+            AUTO,
+            &[(Method::Seek, Ok(Some(DEGRADED))), (Method::Fiemap, Err(Errno::OPNOTSUPP))],
+        )
+        .unwrap();
+        assert_eq!(c.method, Method::Scan);
+        assert_eq!(c.degraded, Some(DEGRADED));
+    }
+
+    #[test]
+    fn a_forced_degraded_seek_is_kept_and_reported() {
+        let c = run(true, &[Method::Seek], &[(Method::Seek, Ok(Some(DEGRADED)))]).unwrap();
+        assert_eq!(c.method, Method::Seek);
+        assert_eq!(c.degraded, Some(DEGRADED));
+    }
+
+    #[test]
+    fn a_forced_unsupported_method_is_an_error() {
+        let e = run(true, &[Method::Fiemap], &[(Method::Fiemap, Err(Errno::OPNOTSUPP))]).unwrap_err();
+        assert_eq!(e, (Method::Fiemap, Errno::OPNOTSUPP));
+    }
+
+    #[test]
+    fn io_errors_stop_auto() {
+        let e = run(false, AUTO, &[(Method::Seek, Err(Errno::IO))]).unwrap_err();
+        assert_eq!(e, (Method::Seek, Errno::IO));
     }
 }

@@ -1,0 +1,13 @@
+//! Benchmarks against peer tools, run by `cargo xtask bench [NAME]` (root).
+//! Each prints a table of measurements and the ratios against the peers.
+
+pub mod extents;
+pub mod measure;
+
+/// A benchmark: name and entry point (arguments after the name).
+pub type Bench = (&'static str, fn(&[String]) -> anyhow::Result<()>);
+
+/// All benchmarks.
+pub fn all() -> Vec<Bench> {
+    vec![("extents", extents::run)]
+}

@@ -1,0 +1,222 @@
+//! Everything the bench creates is registered here until its guard undoes it,
+//! so SIGINT/SIGTERM/SIGHUP can undo it too (a panic unwinds through the
+//! guards' `Drop`; a signal would not).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Directory-name prefix of everything the bench makes (also what leak checks look for).
+pub const PREFIX: &str = "sparsekit-testbench";
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: u64,
+    mountpoint: Option<PathBuf>,
+    loop_device: Option<PathBuf>,
+    image: Option<PathBuf>,
+    dir: PathBuf,
+}
+
+static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn with_registry<R>(f: impl FnOnce(&mut Vec<Entry>) -> R) -> R {
+    // A scenario panicking while holding the lock must not stop cleanup.
+    let mut guard = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut guard)
+}
+
+/// A registration handle: what one guard owns.
+#[derive(Debug)]
+pub(crate) struct Registration(u64);
+
+impl Registration {
+    pub(crate) fn new(dir: &Path) -> Self {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        with_registry(|r| {
+            r.push(Entry {
+                id,
+                mountpoint: None,
+                loop_device: None,
+                image: None,
+                dir: dir.to_owned(),
+            })
+        });
+        Registration(id)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Entry)) {
+        with_registry(|r| {
+            if let Some(e) = r.iter_mut().find(|e| e.id == self.0) {
+                f(e)
+            }
+        });
+    }
+
+    pub(crate) fn set_mountpoint(&self, p: &Path) {
+        self.update(|e| e.mountpoint = Some(p.to_owned()));
+    }
+
+    pub(crate) fn set_loop(&self, device: &Path, image: &Path) {
+        self.update(|e| {
+            e.loop_device = Some(device.to_owned());
+            e.image = Some(image.to_owned());
+        });
+    }
+
+    /// Undoes everything registered (unmount, detach, remove), then forgets it.
+    pub(crate) fn cleanup(&self) -> Vec<String> {
+        let entry = with_registry(|r| {
+            let i = r.iter().position(|e| e.id == self.0)?;
+            Some(r.remove(i))
+        });
+        entry.map(|e| undo(&e)).unwrap_or_default()
+    }
+}
+
+/// Undo one entry; returns the problems met (also printed).
+fn undo(e: &Entry) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(mnt) = &e.mountpoint {
+        if let Err(msg) = unmount(mnt) {
+            problems.push(msg);
+        }
+    }
+    if let (Some(dev), Some(image)) = (&e.loop_device, &e.image) {
+        if let Err(msg) = detach(dev, image) {
+            problems.push(msg);
+        }
+    }
+    if let Err(err) = std::fs::remove_dir_all(&e.dir) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            problems.push(format!("remove {}: {err}", e.dir.display()));
+        }
+    }
+    for p in &problems {
+        eprintln!("testbench cleanup: {p}");
+    }
+    problems
+}
+
+/// umount2, retried while busy (a process may still be closing files), then
+/// lazily detached as a last resort so the bench never leaves a mount.
+pub(crate) fn unmount(mnt: &Path) -> Result<(), String> {
+    use rustix::io::Errno;
+    use rustix::mount::{UnmountFlags, unmount};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match unmount(mnt, UnmountFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(Errno::INVAL | Errno::NOENT) => return Ok(()), // not mounted (any more)
+            Err(Errno::BUSY) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => {
+                return match unmount(mnt, UnmountFlags::DETACH) {
+                    Ok(()) => Err(format!(
+                        "{}: umount: {e}; detached lazily instead",
+                        mnt.display()
+                    )),
+                    Err(e2) => Err(format!("{}: umount: {e}, lazy umount: {e2}", mnt.display())),
+                };
+            }
+        }
+    }
+}
+
+/// What `/sys/block/loopN/loop/backing_file` says the device is attached to.
+pub(crate) fn backing_file(dev: &Path) -> Option<PathBuf> {
+    let name = dev.file_name()?.to_str()?;
+    let text = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
+    Some(PathBuf::from(text.trim_end()))
+}
+
+/// Waits for autoclear to detach the device from `image`; if it has not,
+/// LOOP_CLR_FD, retried while udev or blkid still hold the device.
+pub(crate) fn detach(dev: &Path, image: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last_err = None;
+    loop {
+        match backing_file(dev) {
+            Some(b) if b.to_string_lossy().starts_with(&*image.to_string_lossy()) => {}
+            _ => return Ok(()), // detached, or already reused by someone else
+        }
+        match loopdev::LoopDevice::open(dev).and_then(|ld| ld.detach()) {
+            // Done, or (while another fd is still open, e.g. in the signal
+            // path) the kernel detaches it at the last close.
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+                return Ok(());
+            }
+            Err(e) => last_err = Some(e.to_string()),
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{}: still attached to {} ({})",
+                dev.display(),
+                image.display(),
+                last_err.unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Undo everything still registered (the signal path).
+pub fn cleanup_all() {
+    let entries = with_registry(std::mem::take);
+    // Newest first: a mount on an image inside another entry's directory goes first.
+    for e in entries.iter().rev() {
+        undo(e);
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: clean up and exit with 128 + signal.
+pub fn install_signal_handlers() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("testbench-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                eprintln!("testbench: signal {sig}: unmounting and detaching everything");
+                cleanup_all();
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+/// Mounts and loop devices of process `pid`'s bench still present (for leak checks).
+pub fn leaks_of(pid: u32) -> Vec<String> {
+    let marker = format!("{PREFIX}-{pid}-");
+    let mut found = Vec::new();
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        found.extend(
+            mounts
+                .lines()
+                .filter(|l| l.contains(&marker))
+                .map(|l| format!("mount: {l}")),
+        );
+    }
+    if let Ok(dir) = std::fs::read_dir("/sys/block") {
+        for ent in dir.flatten() {
+            let dev = Path::new("/dev").join(ent.file_name());
+            if let Some(b) = backing_file(&dev) {
+                if b.to_string_lossy().contains(&marker) {
+                    found.push(format!("loop: {} -> {}", dev.display(), b.display()));
+                }
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        found.extend(
+            dir.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&marker))
+                .map(|e| format!("dir: {}", e.path().display())),
+        );
+    }
+    found
+}

@@ -1,0 +1,107 @@
+//! Filesystem definitions, read from the `[[filesystem]]` tables of matrix.toml.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// One filesystem the bench makes and mounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsDef {
+    /// Unique name, the matrix column (`xfs-noreflink`).
+    pub name: String,
+    /// Type passed to mount(2) (`xfs`).
+    pub fstype: String,
+    /// mkfs command and options; the image path is appended. Empty for tmpfs.
+    #[serde(default)]
+    pub mkfs: Vec<String>,
+    /// Debian package providing `mkfs[0]`.
+    #[serde(default)]
+    pub package: Option<String>,
+    /// Mount data string (`compress-force=zstd`).
+    #[serde(default)]
+    pub mount_options: String,
+    /// Image size (`512M`); images are sparse, so this costs nothing until written.
+    #[serde(default = "default_image_size")]
+    pub image_size: String,
+}
+
+fn default_image_size() -> String {
+    "512M".into()
+}
+
+impl FsDef {
+    /// Whether the filesystem lives on a loop-attached image (everything but tmpfs).
+    pub fn needs_image(&self) -> bool {
+        !self.mkfs.is_empty()
+    }
+
+    /// `image_size` in bytes.
+    pub fn image_bytes(&self) -> anyhow::Result<u64> {
+        parse_size(&self.image_size).with_context(|| format!("{}: image_size", self.name))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct MatrixFile {
+    #[serde(default)]
+    filesystem: Vec<FsDef>,
+}
+
+/// The workspace's matrix.toml (found from this crate's manifest directory).
+pub fn matrix_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../matrix.toml")
+}
+
+/// Reads the filesystem definitions from `path`.
+pub fn load(path: &Path) -> anyhow::Result<Vec<FsDef>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let file: MatrixFile =
+        toml::from_str(&text).with_context(|| format!("{}: invalid", path.display()))?;
+    let mut seen = std::collections::HashSet::new();
+    for def in &file.filesystem {
+        if !seen.insert(&def.name) {
+            bail!("{}: filesystem {:?} defined twice", path.display(), def.name);
+        }
+        def.image_bytes()?;
+    }
+    Ok(file.filesystem)
+}
+
+/// `512M` → bytes (binary suffixes K, M, G).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, shift) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
+    Ok(n << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_matrix_defines_the_required_filesystems() {
+        let defs = load(&matrix_path()).unwrap();
+        let names: Vec<_> = defs.iter().map(|d| d.name.as_str()).collect();
+        for required in ["ext4", "xfs", "btrfs", "tmpfs"] {
+            assert!(names.contains(&required), "{required} missing from {names:?}");
+        }
+        for d in &defs {
+            let bytes = d.image_bytes().unwrap();
+            assert!(bytes >= 256 << 20 && bytes <= 1 << 30, "{}: {bytes}", d.name);
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert!(parse_size("x").is_err());
+    }
+}

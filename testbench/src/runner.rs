@@ -1,0 +1,197 @@
+//! Runs scenarios on each filesystem and summarises pass / fail / skip.
+
+use crate::defs::FsDef;
+use crate::fixture::MountedFs;
+use crate::scenario::{Ctx, Scenario, Verdict};
+use crate::tools;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+/// The outcome of one scenario on one filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check held.
+    Pass,
+    /// A check failed, an error escaped, or it panicked.
+    Fail(String),
+    /// Not applicable or not supported here, with the reason.
+    Skip(String),
+}
+
+/// One scenario's record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// What happened.
+    pub outcome: Outcome,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Everything that happened on one filesystem.
+#[derive(Debug, Clone)]
+pub struct FsReport {
+    /// Definition name.
+    pub fs: String,
+    /// Set when the filesystem itself could not be made (tools missing:
+    /// skipped; mkfs or mount failing: failed).
+    pub setup: Option<Outcome>,
+    /// Per-scenario records.
+    pub records: Vec<Record>,
+    /// Wall time including mkfs and mount.
+    pub elapsed: Duration,
+}
+
+impl FsReport {
+    /// (passed, failed, skipped).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for r in &self.records {
+            match r.outcome {
+                Outcome::Pass => c.0 += 1,
+                Outcome::Fail(_) => c.1 += 1,
+                Outcome::Skip(_) => c.2 += 1,
+            }
+        }
+        match &self.setup {
+            Some(Outcome::Fail(_)) => c.1 += 1,
+            Some(Outcome::Skip(_)) => c.2 += 1,
+            _ => {}
+        }
+        c
+    }
+}
+
+/// Options of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Install missing mkfs tools with apt-get (as root on Debian).
+    pub install: bool,
+    /// Only scenarios whose name contains this.
+    pub filter: Option<String>,
+}
+
+/// Runs `scenarios` on a fresh mount of `def`.
+pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsReport {
+    let started = Instant::now();
+    let mut report = FsReport {
+        fs: def.name.clone(),
+        setup: None,
+        records: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    println!("== {} ({})", def.name, describe(def));
+    if let Err(reason) = tools::ensure(def, opts.install) {
+        println!("  SKIP {}: {reason}", def.name);
+        report.setup = Some(Outcome::Skip(reason));
+        report.elapsed = started.elapsed();
+        return report;
+    }
+    let fs = match MountedFs::mount(def) {
+        Ok(fs) => fs,
+        Err(e) => {
+            println!("  FAIL {}: cannot make the filesystem: {e:#}", def.name);
+            report.setup = Some(Outcome::Fail(format!("{e:#}")));
+            report.elapsed = started.elapsed();
+            return report;
+        }
+    };
+    for s in scenarios {
+        if opts.filter.as_deref().is_some_and(|f| !s.name.contains(f)) {
+            continue;
+        }
+        let rec = run_one(&fs, s);
+        match &rec.outcome {
+            Outcome::Pass => println!("  PASS {} ({:.2?})", s.name, rec.elapsed),
+            Outcome::Skip(why) => println!("  SKIP {}: {why}", s.name),
+            Outcome::Fail(why) => println!("  FAIL {} ({:.2?}): {why}", s.name, rec.elapsed),
+        }
+        report.records.push(rec);
+    }
+    drop(fs);
+    report.elapsed = started.elapsed();
+    report
+}
+
+fn describe(def: &FsDef) -> String {
+    let mut d = if def.mkfs.is_empty() {
+        format!("mount -t {}", def.fstype)
+    } else {
+        def.mkfs.join(" ")
+    };
+    if !def.mount_options.is_empty() {
+        d += &format!(", -o {}", def.mount_options);
+    }
+    d
+}
+
+/// One scenario in its own scratch directory, panics caught.
+fn run_one(fs: &MountedFs, s: &Scenario) -> Record {
+    let started = Instant::now();
+    let dir = fs.mountpoint().join(s.name.replace('/', "_"));
+    let outcome = match std::fs::create_dir_all(&dir) {
+        Err(e) => Outcome::Fail(format!("mkdir {}: {e}", dir.display())),
+        Ok(()) => {
+            let ctx = Ctx::new(fs, dir.clone());
+            match catch_unwind(AssertUnwindSafe(|| (s.run)(&ctx))) {
+                Ok(Ok(Verdict::Pass)) => Outcome::Pass,
+                Ok(Ok(Verdict::Skip(why))) => Outcome::Skip(why),
+                Ok(Err(e)) => Outcome::Fail(format!("{e:#}")),
+                Err(panic) => Outcome::Fail(format!("panicked: {}", panic_message(&panic))),
+            }
+        }
+    };
+    // Scratch files go, so the next scenario sees an empty-ish filesystem.
+    let _ = std::fs::remove_dir_all(&dir);
+    Record {
+        scenario: s.name,
+        outcome,
+        elapsed: started.elapsed(),
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(non-string panic)".into())
+}
+
+/// The end-of-run summary table; returns whether everything passed or skipped.
+pub fn print_summary(reports: &[FsReport]) -> bool {
+    println!();
+    println!(
+        "{:<16} {:>6} {:>6} {:>7} {:>9}",
+        "filesystem", "passed", "failed", "skipped", "time"
+    );
+    let mut ok = true;
+    let (mut tp, mut tf, mut ts) = (0, 0, 0);
+    for r in reports {
+        let (p, f, s) = r.counts();
+        ok &= f == 0;
+        tp += p;
+        tf += f;
+        ts += s;
+        println!(
+            "{:<16} {:>6} {:>6} {:>7} {:>8.1}s",
+            r.fs,
+            p,
+            f,
+            s,
+            r.elapsed.as_secs_f64()
+        );
+    }
+    println!("{:<16} {:>6} {:>6} {:>7}", "total", tp, tf, ts);
+    for r in reports {
+        for rec in &r.records {
+            if let Outcome::Fail(why) = &rec.outcome {
+                println!("FAILED {} on {}: {why}", rec.scenario, r.fs);
+            }
+        }
+        if let Some(Outcome::Fail(why)) = &r.setup {
+            println!("FAILED setup of {}: {why}", r.fs);
+        }
+    }
+    ok
+}

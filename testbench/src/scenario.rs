@@ -1,0 +1,109 @@
+//! The scenario API: a named function run on one mounted filesystem, whose
+//! outcome is pass, fail (an error or a panic) or skip with a reason.
+//!
+//! ```ignore
+//! fn punch_frees_blocks(ctx: &Ctx<'_>) -> ScenarioResult {
+//!     let f = ctx.create("f")?;
+//!     match try_punch(&f) {
+//!         Err(e) if e == Errno::OPNOTSUPP => skip!("PUNCH_HOLE: {e}"),
+//!         r => r?,
+//!     }
+//!     anyhow::ensure!(blocks(&f)? == 0, "blocks not freed");
+//!     Ok(Verdict::Pass)
+//! }
+//! ```
+
+use crate::fixture::MountedFs;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// What a scenario returns: `Ok(Pass)`, `Ok(Skip(reason))`, or `Err` (fail).
+pub type ScenarioResult = anyhow::Result<Verdict>;
+
+/// A scenario's non-failing outcomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every check held.
+    Pass,
+    /// Not applicable here ("not supported here" is a result, not a
+    /// failure); the reason is shown and counted.
+    Skip(String),
+}
+
+/// Returns `Ok(Verdict::Skip(format!(…)))` from the enclosing scenario.
+#[macro_export]
+macro_rules! skip {
+    ($($arg:tt)*) => {
+        return Ok($crate::scenario::Verdict::Skip(format!($($arg)*)))
+    };
+}
+
+/// Skips the scenario unless `cond` holds.
+#[macro_export]
+macro_rules! require {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            $crate::skip!($($arg)*);
+        }
+    };
+}
+
+/// A named scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// `crate/what_it_checks`, unique.
+    pub name: &'static str,
+    /// The body.
+    pub run: fn(&Ctx<'_>) -> ScenarioResult,
+}
+
+/// What a scenario gets: the filesystem and a fresh scratch directory on it
+/// (removed afterwards).
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    fs: &'a MountedFs,
+    dir: PathBuf,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(fs: &'a MountedFs, dir: PathBuf) -> Self {
+        Ctx { fs, dir }
+    }
+
+    /// The filesystem under test.
+    pub fn fs(&self) -> &MountedFs {
+        self.fs
+    }
+
+    /// Its name in matrix.toml (`btrfs-zstd`).
+    pub fn fs_name(&self) -> &str {
+        self.fs.name()
+    }
+
+    /// Its mount(2) type (`btrfs`).
+    pub fn fstype(&self) -> &str {
+        &self.fs.def().fstype
+    }
+
+    /// The scratch directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A path in the scratch directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Creates (truncates) a read-write file in the scratch directory.
+    pub fn create(&self, name: &str) -> anyhow::Result<File> {
+        let path = self.path(name);
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("create {}: {e}", path.display()))
+    }
+}

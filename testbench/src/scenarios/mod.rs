@@ -1,0 +1,12 @@
+//! Every scenario of the bench, one module per op crate.
+
+use crate::scenario::Scenario;
+
+pub mod extents;
+
+/// All scenarios, in run order.
+pub fn all() -> Vec<Scenario> {
+    let mut v = Vec::new();
+    v.extend(extents::scenarios());
+    v
+}

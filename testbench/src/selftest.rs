@@ -1,0 +1,125 @@
+//! Proof that the guards leave nothing behind: a child bench process mounts
+//! a filesystem, then panics (or is sent SIGINT / SIGTERM); afterwards no
+//! mount, loop device or directory of that child may remain.
+
+use crate::cleanup::{self, install_signal_handlers};
+use crate::defs::FsDef;
+use crate::fixture::MountedFs;
+use crate::runner::{FsReport, Outcome, Record};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How the child ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Ending {
+    /// `panic!` mid-scenario, with the filesystem mounted.
+    Panic,
+    /// Killed by this signal while mounted.
+    Signal(i32),
+}
+
+/// The child side: mount `def`, say where, then end as told.
+pub fn child(def: &FsDef, panic: bool) -> anyhow::Result<()> {
+    install_signal_handlers()?;
+    let fs = MountedFs::mount(def)?;
+    std::fs::write(fs.mountpoint().join("busy"), b"a scenario was here")?;
+    println!("READY {}", fs.mountpoint().display());
+    if panic {
+        panic!("selftest: deliberate panic with {} mounted", fs.mountpoint().display());
+    }
+    // Wait for the signal; the handler cleans up and exits.
+    std::thread::sleep(Duration::from_secs(60));
+    anyhow::bail!("no signal arrived")
+}
+
+/// The parent side: run one child ending, then look for leftovers.
+fn check(def: &FsDef, ending: Ending) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mode = match ending {
+        Ending::Panic => "panic",
+        Ending::Signal(_) => "wait",
+    };
+    let mut child = Command::new(exe)
+        .args(["selftest-child", mode, &def.name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let Some(mnt) = line.strip_prefix("READY ").map(|s| s.trim().to_owned()) else {
+        let _ = child.kill();
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        return Err(format!(
+            "child did not mount: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    };
+    if !cleanup::leaks_of(pid).iter().any(|l| l.contains(&mnt)) {
+        return Err(format!("leak check cannot see the child's live mount {mnt}"));
+    }
+    if let Ending::Signal(sig) = ending {
+        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        let sig = rustix::process::Signal::from_named_raw(sig).unwrap();
+        rustix::process::kill_process(pid, sig).map_err(|e| format!("kill: {e}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("child did not exit within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if status.success() {
+        return Err(format!("child exited successfully ({status}); expected a failure"));
+    }
+    let leaks = cleanup::leaks_of(pid);
+    if !leaks.is_empty() {
+        // Do not leave them for the next run either.
+        for l in &leaks {
+            if let Some(m) = l.strip_prefix("mount: ").and_then(|l| l.split(' ').nth(1)) {
+                let _ = cleanup::unmount(std::path::Path::new(m));
+            }
+        }
+        return Err(format!("left behind after {ending:?}: {leaks:?}"));
+    }
+    Ok(())
+}
+
+/// All self-tests, as a report of their own.
+pub fn run(def: &FsDef) -> FsReport {
+    let started = Instant::now();
+    println!("== selftest (guards on {})", def.name);
+    let cases: [(&'static str, Ending); 3] = [
+        ("selftest/panic_mid_scenario_leaves_nothing", Ending::Panic),
+        ("selftest/sigint_leaves_nothing", Ending::Signal(rustix::process::Signal::INT.as_raw())),
+        ("selftest/sigterm_leaves_nothing", Ending::Signal(rustix::process::Signal::TERM.as_raw())),
+    ];
+    let mut records = Vec::new();
+    for (name, ending) in cases {
+        let t = Instant::now();
+        let outcome = match check(def, ending) {
+            Ok(()) => Outcome::Pass,
+            Err(e) => Outcome::Fail(e),
+        };
+        match &outcome {
+            Outcome::Fail(why) => println!("  FAIL {name}: {why}"),
+            _ => println!("  PASS {name} ({:.2?})", t.elapsed()),
+        }
+        records.push(Record { scenario: name, outcome, elapsed: t.elapsed() });
+    }
+    FsReport {
+        fs: "selftest".into(),
+        setup: None,
+        records,
+        elapsed: started.elapsed(),
+    }
+}

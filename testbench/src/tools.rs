@@ -1,0 +1,50 @@
+//! Finding (and on Debian, as root, installing) the mkfs programs.
+
+use crate::defs::FsDef;
+use std::path::Path;
+use std::process::Command;
+
+/// Whether `prog` is on PATH (or in the sbin directories root's PATH may lack).
+pub fn have(prog: &str) -> bool {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .any(|d| Path::new(d).join(prog).is_file())
+}
+
+/// Makes sure the tools of `def` exist. Returns `Err(reason)` to skip the
+/// filesystem, naming the install command.
+pub fn ensure(def: &FsDef, may_install: bool) -> Result<(), String> {
+    let Some(prog) = def.mkfs.first() else {
+        return Ok(());
+    };
+    if have(prog) {
+        return Ok(());
+    }
+    let package = def.package.as_deref().unwrap_or(prog);
+    let hint = format!("{prog} not found; install it with: apt-get install -y {package}");
+    let is_root = rustix::process::geteuid().is_root();
+    if !may_install || !is_root || !have("apt-get") {
+        return Err(hint);
+    }
+    println!("testbench: {prog} missing, running: apt-get install -y {package}");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        println!("testbench: retrying after: apt-get update");
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        if !install() {
+            return Err(format!("{hint} (the install failed)"));
+        }
+    }
+    if have(prog) {
+        Ok(())
+    } else {
+        Err(format!("{hint} (installed {package}, still no {prog})"))
+    }
+}

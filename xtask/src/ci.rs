@@ -1,0 +1,71 @@
+//! `ci`, `testbench` and `bench`.
+
+use crate::util::{cargo, is_root, run};
+use anyhow::bail;
+
+/// fmt --check, clippy -D warnings, tests, rustdoc -D warnings, then the bench.
+pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
+    let no_bench = args.iter().any(|a| a == "--no-bench");
+    if let Some(other) = args.iter().find(|a| *a != "--no-bench") {
+        bail!("unknown argument {other:?}");
+    }
+    // The whole workspace (the bench included) builds with libclang.
+    crate::setup::ensure(&["libclang-dev"])?;
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--check"]);
+    run(c)?;
+    let mut c = cargo();
+    c.args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]);
+    run(c)?;
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--locked"]);
+    run(c)?;
+    let mut c = cargo();
+    c.args(["doc", "--workspace", "--no-deps", "--locked"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    run(c)?;
+    if no_bench {
+        println!("xtask ci: --no-bench given: the test bench was NOT run, so this is not a full pass");
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "the unit tests passed, but the test bench needs root (loop devices, mkfs, mount) \
+             and this is not root: run `sudo -E cargo xtask ci`, or `cargo xtask ci --no-bench` \
+             for the unprivileged part only"
+        );
+    }
+    testbench(&[])
+}
+
+pub(crate) use run_ci as run;
+
+/// Builds and runs the bench binary (release: the scenarios do real I/O).
+pub(crate) fn testbench(args: &[String]) -> anyhow::Result<()> {
+    crate::setup::ensure(&["libclang-dev"])?;
+    let mut c = cargo();
+    c.args(["run", "--release", "--locked", "-p", "sparsekit-testbench", "--", "run"])
+        .args(args);
+    run(c)
+}
+
+/// Builds the CLI and runs the benchmarks (and the zero-detector microbenchmark).
+pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
+    crate::setup::ensure(&["libclang-dev", "time"])?;
+    let mut c = cargo();
+    c.args(["build", "--release", "--locked", "-p", "sparsekit-cli"]);
+    run(c)?;
+    if args.is_empty() || args.iter().any(|a| a == "zero") {
+        let mut c = cargo();
+        c.args(["bench", "--locked", "-p", "sparsekit-extents", "--bench", "zero_detect"]);
+        run(c)?;
+    }
+    let rest: Vec<&String> = args.iter().filter(|a| *a != "zero").collect();
+    if !args.is_empty() && rest.is_empty() {
+        return Ok(());
+    }
+    let mut c = cargo();
+    c.args(["run", "--release", "--locked", "-p", "sparsekit-testbench", "--", "bench"])
+        .args(rest);
+    run(c)
+}
