@@ -187,6 +187,38 @@ pub fn dedupe_range_with<S: AsFd>(
     let per_call = options
         .destinations_per_call
         .clamp(1, DEDUPE_MAX_DESTINATIONS);
+    drive(
+        &mut states,
+        src_offset,
+        length,
+        chunk,
+        per_call,
+        |off, len, infos| remap::fideduperange(src, off, len, infos),
+    )?;
+    Ok(states
+        .into_iter()
+        .map(|s| DedupeResult {
+            bytes_deduped: s.done,
+            status: s.status.unwrap_or(DedupeStatus::Same),
+            calls: s.calls,
+        })
+        .collect())
+}
+
+/// The dedupe loop, with the ioctl passed in so that tests can play the
+/// kernel (shortened results, differences in a later chunk, per-destination
+/// errors, a stalled call).
+fn drive<F>(
+    states: &mut [State<'_>],
+    src_offset: u64,
+    length: u64,
+    chunk: u64,
+    per_call: usize,
+    mut call: F,
+) -> Result<(), CloneError>
+where
+    F: FnMut(u64, u64, &mut [DedupeInfo]) -> rustix::io::Result<()>,
+{
     let mut infos = Vec::with_capacity(per_call);
     // Destinations still going, grouped by progress (the same source
     // range): usually all of them share one position.
@@ -210,7 +242,7 @@ pub fn dedupe_range_with<S: AsFd>(
                 .iter()
                 .map(|&i| DedupeInfo::new(states[i].fd, states[i].offset + done)),
         );
-        remap::fideduperange(src, src_offset + done, call_len, &mut infos)
+        call(src_offset + done, call_len, &mut infos)
             .map_err(|errno| CloneError::from_errno("FIDEDUPERANGE", errno))?;
         for (&i, info) in group.iter().zip(&infos) {
             let state = &mut states[i];
@@ -245,14 +277,7 @@ pub fn dedupe_range_with<S: AsFd>(
             }
         }
     }
-    Ok(states
-        .into_iter()
-        .map(|s| DedupeResult {
-            bytes_deduped: s.done,
-            status: s.status.unwrap_or(DedupeStatus::Same),
-            calls: s.calls,
-        })
-        .collect())
+    Ok(())
 }
 
 struct State<'fd> {
@@ -280,4 +305,198 @@ fn check_destination(
         block,
         kind: RangeKind::Dedupe,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop against a simulated kernel: real fds (never passed to an
+    //! ioctl), scripted answers.
+    use super::*;
+    use rustix::io::Errno;
+    use sparsekit_sys::remap::{FILE_DEDUPE_RANGE_DIFFERS, FILE_DEDUPE_RANGE_SAME};
+
+    const B: u64 = 4096;
+
+    fn states<'a>(files: &'a [std::fs::File], offsets: &[u64]) -> Vec<State<'a>> {
+        files
+            .iter()
+            .zip(offsets)
+            .map(|(f, &offset)| State {
+                fd: f.as_fd(),
+                offset,
+                done: 0,
+                calls: 0,
+                status: None,
+            })
+            .collect()
+    }
+
+    fn files(n: usize) -> Vec<std::fs::File> {
+        (0..n).map(|_| tempfile::tempfile().unwrap()).collect()
+    }
+
+    #[test]
+    fn splits_into_chunks_and_carries_progress() {
+        let f = files(2);
+        let mut st = states(&f, &[0, 1 << 20]);
+        let mut seen = Vec::new();
+        drive(&mut st, 8 * B, 10 * B, 4 * B, 120, |off, len, infos| {
+            seen.push((off, len, infos.len(), infos[0].dest_offset));
+            for i in infos.iter_mut() {
+                i.bytes_deduped = len;
+                i.status = FILE_DEDUPE_RANGE_SAME;
+            }
+            Ok(())
+        })
+        .unwrap();
+        // 10 blocks in chunks of 4: 4 + 4 + 2, both destinations per call.
+        assert_eq!(
+            seen,
+            vec![
+                (8 * B, 4 * B, 2, 0),
+                (12 * B, 4 * B, 2, 4 * B),
+                (16 * B, 2 * B, 2, 8 * B)
+            ]
+        );
+        for s in &st {
+            assert_eq!(s.done, 10 * B);
+            assert_eq!(s.calls, 3);
+            assert!(matches!(s.status, Some(DedupeStatus::Same)));
+        }
+    }
+
+    #[test]
+    fn a_shortened_answer_continues_where_it_stopped() {
+        let f = files(1);
+        let mut st = states(&f, &[0]);
+        let mut calls = Vec::new();
+        drive(&mut st, 0, 8 * B, 8 * B, 120, |off, len, infos| {
+            calls.push((off, len));
+            // The filesystem shares at most 3 blocks per call.
+            infos[0].bytes_deduped = len.min(3 * B);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, vec![(0, 8 * B), (3 * B, 5 * B), (6 * B, 2 * B)]);
+        assert_eq!(st[0].done, 8 * B);
+        assert!(matches!(st[0].status, Some(DedupeStatus::Same)));
+    }
+
+    #[test]
+    fn a_difference_stops_only_that_destination() {
+        let f = files(2);
+        let mut st = states(&f, &[0, 1 << 20]);
+        let differing_fd = st[1].fd.as_raw_fd_i64();
+        drive(&mut st, 0, 8 * B, 2 * B, 120, |off, len, infos| {
+            for i in infos.iter_mut() {
+                if i.dest_fd() == differing_fd && off >= 4 * B {
+                    i.status = FILE_DEDUPE_RANGE_DIFFERS;
+                } else {
+                    i.bytes_deduped = len;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(matches!(st[0].status, Some(DedupeStatus::Same)));
+        assert_eq!(st[0].done, 8 * B);
+        assert_eq!(st[1].done, 4 * B);
+        assert_eq!(st[1].calls, 3);
+        match &st[1].status {
+            Some(DedupeStatus::Differs {
+                differs_from,
+                differs_to,
+            }) => {
+                assert_eq!(
+                    (*differs_from, *differs_to),
+                    ((1 << 20) + 4 * B, (1 << 20) + 6 * B)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn per_destination_errors_and_stalls_are_reported() {
+        let f = files(3);
+        let mut st = states(&f, &[0, 1 << 20, 2 << 20]);
+        let (xdev, stall) = (st[1].fd.as_raw_fd_i64(), st[2].fd.as_raw_fd_i64());
+        drive(&mut st, 0, 4 * B, 4 * B, 120, |_, len, infos| {
+            for i in infos.iter_mut() {
+                if i.dest_fd() == xdev {
+                    i.status = -Errno::XDEV.raw_os_error();
+                } else if i.dest_fd() != stall {
+                    i.bytes_deduped = len;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(matches!(st[0].status, Some(DedupeStatus::Same)));
+        assert!(matches!(
+            st[1].status,
+            Some(DedupeStatus::Failed(CloneError::Unsupported {
+                errno: Errno::XDEV
+            }))
+        ));
+        assert!(matches!(
+            st[2].status,
+            Some(DedupeStatus::Failed(CloneError::NoProgress {
+                src_offset: 0
+            }))
+        ));
+    }
+
+    #[test]
+    fn destinations_are_batched_per_call() {
+        let f = files(5);
+        let mut st = states(&f, &[0, 1 << 20, 2 << 20, 3 << 20, 4 << 20]);
+        let mut sizes = Vec::new();
+        drive(&mut st, 0, B, B, 2, |_, len, infos| {
+            sizes.push(infos.len());
+            for i in infos.iter_mut() {
+                i.bytes_deduped = len;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        assert!(
+            st.iter()
+                .all(|s| matches!(s.status, Some(DedupeStatus::Same)))
+        );
+    }
+
+    #[test]
+    fn a_whole_call_error_is_returned() {
+        let f = files(1);
+        let mut st = states(&f, &[0]);
+        let e = drive(&mut st, 0, B, B, 120, |_, _, _| Err(Errno::OPNOTSUPP)).unwrap_err();
+        assert_eq!(
+            e,
+            CloneError::Unsupported {
+                errno: Errno::OPNOTSUPP
+            }
+        );
+        let mut st = states(&f, &[0]);
+        let e = drive(&mut st, 0, B, B, 120, |_, _, _| Err(Errno::NOMEM)).unwrap_err();
+        assert!(matches!(
+            e,
+            CloneError::Os {
+                op: "FIDEDUPERANGE",
+                errno: Errno::NOMEM
+            }
+        ));
+    }
+
+    trait RawI64 {
+        fn as_raw_fd_i64(&self) -> i64;
+    }
+
+    impl RawI64 for BorrowedFd<'_> {
+        fn as_raw_fd_i64(&self) -> i64 {
+            use rustix::fd::AsRawFd;
+            i64::from(self.as_raw_fd())
+        }
+    }
 }

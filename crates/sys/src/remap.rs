@@ -104,6 +104,11 @@ impl DedupeInfo {
         }
     }
 
+    /// The destination fd number this entry names.
+    pub fn dest_fd(&self) -> i64 {
+        self.dest_fd
+    }
+
     /// The status as a result: `Ok(true)` same (shared), `Ok(false)`
     /// differs, `Err(errno)` failed for this destination.
     pub fn outcome(&self) -> Result<bool, io::Errno> {
