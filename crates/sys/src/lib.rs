@@ -10,11 +10,15 @@
 //! - [`fiemap`]: `ioctl(fd, FS_IOC_FIEMAP, …)` in batches.
 //! - [`remap`]: `FICLONERANGE` and `FIDEDUPERANGE`.
 //! - [`fstype`]: filesystem names from `fstatfs` `f_type`.
+//! - [`pagecache`]: `cachestat`, `mincore` of a file, `sync_file_range`, `RWF_DONTCACHE`.
+//! - [`blkdev`]: `BLKGETSIZE64`, `BLKZEROOUT`, `BLKDISCARD`.
 //! - [`errno`]: `EINVAL (Invalid argument)`-style names for messages.
 
+pub mod blkdev;
 pub mod errno;
 pub mod fiemap;
 pub mod fstype;
+pub mod pagecache;
 pub mod remap;
 
 pub use errno::ErrnoName;

@@ -1,0 +1,100 @@
+//! Block-device ioctls rustix does not wrap: `BLKGETSIZE64`, `BLKZEROOUT`
+//! and `BLKDISCARD`.
+//!
+//! # References
+//! - `include/uapi/linux/fs.h`, `block/ioctl.c`
+//! - [`ioctl(2)`](https://man7.org/linux/man-pages/man2/ioctl.2.html),
+//!   [`blkdiscard(8)`](https://man7.org/linux/man-pages/man8/blkdiscard.8.html)
+#![allow(unsafe_code)]
+
+use rustix::fd::AsFd;
+use rustix::io;
+use rustix::ioctl::{Getter, Setter, ioctl};
+
+/// `BLKGETSIZE64` = `_IOR(0x12, 114, size_t)`.
+const BLKGETSIZE64: rustix::ioctl::Opcode = 0x8008_1272;
+/// `BLKDISCARD` = `_IO(0x12, 119)`; the argument is `uint64_t range[2]`.
+const BLKDISCARD: rustix::ioctl::Opcode = 0x1277;
+/// `BLKZEROOUT` = `_IO(0x12, 127)`; the argument is `uint64_t range[2]`.
+const BLKZEROOUT: rustix::ioctl::Opcode = 0x127f;
+
+/// `ioctl(fd, BLKGETSIZE64, &size)`—The size of a block device in bytes.
+///
+/// # Errors
+/// `ENOTTY` when `fd` is not a block device.
+///
+/// # References
+/// - `block/ioctl.c` (since Linux 2.4.18)
+#[doc(alias = "BLKGETSIZE64")]
+pub fn blkgetsize64<Fd: AsFd>(fd: Fd) -> io::Result<u64> {
+    // SAFETY: BLKGETSIZE64 writes one u64 (`size_t` on 64-bit targets; the
+    // kernel's compat handler writes a u64 for 32-bit callers too).
+    unsafe { ioctl(fd, Getter::<BLKGETSIZE64, u64>::new()) }
+}
+
+/// `ioctl(fd, BLKZEROOUT, {offset, length})`—Makes `offset..offset+length`
+/// of a block device read as zeros.
+///
+/// The kernel uses the device's WRITE ZEROES command where it has one
+/// (which may deallocate: a loop device punches its backing file, NVMe may
+/// deallocate) and otherwise writes zero pages itself, so it always
+/// succeeds on a writable device. The page cache of the range is
+/// invalidated. `offset` and `length` must be multiples of the logical
+/// block size (512 at least).
+///
+/// # Errors
+/// `EINVAL` (unaligned or past the end of the device), `EBADF` (not open
+/// for writing), `ENOTTY` (not a block device), `EIO`.
+///
+/// # References
+/// - `block/ioctl.c` `blk_ioctl_zeroout` (since Linux 3.7)
+#[doc(alias = "BLKZEROOUT")]
+pub fn blkzeroout<Fd: AsFd>(fd: Fd, offset: u64, length: u64) -> io::Result<()> {
+    // SAFETY: BLKZEROOUT reads `uint64_t range[2]` (start, length) through
+    // the pointer and writes nothing back.
+    unsafe { ioctl(fd, Setter::<BLKZEROOUT, [u64; 2]>::new([offset, length])) }
+}
+
+/// `ioctl(fd, BLKDISCARD, {offset, length})`—Discards (TRIMs / unmaps)
+/// `offset..offset+length` of a block device.
+///
+/// Discarded blocks need not read as zeros afterwards: the kernel no longer
+/// reports whether a device guarantees it (`discard_zeroes_data` reads 0
+/// since Linux 4.12), so a copy that needs zeros uses [`blkzeroout`], which
+/// deallocates where the device can do so safely.
+///
+/// # Errors
+/// `EOPNOTSUPP` (no discard support), `EINVAL` (unaligned or out of range),
+/// `EBADF`, `ENOTTY`.
+///
+/// # References
+/// - `block/ioctl.c` `blk_ioctl_discard` (since Linux 2.6.28)
+#[doc(alias = "BLKDISCARD")]
+pub fn blkdiscard<Fd: AsFd>(fd: Fd, offset: u64, length: u64) -> io::Result<()> {
+    // SAFETY: BLKDISCARD reads `uint64_t range[2]` (start, length) through
+    // the pointer and writes nothing back.
+    unsafe { ioctl(fd, Setter::<BLKDISCARD, [u64; 2]>::new([offset, length])) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_file_is_not_a_block_device() {
+        let f = tempfile::tempfile().unwrap();
+        assert_eq!(blkgetsize64(&f), Err(io::Errno::NOTTY));
+        assert_eq!(blkzeroout(&f, 0, 4096), Err(io::Errno::NOTTY));
+        assert_eq!(blkdiscard(&f, 0, 4096), Err(io::Errno::NOTTY));
+    }
+
+    #[test]
+    fn opcodes_match_the_uapi_header() {
+        // _IOR(0x12, 114, size_t): direction read (2) and size 8 in the top bits.
+        assert_eq!(BLKGETSIZE64 >> 30, 2);
+        assert_eq!((BLKGETSIZE64 >> 16) & 0x3fff, 8);
+        assert_eq!(BLKGETSIZE64 & 0xffff, 0x1272);
+        assert_eq!(BLKZEROOUT, (0x12 << 8) | 127);
+        assert_eq!(BLKDISCARD, (0x12 << 8) | 119);
+    }
+}
