@@ -22,6 +22,9 @@ struct Cli {
 enum Command {
     /// Show where a file has data, holes and unwritten extents.
     Map(cmd::map::Args),
+    /// Describe a file with statx: only the fields asked for, only what the
+    /// kernel filled; --timeout exits 3 instead of hanging on a dead mount.
+    Stat(cmd::stat::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Map(args) => cmd::map::run(args),
+        Command::Stat(args) => cmd::stat::run(args),
     };
     exit::report(result)
 }
