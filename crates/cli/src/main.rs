@@ -25,6 +25,12 @@ enum Command {
     /// Describe a file with statx: only the fields asked for, only what the
     /// kernel filled; --timeout exits 3 instead of hanging on a dead mount.
     Stat(cmd::stat::Args),
+    /// Share a file's (or a range's) extents with another file (FICLONE /
+    /// FICLONERANGE). Never copies: fails where the filesystem cannot share.
+    Clone(cmd::clone::CloneArgs),
+    /// Share a range's extents with an equal range of another file
+    /// (FIDEDUPERANGE); differing data are left unchanged and reported.
+    Dedupe(cmd::clone::DedupeArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +41,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Map(args) => cmd::map::run(args),
         Command::Stat(args) => cmd::stat::run(args),
+        Command::Clone(args) => cmd::clone::run_clone(args),
+        Command::Dedupe(args) => cmd::clone::run_dedupe(args),
     };
     exit::report(result)
 }

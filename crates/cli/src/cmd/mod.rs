@@ -1,4 +1,5 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
+pub(crate) mod clone;
 pub(crate) mod map;
 pub(crate) mod stat;

@@ -1,0 +1,305 @@
+//! `sparsekit clone SRC DST [--src-offset SIZE --dst-offset SIZE --length SIZE]`
+//! and `sparsekit dedupe SRC DST --src-offset SIZE --dst-offset SIZE --length SIZE`.
+//!
+//! Both share extents or fail: nothing is ever copied. Where the filesystem
+//! cannot share, the message names the filesystem and the errno, e.g.
+//! `reflink not supported on ext4 (EOPNOTSUPP)`, and the exit code is 1.
+//! Mistakes in the request (a directory, a range past the end, an unaligned
+//! offset, overlapping ranges) exit 2 with nothing touched.
+
+use crate::exit::{UsageError, io_error};
+use crate::human::{human_size, parse_size};
+use rustix::io::Errno;
+use sparsekit_clone::{
+    CloneError, DedupeStatus, DedupeTarget, DestinationChange, FsType, PathClone, PathCloneError,
+};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CloneArgs {
+    /// The file to clone.
+    src: PathBuf,
+    /// The destination. Without a range it is created, or replaced
+    /// atomically if it exists; with a range it is changed in place (created
+    /// if missing). A failed clone leaves no new file behind.
+    dst: PathBuf,
+    /// Clone a range starting here in SRC (block-aligned; default 0).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    src_offset: Option<u64>,
+    /// Where the range goes in DST (block-aligned; default 0).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    dst_offset: Option<u64>,
+    /// Length of the range (block-aligned unless it ends at SRC's end;
+    /// default: up to SRC's end).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    length: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DedupeArgs {
+    /// The file whose extents are shared.
+    src: PathBuf,
+    /// The file whose equal range is made to share them (may be open
+    /// read-only: the kernel allows it for the owner and for writers).
+    dst: PathBuf,
+    /// Start of the range in SRC (block-aligned).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    src_offset: u64,
+    /// Start of the range in DST (block-aligned).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    dst_offset: u64,
+    /// Length of the range (block-aligned unless it ends at both files' ends).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    length: u64,
+}
+
+pub(crate) fn run_clone(args: CloneArgs) -> anyhow::Result<ExitCode> {
+    let ranged = args.src_offset.is_some() || args.dst_offset.is_some() || args.length.is_some();
+    let src_offset = args.src_offset.unwrap_or(0);
+    let dst_offset = args.dst_offset.unwrap_or(0);
+    let result = if ranged {
+        sparsekit_clone::clone_range_to_path(
+            &args.src,
+            src_offset,
+            &args.dst,
+            dst_offset,
+            args.length,
+        )
+    } else {
+        sparsekit_clone::clone_file_to_path(&args.src, &args.dst)
+    };
+    let done = result.map_err(|e| path_error(e, "reflink"))?;
+    println!("{}", clone_summary(&args.src, &args.dst, dst_offset, &done));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `a.img -> b.img: cloned 8.0 GiB (new file on xfs); 812.0 MiB of data now shared`
+fn clone_summary(src: &Path, dst: &Path, dst_offset: u64, done: &PathClone) -> String {
+    let change = match done.destination {
+        DestinationChange::Created => "new file",
+        DestinationChange::Replaced => "replaced",
+        DestinationChange::Modified => "in place",
+        _ => "done",
+    };
+    let mut line = format!(
+        "{} -> {}: cloned {} ({change} on {})",
+        src.display(),
+        dst.display(),
+        human_size(done.bytes),
+        done.filesystem
+    );
+    // Say what FIEMAP sees, so the claim is checked, not assumed. Holes
+    // are never shared, so this is the data part of the range.
+    if let Ok(f) = File::open(dst) {
+        let range = dst_offset..dst_offset.saturating_add(done.bytes);
+        if let Ok(s) = sparsekit_clone::sharing(&f, range) {
+            line += &format!("; {} of data now shared", human_size(s.shared));
+            if s.exclusive > 0 {
+                line += &format!(", {} not shared", human_size(s.exclusive));
+            }
+        }
+    }
+    line
+}
+
+pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
+    let (src_path, dst_path) = (display(&args.src), display(&args.dst));
+    let src = open_nonblocking(&args.src).map_err(|e| io_error(&src_path, "open", &e))?;
+    let dst = open_nonblocking(&args.dst).map_err(|e| io_error(&dst_path, "open", &e))?;
+    let fs_of = |f: &File| FsType::of(f).unwrap_or(FsType(0));
+    let (src_fs, dst_fs) = (fs_of(&src), fs_of(&dst));
+    let results = sparsekit_clone::dedupe_range(
+        &src,
+        args.src_offset,
+        args.length,
+        &[DedupeTarget::new(&dst, args.dst_offset)],
+    )
+    .map_err(|e| clone_error(&src_path, &dst_path, src_fs, dst_fs, &e, "dedupe"))?;
+    let r = &results[0];
+    match &r.status {
+        DedupeStatus::Same => {
+            println!(
+                "{src_path} at {} -> {dst_path} at {}: deduped {} ({} call{})",
+                args.src_offset,
+                args.dst_offset,
+                human_size(r.bytes_deduped),
+                r.calls,
+                if r.calls == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DedupeStatus::Differs {
+            differs_from,
+            differs_to,
+        } => {
+            let done = if r.bytes_deduped == 0 {
+                "nothing changed".to_owned()
+            } else {
+                format!(
+                    "the {} before it is now shared, nothing changed from there",
+                    human_size(r.bytes_deduped)
+                )
+            };
+            Err(anyhow::anyhow!(
+                "{dst_path}: data differ from {src_path} within offsets {differs_from}..{differs_to}: {done}"
+            ))
+        }
+        DedupeStatus::Failed(e) => {
+            let err = clone_error(&src_path, &dst_path, src_fs, dst_fs, e, "dedupe");
+            if r.bytes_deduped > 0 {
+                Err(err.context(format!(
+                    "{} deduped before the failure",
+                    human_size(r.bytes_deduped)
+                )))
+            } else {
+                Err(err)
+            }
+        }
+        _ => Err(anyhow::anyhow!(
+            "{dst_path}: dedupe ended in an unknown state"
+        )),
+    }
+}
+
+/// Read-only and non-blocking, so a fifo cannot hang the open (the library
+/// then refuses it as not a regular file).
+fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn path_error(e: PathCloneError, verb: &str) -> anyhow::Error {
+    match e {
+        PathCloneError::Clone {
+            src,
+            dst,
+            src_fs,
+            dst_fs,
+            error,
+        } => clone_error(&display(&src), &display(&dst), src_fs, dst_fs, &error, verb),
+        PathCloneError::NotRegular { .. } => UsageError(e.to_string()).into(),
+        e => anyhow::anyhow!("{e}"),
+    }
+}
+
+/// Maps a library error to the message and exit code users see.
+fn clone_error(
+    src: &str,
+    dst: &str,
+    src_fs: FsType,
+    dst_fs: FsType,
+    e: &CloneError,
+    verb: &str,
+) -> anyhow::Error {
+    let errno_symbol = |errno: Errno| {
+        sparsekit_sys::ErrnoName(errno)
+            .symbol()
+            .map_or_else(|| format!("errno {}", errno.raw_os_error()), str::to_owned)
+    };
+    match e {
+        CloneError::Unsupported { errno } if *errno == Errno::XDEV => anyhow::anyhow!(
+            "{src} -> {dst}: cannot share extents across mounts ({src} is on {src_fs}, {dst} on {dst_fs}) ({})",
+            errno_symbol(*errno)
+        ),
+        CloneError::Unsupported { errno } => anyhow::anyhow!(
+            "{src} -> {dst}: {verb} not supported on {dst_fs} ({})",
+            errno_symbol(*errno)
+        ),
+        // Each of these was found before any change: the request was wrong.
+        CloneError::NotRegular { side, .. }
+        | CloneError::AccessMode { side, .. }
+        | CloneError::PastEof { side, .. }
+        | CloneError::Misaligned { side, .. } => {
+            let file = match side {
+                sparsekit_clone::Side::Source => src,
+                _ => dst,
+            };
+            UsageError(format!("{file}: {e}")).into()
+        }
+        CloneError::SameFile | CloneError::Overlap { .. } => {
+            UsageError(format!("{src} -> {dst}: {e}")).into()
+        }
+        e => anyhow::anyhow!("{src} -> {dst}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparsekit_clone::Side;
+
+    fn ext4() -> FsType {
+        FsType(0xEF53)
+    }
+
+    fn xfs() -> FsType {
+        FsType(0x5846_5342)
+    }
+
+    #[test]
+    fn unsupported_names_the_filesystem_and_errno() {
+        let e = CloneError::Unsupported {
+            errno: Errno::OPNOTSUPP,
+        };
+        let err = clone_error("a.img", "b.img", ext4(), ext4(), &e, "reflink");
+        assert_eq!(
+            err.to_string(),
+            "a.img -> b.img: reflink not supported on ext4 (EOPNOTSUPP)"
+        );
+        assert!(err.downcast_ref::<UsageError>().is_none(), "exit 1, not 2");
+    }
+
+    #[test]
+    fn cross_mount_names_both_filesystems() {
+        let e = CloneError::Unsupported { errno: Errno::XDEV };
+        let err = clone_error("a", "b", ext4(), xfs(), &e, "reflink");
+        assert_eq!(
+            err.to_string(),
+            "a -> b: cannot share extents across mounts (a is on ext4, b on xfs) (EXDEV)"
+        );
+    }
+
+    #[test]
+    fn request_mistakes_are_usage_errors_naming_the_file() {
+        let e = CloneError::Misaligned {
+            side: Side::Destination,
+            what: "offset",
+            value: 100,
+            alignment: 4096,
+        };
+        let err = clone_error("a", "b", xfs(), xfs(), &e, "reflink");
+        assert!(err.downcast_ref::<UsageError>().is_some());
+        assert_eq!(
+            err.to_string(),
+            "b: destination offset 100 is not a multiple of the filesystem block size 4096"
+        );
+        let e = CloneError::Overlap {
+            src_offset: 0,
+            dst_offset: 4096,
+            length: 8192,
+        };
+        let err = clone_error("a", "a", xfs(), xfs(), &e, "reflink");
+        assert!(err.downcast_ref::<UsageError>().is_some());
+        assert!(err.to_string().contains("overlap"), "{err}");
+    }
+
+    #[test]
+    fn other_failures_keep_the_errno_and_exit_1() {
+        let e = CloneError::Os {
+            op: "FICLONE",
+            errno: Errno::TXTBSY,
+        };
+        let err = clone_error("a", "b", xfs(), xfs(), &e, "reflink");
+        assert!(err.downcast_ref::<UsageError>().is_none());
+        assert!(err.to_string().contains("FICLONE: ETXTBSY"), "{err}");
+    }
+}
