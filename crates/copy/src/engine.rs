@@ -1,0 +1,525 @@
+//! The copy itself, between two open files: option checks, reflink,
+//! cache-policy resolution, the passes (body, then header for in-place
+//! destinations), sync, cache sweep and the report.
+
+use crate::buffer::Pool;
+use crate::cache::{self, Residency, Side, SidePolicy, set_direct};
+use crate::cfr::{CopyFileRange, Outcome};
+use crate::endpoint::{Dest, Source};
+use crate::error::CopyError;
+use crate::options::{CachePolicy, CopyOptions, DataStrategy, ReflinkMode, SparseMode, Staging};
+use crate::pipeline::Pipeline;
+use crate::plan::Planner;
+use crate::report::{CopyReport, DestinationKind, Fallback, PageCacheUse, Strategy};
+use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fs::{FileType, Stat, fstat, fsync, ftruncate};
+use rustix::io::Errno;
+use sparsekit_extents::{ExtentKind, MapOptions, Method};
+use std::fs::File;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Instant;
+
+/// The region an in-place copy invalidates first and writes last, so an
+/// interrupted copy never carries a valid partition table, superblock or
+/// image header: a crash mid-copy leaves a device or file that does not
+/// look like the source.
+pub(crate) const HEADER: u64 = 1 << 20;
+
+/// The destination as the staging layer prepared it.
+pub(crate) struct Target<'a> {
+    pub(crate) file: &'a File,
+    /// The name errors and the report use (the final name when staged).
+    pub(crate) path: &'a Path,
+    pub(crate) kind: DestinationKind,
+    /// Never `Auto`.
+    pub(crate) staging: Staging,
+}
+
+/// The parts of `fstat` that say whether a file changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    size: i64,
+    mtime: (i64, i64),
+}
+
+// The stat field types differ between targets; the casts are no-ops on some.
+#[allow(clippy::unnecessary_cast)]
+fn fingerprint(st: &Stat) -> Fingerprint {
+    Fingerprint {
+        size: st.st_size as i64,
+        mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+    }
+}
+
+pub(crate) fn check_options(opts: &CopyOptions) -> Result<(), CopyError> {
+    let bad = |m| Err(CopyError::InvalidOptions(m));
+    if opts.data == DataStrategy::CopyFileRange {
+        if opts.reflink == ReflinkMode::Never {
+            return bad(
+                "copy_file_range may share extents, so it cannot be forced with reflink never",
+            );
+        }
+        if opts.sparse == SparseMode::Always {
+            return bad("sparse always must see the data; use the read_write strategy");
+        }
+        if matches!(opts.cache, CachePolicy::Direct | CachePolicy::DontCache) {
+            return bad("copy_file_range goes through the page cache; use cache keep or drop");
+        }
+    }
+    if opts.reflink == ReflinkMode::Always && opts.sparse != SparseMode::Auto {
+        return bad("a reflink keeps the source's blocks and holes as they are; use sparse auto");
+    }
+    if opts.reflink == ReflinkMode::Always && opts.data != DataStrategy::Auto {
+        return bad("reflink always copies no data; leave the data strategy on auto");
+    }
+    Ok(())
+}
+
+/// Size of a regular file or block device.
+pub(crate) fn file_size(fd: BorrowedFd<'_>, st: &Stat, path: &Path) -> Result<u64, CopyError> {
+    if FileType::from_raw_mode(st.st_mode) == FileType::BlockDevice {
+        sparsekit_sys::blkdev::blkgetsize64(fd).map_err(|errno| CopyError::Io {
+            path: path.to_owned(),
+            op: "ioctl(BLKGETSIZE64)",
+            offset: None,
+            errno,
+        })
+    } else {
+        Ok(st.st_size as u64)
+    }
+}
+
+/// Data bytes of `range` by a cheap map (SEEK_DATA or FIEMAP), or `None`
+/// when only scanning could tell.
+fn count_data(src: &File, method: Method, range: Range<u64>) -> Option<u64> {
+    let map = MapOptions::new()
+        .method(method)
+        .range(range)
+        .map(src)
+        .ok()?;
+    if !matches!(
+        map.method(),
+        Method::Seek | Method::Fiemap | Method::AllData
+    ) {
+        return None;
+    }
+    let mut total = 0;
+    for e in map {
+        let e = e.ok()?;
+        if e.kind == ExtentKind::Data {
+            total += e.length;
+        }
+    }
+    Some(total)
+}
+
+/// Restores the O_DIRECT state of both descriptors however the copy ends
+/// (they may belong to the caller).
+struct FlagGuard<'a> {
+    fds: [(BorrowedFd<'a>, bool); 2],
+}
+
+impl Drop for FlagGuard<'_> {
+    fn drop(&mut self) {
+        for (fd, direct) in self.fds {
+            let _ = set_direct(fd, direct);
+        }
+    }
+}
+
+fn is_direct(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT))
+}
+
+/// Copies `src` into `target`. For in-place targets a failure clears what
+/// makes the destination look complete (see [`cleanup_in_place`]).
+pub(crate) fn copy(
+    opts: &CopyOptions,
+    src: &File,
+    src_path: &Path,
+    target: Target<'_>,
+    mut fallbacks: Vec<Fallback>,
+) -> Result<CopyReport, CopyError> {
+    let started = Instant::now();
+    check_options(opts)?;
+    let src_fd = src.as_fd();
+    let dst_fd = target.file.as_fd();
+    let _flags = FlagGuard {
+        fds: [(src_fd, is_direct(src_fd)), (dst_fd, is_direct(dst_fd))],
+    };
+    let io = |path: &Path, op, errno| CopyError::Io {
+        path: path.to_owned(),
+        op,
+        offset: None,
+        errno,
+    };
+
+    let src_st = fstat(src_fd).map_err(|e| io(src_path, "fstat", e))?;
+    let size = file_size(src_fd, &src_st, src_path)?;
+    let dst_st = fstat(dst_fd).map_err(|e| io(target.path, "fstat", e))?;
+    let mut old_size = match target.kind {
+        DestinationKind::NewFile => 0,
+        DestinationKind::ExistingFile => dst_st.st_size as u64,
+        DestinationKind::BlockDevice => {
+            let have = file_size(dst_fd, &dst_st, target.path)?;
+            if have < size {
+                return Err(CopyError::DestinationTooSmall {
+                    path: target.path.to_owned(),
+                    have,
+                    need: size,
+                });
+            }
+            have
+        }
+    };
+    let source_before = cache::cached_bytes(src_fd, size);
+    let in_place = target.staging == Staging::InPlace;
+    let mut report = CopyReport {
+        strategy: Strategy::ReadWrite,
+        cache_source: None,
+        cache_destination: None,
+        holes: None,
+        staging: target.staging,
+        destination: target.kind,
+        map_method: opts.map_method,
+        size,
+        bytes_copied: 0,
+        bytes_skipped_as_holes: 0,
+        zero_bytes_detected: 0,
+        zero_bytes_written: 0,
+        synced: false,
+        elapsed: Default::default(),
+        page_cache: None,
+        fallbacks: Vec::new(),
+    };
+
+    let result = (|| {
+        // 1. A whole-file reflink, where it may apply.
+        let try_reflink = match opts.reflink {
+            ReflinkMode::Never => false,
+            ReflinkMode::Always => true,
+            ReflinkMode::Auto => {
+                opts.sparse == SparseMode::Auto && target.kind != DestinationKind::BlockDevice
+            }
+        };
+        if try_reflink {
+            if target.kind == DestinationKind::ExistingFile && old_size > size {
+                // The copy truncates to the source's size anyway; doing it
+                // first lets FICLONE replace the whole file.
+                ftruncate(dst_fd, size).map_err(|e| io(target.path, "ftruncate", e))?;
+                old_size = size;
+            }
+            match sparsekit_clone::clone_file(src_fd, dst_fd) {
+                Ok(()) => {
+                    report.strategy = Strategy::Reflink;
+                    report.map_method = Method::Seek;
+                    let data = count_data(src, Method::Seek, 0..size);
+                    report.bytes_copied = data.unwrap_or(size);
+                    report.bytes_skipped_as_holes = size - report.bytes_copied;
+                    return finish(opts, &target, size, None, &mut report);
+                }
+                Err(sparsekit_clone::CloneError::Os { errno, .. }) => {
+                    return Err(io(target.path, "ioctl(FICLONE)", errno));
+                }
+                // Unsupported, or a precondition of FICLONE not met (not a
+                // regular file, …): reflink is not possible here.
+                Err(e) => {
+                    let errno = e.errno().unwrap_or(Errno::INVAL);
+                    if opts.reflink == ReflinkMode::Always {
+                        return Err(CopyError::ReflinkUnsupported {
+                            src: src_path.to_owned(),
+                            dst: target.path.to_owned(),
+                            errno,
+                        });
+                    }
+                    fallbacks.push(Fallback {
+                        from: "reflink",
+                        errno,
+                    });
+                }
+            }
+        }
+
+        // 2. The destination writer; an in-place destination loses its
+        //    header first.
+        let block = if target.kind == DestinationKind::BlockDevice {
+            rustix::fs::ioctl_blksszget(dst_fd)
+                .map(u64::from)
+                .unwrap_or(512)
+        } else {
+            512
+        };
+        let mut dst = Dest::new(
+            dst_fd,
+            target.path,
+            size,
+            target.kind,
+            old_size,
+            SidePolicy::KEEP,
+            opts.sparse,
+            opts.holes,
+            block,
+            opts.buffer_size,
+        );
+        #[cfg(any(test, feature = "fault-injection"))]
+        {
+            dst.faults = opts.faults.clone();
+        }
+        if in_place {
+            dst.clear(0..HEADER.min(old_size))?;
+        }
+
+        // 3. Strategy and cache policies (probed with one small I/O each).
+        let mut use_cfr = match opts.data {
+            DataStrategy::CopyFileRange => true,
+            DataStrategy::ReadWrite => false,
+            DataStrategy::Auto => {
+                opts.reflink != ReflinkMode::Never
+                    && opts.sparse != SparseMode::Always
+                    && matches!(opts.cache, CachePolicy::Keep | CachePolicy::Drop)
+            }
+        };
+        let (src_side, dst_side) = if use_cfr {
+            let p = if opts.cache == CachePolicy::Keep {
+                SidePolicy::KEEP
+            } else {
+                SidePolicy {
+                    policy: CachePolicy::Drop,
+                    align: 1,
+                }
+            };
+            (p, p)
+        } else {
+            resolve_sides(opts, src_fd, src_path, dst_fd, target.path, &mut fallbacks)?
+        };
+        if target.kind == DestinationKind::NewFile {
+            // Undo the probe writes.
+            ftruncate(dst_fd, 0).map_err(|e| io(target.path, "ftruncate", e))?;
+        }
+        dst.set_side(dst_side);
+        let residency = if src_side.policy == CachePolicy::Drop {
+            Residency::snapshot(src_fd, size)
+        } else {
+            Residency::Known(Vec::new())
+        };
+        let source = Source {
+            fd: src_fd,
+            path: src_path,
+            size,
+            side: src_side,
+            residency,
+            #[cfg(any(test, feature = "fault-injection"))]
+            faults: opts.faults.clone(),
+        };
+
+        // 4. Size, then the passes.
+        if target.kind != DestinationKind::BlockDevice {
+            ftruncate(dst_fd, size).map_err(|e| io(target.path, "ftruncate", e))?;
+        }
+        // One pass over the whole file, or body then header (in place).
+        let passes: Vec<Range<u64>> = if in_place && size > HEADER {
+            vec![HEADER..size, 0..HEADER]
+        } else {
+            std::iter::once(0..size).collect()
+        };
+        let data_total = match &opts.progress {
+            Some(_) => count_data(src, opts.map_method, 0..size).unwrap_or(size),
+            None => 0,
+        };
+        let align = src_side.align.max(dst_side.align);
+        let zero_granule = if opts.sparse == SparseMode::Always {
+            let blksize = (dst_st.st_blksize as u64).max(512);
+            let g = if blksize.is_power_of_two() {
+                blksize
+            } else {
+                4096
+            };
+            g.max(align)
+        } else {
+            0
+        };
+        let pool = Pool::new(opts.readers + opts.queue_depth + 1, opts.buffer_size);
+        let pipeline = Pipeline {
+            readers: opts.readers,
+            queue_depth: opts.queue_depth,
+            zero_granule,
+            progress: opts.progress.as_ref(),
+            data_total,
+            interrupt: opts.interrupt.as_ref(),
+        };
+        let cfr = CopyFileRange {
+            progress: opts.progress.as_ref(),
+            data_total,
+            interrupt: opts.interrupt.as_ref(),
+        };
+        let mut copied_any = false;
+        let mut data_done = 0;
+        for (i, range) in passes.iter().enumerate() {
+            if i > 0 && opts.sync {
+                // The body is durable before the header that makes it valid.
+                dst.finish()?;
+                fsync(dst_fd).map_err(|e| io(target.path, "fsync", e))?;
+            }
+            let plan = |buf: usize, align: u64| -> Result<Planner<'_>, CopyError> {
+                let map = MapOptions::new()
+                    .method(opts.map_method)
+                    .range(range.clone())
+                    .map(src)
+                    .map_err(|e| CopyError::Map {
+                        path: src_path.to_owned(),
+                        source: e,
+                    })?;
+                Ok(Planner::new(map, buf, align))
+            };
+            if use_cfr {
+                let planner = plan(64 << 20, 1)?;
+                report.map_method = planner.map().method();
+                match cfr.run(planner, &source, &mut dst, &mut copied_any, &mut data_done)? {
+                    Outcome::Done => continue,
+                    Outcome::Unsupported(errno) if opts.data == DataStrategy::Auto => {
+                        fallbacks.push(Fallback {
+                            from: "copy_file_range",
+                            errno,
+                        });
+                        use_cfr = false;
+                    }
+                    Outcome::Unsupported(errno) => {
+                        return Err(CopyError::StrategyUnsupported {
+                            src: src_path.to_owned(),
+                            dst: target.path.to_owned(),
+                            strategy: DataStrategy::CopyFileRange,
+                            errno,
+                        });
+                    }
+                }
+            }
+            let planner = plan(opts.buffer_size, align)?;
+            report.map_method = planner.map().method();
+            pipeline.run(planner, &source, &mut dst, &pool, &mut data_done)?;
+        }
+        dst.finish()?;
+        report.strategy = if use_cfr {
+            Strategy::CopyFileRange
+        } else {
+            Strategy::ReadWrite
+        };
+        report.cache_source = Some(src_side.policy);
+        report.cache_destination = Some(dst_side.policy);
+        report.holes = dst.hole_method();
+        report.bytes_copied = dst.counts.copied;
+        report.bytes_skipped_as_holes = dst.counts.skipped;
+        report.zero_bytes_detected = dst.counts.detected;
+        report.zero_bytes_written = dst.counts.zeros_written;
+        fallbacks.append(&mut dst.fallbacks);
+        finish(opts, &target, size, Some(dst_side.policy), &mut report)
+    })();
+
+    report.fallbacks = fallbacks;
+    if let Err(e) = result {
+        if in_place {
+            cleanup_in_place(&target, size);
+        }
+        return Err(e);
+    }
+    // 6. The source must not have changed under the copy.
+    let now = fstat(src_fd).map_err(|e| io(src_path, "fstat", e))?;
+    if fingerprint(&now) != fingerprint(&src_st) {
+        if in_place {
+            cleanup_in_place(&target, size);
+        }
+        return Err(CopyError::SourceChanged {
+            path: src_path.to_owned(),
+        });
+    }
+    report.page_cache = match (
+        source_before,
+        cache::cached_bytes(src_fd, size),
+        cache::cached_bytes(dst_fd, size),
+    ) {
+        (Some(source_before), Some(source_after), Some(destination_after)) => Some(PageCacheUse {
+            source_before,
+            source_after,
+            destination_after,
+        }),
+        _ => None,
+    };
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn resolve_sides(
+    opts: &CopyOptions,
+    src_fd: BorrowedFd<'_>,
+    src_path: &Path,
+    dst_fd: BorrowedFd<'_>,
+    dst_path: &Path,
+    fallbacks: &mut Vec<Fallback>,
+) -> Result<(SidePolicy, SidePolicy), CopyError> {
+    let s = cache::resolve(opts.cache, Side::Source, src_fd, src_path, fallbacks)?;
+    let d = cache::resolve(opts.cache, Side::Destination, dst_fd, dst_path, fallbacks);
+    match d {
+        Ok(d) => Ok((s, d)),
+        Err(e) => {
+            let _ = set_direct(src_fd, false);
+            Err(e)
+        }
+    }
+}
+
+/// fsync (unless disabled) and the destination's cache sweep.
+fn finish(
+    opts: &CopyOptions,
+    target: &Target<'_>,
+    size: u64,
+    dst_policy: Option<CachePolicy>,
+    report: &mut CopyReport,
+) -> Result<(), CopyError> {
+    let fd = target.file.as_fd();
+    if opts.sync {
+        #[cfg(any(test, feature = "fault-injection"))]
+        opts.faults.check_sync().map_err(|errno| CopyError::Io {
+            path: target.path.to_owned(),
+            op: "fsync",
+            offset: None,
+            errno,
+        })?;
+        fsync(fd).map_err(|errno| CopyError::Io {
+            path: target.path.to_owned(),
+            op: "fsync",
+            offset: None,
+            errno,
+        })?;
+        report.synced = true;
+    }
+    // Every destination page was written by this copy: drop them all (this
+    // also catches an O_DIRECT write that a filesystem did buffered, as
+    // btrfs may for checksummed files).
+    if dst_policy.is_some_and(|p| p != CachePolicy::Keep) {
+        cache::drop_all(fd, 0..size);
+    }
+    Ok(())
+}
+
+/// After a failed in-place copy: a regular file is truncated to zero
+/// length; a block device gets its first MiB zeroed again (it was zeroed
+/// before the copy and is written last, but the failure may have come
+/// while writing it).
+fn cleanup_in_place(target: &Target<'_>, size: u64) {
+    let fd = target.file.as_fd();
+    match target.kind {
+        DestinationKind::BlockDevice => {
+            let len = HEADER.min(size.next_multiple_of(512));
+            let _ = set_direct(fd, false);
+            if sparsekit_sys::blkdev::blkzeroout(fd, 0, len).is_err() {
+                let zeros = vec![0u8; len as usize];
+                let _ = rustix::io::pwrite(fd, &zeros, 0);
+            }
+            let _ = fsync(fd);
+        }
+        _ => {
+            let _ = ftruncate(fd, 0);
+            let _ = fsync(fd);
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! [`CopyError`]: why a copy failed, naming the file, the offset and the errno.
+
+use crate::options::{CachePolicy, DataStrategy, HoleMethod};
+use rustix::io::Errno;
+use sparsekit_extents::MapError;
+use sparsekit_sys::ErrnoName;
+use std::path::PathBuf;
+
+/// Shows ` at offset N` when there is one.
+struct At(Option<u64>);
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(off) => write!(f, " at offset {off}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a copy failed. Whatever the variant, the source was not modified and
+/// no complete-looking destination was left (see the crate docs).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// A syscall on one of the files failed.
+    #[error("{}: {op}{}: {}", path.display(), At(*offset), ErrnoName(*errno))]
+    Io {
+        /// The file (for staged copies: the destination's final name).
+        path: PathBuf,
+        /// The call, e.g. `"pwrite"`, `"fsync"`, `"fallocate(PUNCH_HOLE)"`.
+        op: &'static str,
+        /// The file offset, where the call has one.
+        offset: Option<u64>,
+        /// What the kernel said.
+        errno: Errno,
+    },
+    /// Mapping the source's extents failed.
+    #[error("{}: {source}", path.display())]
+    Map {
+        /// The source.
+        path: PathBuf,
+        /// The mapper's error.
+        source: MapError,
+    },
+    /// Source and destination are the same file (same device and inode: the
+    /// same path, a hard link, a symlink to it, or the same block device).
+    #[error("{} and {} are the same file", src.display(), dst.display())]
+    SameFile {
+        /// The source.
+        src: PathBuf,
+        /// The destination.
+        dst: PathBuf,
+    },
+    /// The destination block device holds the filesystem the source lives on.
+    #[error("{} holds the filesystem of {}; refusing to overwrite it", dst.display(), src.display())]
+    DestinationHoldsSource {
+        /// The source.
+        src: PathBuf,
+        /// The destination block device.
+        dst: PathBuf,
+    },
+    /// The source or destination is neither a regular file nor a block device.
+    #[error("{}: cannot copy {} a {kind}", path.display(), if *is_source { "from" } else { "to" })]
+    NotCopyable {
+        /// The offending path.
+        path: PathBuf,
+        /// Whether it is the source.
+        is_source: bool,
+        /// `"directory"`, `"fifo"`, `"character device"`, …
+        kind: &'static str,
+    },
+    /// A block-device destination smaller than the source.
+    #[error("{}: device has {have} bytes, the source needs {need}", path.display())]
+    DestinationTooSmall {
+        /// The destination.
+        path: PathBuf,
+        /// Its size.
+        have: u64,
+        /// The source's size.
+        need: u64,
+    },
+    /// `ReflinkMode::Always`, but the files cannot share extents.
+    #[error("{} -> {}: reflink not possible here: {}", src.display(), dst.display(), ErrnoName(*errno))]
+    ReflinkUnsupported {
+        /// The source.
+        src: PathBuf,
+        /// The destination.
+        dst: PathBuf,
+        /// `EXDEV` (different filesystems), `EOPNOTSUPP` (no reflink here), …
+        errno: Errno,
+    },
+    /// A forced cache policy does not work for this file.
+    #[error("{}: cache policy {policy} not supported here: {}", path.display(), ErrnoName(*errno))]
+    CacheUnsupported {
+        /// The file whose side refused it.
+        path: PathBuf,
+        /// The policy asked for.
+        policy: CachePolicy,
+        /// What the probe returned.
+        errno: Errno,
+    },
+    /// A forced data strategy does not work between these files.
+    #[error("{} -> {}: {strategy} not supported here: {}", src.display(), dst.display(), ErrnoName(*errno))]
+    StrategyUnsupported {
+        /// The source.
+        src: PathBuf,
+        /// The destination.
+        dst: PathBuf,
+        /// The strategy asked for.
+        strategy: DataStrategy,
+        /// What the kernel returned.
+        errno: Errno,
+    },
+    /// A forced hole method does not work on the destination.
+    #[error("{}: hole method {method} not supported here: {}", path.display(), ErrnoName(*errno))]
+    HoleMethodUnsupported {
+        /// The destination.
+        path: PathBuf,
+        /// The method asked for.
+        method: HoleMethod,
+        /// What the kernel returned.
+        errno: Errno,
+    },
+    /// Options that contradict each other (e.g. `copy_file_range` with
+    /// `ReflinkMode::Never`); nothing was touched.
+    #[error("invalid options: {0}")]
+    InvalidOptions(&'static str),
+    /// The source changed size or modification time while it was copied;
+    /// the copy is not a snapshot of any one state of it.
+    #[error("{}: source changed during the copy", path.display())]
+    SourceChanged {
+        /// The source.
+        path: PathBuf,
+    },
+    /// The [`Interrupt`](crate::Interrupt) was triggered.
+    #[error("{}: copy interrupted", path.display())]
+    Interrupted {
+        /// The destination.
+        path: PathBuf,
+    },
+}
+
+impl CopyError {
+    /// The errno behind the error, if one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            CopyError::Io { errno, .. }
+            | CopyError::ReflinkUnsupported { errno, .. }
+            | CopyError::CacheUnsupported { errno, .. }
+            | CopyError::StrategyUnsupported { errno, .. }
+            | CopyError::HoleMethodUnsupported { errno, .. } => Some(*errno),
+            CopyError::Map { source, .. } => source.errno(),
+            _ => None,
+        }
+    }
+
+    /// Whether the request itself was wrong (same file, wrong file type,
+    /// contradicting options, a device too small), found before anything
+    /// was written: a command line maps this to its usage exit code.
+    pub fn is_usage_error(&self) -> bool {
+        matches!(
+            self,
+            CopyError::SameFile { .. }
+                | CopyError::DestinationHoldsSource { .. }
+                | CopyError::NotCopyable { .. }
+                | CopyError::DestinationTooSmall { .. }
+                | CopyError::InvalidOptions(_)
+        )
+    }
+}

@@ -1,0 +1,340 @@
+//! Turns the source's extent map into jobs: runs of pieces (data to read
+//! into one buffer, holes to skip or make) that a reader fills and the
+//! writer applies.
+
+use sparsekit_extents::{ExtentKind, ExtentMap, MapError};
+
+/// The most pieces one job carries: many small extents share a buffer
+/// (coalesced requests), but a job stays cheap to hand over.
+const MAX_PIECES: usize = 256;
+
+/// One part of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Source bytes `off..off+len` go to `buf[buf_off..buf_off+len]`, then
+    /// to the destination at `off`. With O_DIRECT the range is widened to
+    /// the alignment and may run past the source's end (read as zeros,
+    /// never written past it).
+    Data { off: u64, len: u64, buf_off: usize },
+    /// A range that reads as zeros: a hole or unwritten extent of the source
+    /// (`detected` false), or an all-zero block found in data (`true`).
+    Hole { off: u64, len: u64, detected: bool },
+}
+
+/// Pieces in file order, with the buffer bytes their data needs.
+#[derive(Debug, Default)]
+pub(crate) struct Job {
+    pub(crate) pieces: Vec<Piece>,
+    pub(crate) buf_used: usize,
+}
+
+/// Walks an [`ExtentMap`] lazily and packs its extents into jobs.
+#[derive(Debug)]
+pub(crate) struct Planner<'fd> {
+    map: ExtentMap<'fd>,
+    /// The rest of an extent that did not fit in the last job.
+    carry: Option<(u64, u64, bool)>,
+    buf_size: usize,
+    /// O_DIRECT alignment of offsets and lengths (1: none).
+    align: u64,
+    /// End of the last data piece planned, so widened pieces never overlap.
+    data_end: u64,
+}
+
+impl<'fd> Planner<'fd> {
+    pub(crate) fn new(map: ExtentMap<'fd>, buf_size: usize, align: u64) -> Self {
+        debug_assert!(align.is_power_of_two() && buf_size as u64 % align == 0);
+        Planner {
+            map,
+            carry: None,
+            buf_size,
+            align,
+            data_end: 0,
+        }
+    }
+
+    /// The map behind the plan (for its method and size checks).
+    pub(crate) fn map(&self) -> &ExtentMap<'fd> {
+        &self.map
+    }
+
+    /// The next job, `None` at the end of the range.
+    pub(crate) fn next_job(&mut self) -> Option<Result<Job, MapError>> {
+        let mut job = Job::default();
+        while job.pieces.len() < MAX_PIECES {
+            let (off, end, data) = match self.carry.take() {
+                Some(c) => c,
+                None => match self.map.next() {
+                    None => break,
+                    Some(Err(e)) => return Some(Err(e)),
+                    Some(Ok(ext)) => (ext.offset, ext.end(), ext.kind == ExtentKind::Data),
+                },
+            };
+            if !data {
+                job.pieces.push(Piece::Hole {
+                    off,
+                    len: end - off,
+                    detected: false,
+                });
+                continue;
+            }
+            let start = (off / self.align * self.align).max(self.data_end);
+            let stop = end.next_multiple_of(self.align);
+            if start >= stop {
+                continue; // already covered by the previous widened piece
+            }
+            let buf_off = job.buf_used.next_multiple_of(self.align as usize);
+            let room = self.buf_size.saturating_sub(buf_off) as u64;
+            if room == 0 {
+                self.carry = Some((off, end, true));
+                break;
+            }
+            let len = (stop - start).min(room);
+            job.pieces.push(Piece::Data {
+                off: start,
+                len,
+                buf_off,
+            });
+            job.buf_used = buf_off + len as usize;
+            self.data_end = start + len;
+            if start + len < stop {
+                // The buffer is full; the rest of this extent starts the next job.
+                self.carry = Some((start + len, end, true));
+                break;
+            }
+        }
+        (!job.pieces.is_empty()).then_some(Ok(job))
+    }
+}
+
+/// Splits the data piece `off..off+len` held in `buf` into data and
+/// all-zero pieces. Only whole `granule`-aligned blocks (by file offset)
+/// become holes, so the destination's holes are block aligned; a partial
+/// block at either edge stays data.
+pub(crate) fn split_zeros(
+    off: u64,
+    buf: &[u8],
+    buf_off: usize,
+    granule: u64,
+    out: &mut Vec<Piece>,
+) {
+    let len = buf.len() as u64;
+    let end = off + len;
+    let first = off.next_multiple_of(granule).min(end);
+    let last = (end / granule * granule).max(first);
+    let mut pos = off;
+    let push = |out: &mut Vec<Piece>, from: u64, to: u64, zero: bool| {
+        if from >= to {
+            return;
+        }
+        let merged = match out.last_mut() {
+            Some(Piece::Data { off: o, len: l, .. }) if !zero && *o + *l == from => {
+                *l += to - from;
+                true
+            }
+            Some(Piece::Hole {
+                off: o,
+                len: l,
+                detected: true,
+            }) if zero && *o + *l == from => {
+                *l += to - from;
+                true
+            }
+            _ => false,
+        };
+        if !merged {
+            out.push(if zero {
+                Piece::Hole {
+                    off: from,
+                    len: to - from,
+                    detected: true,
+                }
+            } else {
+                Piece::Data {
+                    off: from,
+                    len: to - from,
+                    buf_off: buf_off + (from - off) as usize,
+                }
+            });
+        }
+    };
+    push(out, pos, first, false);
+    pos = first;
+    for (run, zero) in sparsekit_extents::zero_runs(
+        &buf[(first - off) as usize..(last - off) as usize],
+        granule as usize,
+    ) {
+        push(out, pos + run.start as u64, pos + run.end as u64, zero);
+    }
+    pos = last;
+    push(out, pos, end, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparsekit_extents::{MapOptions, Method};
+    use std::io::{Seek, SeekFrom, Write};
+
+    fn file_with(layout: &[(u64, usize)], size: u64) -> std::fs::File {
+        let mut f = tempfile::tempfile_in("/tmp").unwrap();
+        for &(off, len) in layout {
+            f.seek(SeekFrom::Start(off)).unwrap();
+            f.write_all(&vec![0xab; len]).unwrap();
+        }
+        f.set_len(size).unwrap();
+        f
+    }
+
+    fn plan(f: &std::fs::File, buf: usize, align: u64) -> Vec<Job> {
+        let map = MapOptions::new().method(Method::Seek).map(f).unwrap();
+        let mut p = Planner::new(map, buf, align);
+        std::iter::from_fn(|| p.next_job().map(Result::unwrap)).collect()
+    }
+
+    #[test]
+    fn small_extents_share_a_buffer_and_holes_ride_along() {
+        let f = file_with(&[(0, 4096), (65536, 4096), (1 << 20, 8192)], 2 << 20);
+        let jobs = plan(&f, 1 << 20, 1);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            jobs[0].pieces,
+            vec![
+                Piece::Data {
+                    off: 0,
+                    len: 4096,
+                    buf_off: 0
+                },
+                Piece::Hole {
+                    off: 4096,
+                    len: 61440,
+                    detected: false
+                },
+                Piece::Data {
+                    off: 65536,
+                    len: 4096,
+                    buf_off: 4096
+                },
+                Piece::Hole {
+                    off: 69632,
+                    len: (1 << 20) - 69632,
+                    detected: false
+                },
+                Piece::Data {
+                    off: 1 << 20,
+                    len: 8192,
+                    buf_off: 8192
+                },
+                Piece::Hole {
+                    off: (1 << 20) + 8192,
+                    len: (1 << 20) - 8192,
+                    detected: false
+                },
+            ]
+        );
+        assert_eq!(jobs[0].buf_used, 16384);
+    }
+
+    #[test]
+    fn a_large_extent_is_split_at_the_buffer_size() {
+        let f = file_with(&[(0, 3 << 20)], 3 << 20);
+        let jobs = plan(&f, 1 << 20, 1);
+        let offs: Vec<_> = jobs.iter().map(|j| j.pieces.clone()).collect();
+        assert_eq!(offs.len(), 3);
+        assert_eq!(
+            offs[2],
+            vec![Piece::Data {
+                off: 2 << 20,
+                len: 1 << 20,
+                buf_off: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn direct_widens_an_unaligned_tail_and_aligns_buffer_offsets() {
+        let f = file_with(&[(0, 4096), (8192, 1000)], 9192);
+        let jobs = plan(&f, 1 << 16, 4096);
+        assert_eq!(
+            jobs[0].pieces,
+            vec![
+                Piece::Data {
+                    off: 0,
+                    len: 4096,
+                    buf_off: 0
+                },
+                Piece::Hole {
+                    off: 4096,
+                    len: 4096,
+                    detected: false
+                },
+                Piece::Data {
+                    off: 8192,
+                    len: 4096,
+                    buf_off: 4096
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_blocks_inside_data_become_holes() {
+        let mut buf = vec![0u8; 5 * 4096];
+        buf[4096 + 7] = 1; // second block is data
+        buf[5 * 4096 - 1] = 1; // so is the last
+        let mut out = Vec::new();
+        split_zeros(4096, &buf, 0, 4096, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Piece::Hole {
+                    off: 4096,
+                    len: 4096,
+                    detected: true
+                },
+                Piece::Data {
+                    off: 8192,
+                    len: 4096,
+                    buf_off: 4096
+                },
+                Piece::Hole {
+                    off: 12288,
+                    len: 8192,
+                    detected: true
+                },
+                Piece::Data {
+                    off: 20480,
+                    len: 4096,
+                    buf_off: 16384
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn partial_edge_blocks_stay_data() {
+        let buf = vec![0u8; 3 * 4096];
+        let mut out = Vec::new();
+        split_zeros(100, &buf, 0, 4096, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Piece::Data {
+                    off: 100,
+                    len: 3996,
+                    buf_off: 0
+                },
+                Piece::Hole {
+                    off: 4096,
+                    len: 8192,
+                    detected: true
+                },
+                Piece::Data {
+                    off: 12288,
+                    len: 100,
+                    buf_off: 12188
+                },
+            ]
+        );
+    }
+}
