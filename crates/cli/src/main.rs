@@ -31,6 +31,16 @@ enum Command {
     /// Share a range's extents with an equal range of another file
     /// (FIDEDUPERANGE); differing data are left unchanged and reported.
     Dedupe(cmd::clone::DedupeArgs),
+    /// Make a range read as zeros and free its whole blocks; the size stays.
+    Punch(cmd::punch::PunchArgs),
+    /// Make a range read as zeros and keep it allocated; the size stays.
+    Zero(cmd::punch::ZeroArgs),
+    /// Remove a block-aligned range, shifting the rest of the file down.
+    Collapse(cmd::punch::ShiftArgs),
+    /// Insert a block-aligned hole, shifting the rest of the file up.
+    Insert(cmd::punch::ShiftArgs),
+    /// Punch the all-zero blocks inside the data; no byte changes.
+    Dig(cmd::dig::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +53,11 @@ fn main() -> ExitCode {
         Command::Stat(args) => cmd::stat::run(args),
         Command::Clone(args) => cmd::clone::run_clone(args),
         Command::Dedupe(args) => cmd::clone::run_dedupe(args),
+        Command::Punch(args) => cmd::punch::run_punch(args),
+        Command::Zero(args) => cmd::punch::run_zero(args),
+        Command::Collapse(args) => cmd::punch::run_collapse(args),
+        Command::Insert(args) => cmd::punch::run_insert(args),
+        Command::Dig(args) => cmd::dig::run(args),
     };
     exit::report(result)
 }
