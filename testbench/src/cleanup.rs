@@ -137,7 +137,6 @@ pub(crate) fn backing_file(dev: &Path) -> Option<PathBuf> {
 /// LOOP_CLR_FD, retried while udev or blkid still hold the device.
 pub(crate) fn detach(dev: &Path, image: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last_err = None;
     loop {
         match backing_file(dev) {
             Some(b) if b.to_string_lossy().starts_with(&*image.to_string_lossy()) => {}
@@ -150,17 +149,15 @@ pub(crate) fn detach(dev: &Path, image: &Path) -> Result<(), String> {
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
                 return Ok(());
             }
-            Err(e) => last_err = Some(e.to_string()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!(
+                    "{}: still attached to {} ({e})",
+                    dev.display(),
+                    image.display(),
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{}: still attached to {} ({})",
-                dev.display(),
-                image.display(),
-                last_err.unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

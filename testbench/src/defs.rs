@@ -61,7 +61,11 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<FsDef>> {
     let mut seen = std::collections::HashSet::new();
     for def in &file.filesystem {
         if !seen.insert(&def.name) {
-            bail!("{}: filesystem {:?} defined twice", path.display(), def.name);
+            bail!(
+                "{}: filesystem {:?} defined twice",
+                path.display(),
+                def.name
+            );
         }
         def.image_bytes()?;
     }
@@ -90,11 +94,18 @@ mod tests {
         let defs = load(&matrix_path()).unwrap();
         let names: Vec<_> = defs.iter().map(|d| d.name.as_str()).collect();
         for required in ["ext4", "xfs", "btrfs", "tmpfs"] {
-            assert!(names.contains(&required), "{required} missing from {names:?}");
+            assert!(
+                names.contains(&required),
+                "{required} missing from {names:?}"
+            );
         }
         for d in &defs {
             let bytes = d.image_bytes().unwrap();
-            assert!(bytes >= 256 << 20 && bytes <= 1 << 30, "{}: {bytes}", d.name);
+            assert!(
+                (256 << 20..=1 << 30).contains(&bytes),
+                "{}: {bytes}",
+                d.name
+            );
         }
     }
 

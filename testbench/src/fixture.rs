@@ -17,10 +17,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// `/tmp/sparsekit-testbench-<pid>-<seq>-<label>`, registered for cleanup.
 fn work_dir(label: &str) -> anyhow::Result<(PathBuf, Registration)> {
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "{PREFIX}-{}-{seq}-{label}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("{PREFIX}-{}-{seq}-{label}", std::process::id()));
     // Register before creating, so a signal in between still removes it.
     let reg = Registration::new(&dir);
     std::fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
@@ -111,7 +108,10 @@ fn attach(image: &Path) -> anyhow::Result<(loopdev::LoopDevice, PathBuf)> {
                 last = Some(e);
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => return Err(e).with_context(|| format!("attach {} to {}", image.display(), path.display())),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("attach {} to {}", image.display(), path.display()));
+            }
         }
     }
     Err(last.unwrap()).context("no free loop device after 20 tries")

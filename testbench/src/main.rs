@@ -46,7 +46,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         // The self-test's child process (see selftest.rs).
         Some("selftest-child") => {
-            let [_, mode, fs] = &args[..] else { bail!("selftest-child MODE FS") };
+            let [_, mode, fs] = &args[..] else {
+                bail!("selftest-child MODE FS")
+            };
             let def = defs.iter().find(|d| &d.name == fs).context("no such fs")?;
             selftest::child(def, mode == "panic")?;
             Ok(ExitCode::FAILURE)
@@ -60,20 +62,33 @@ fn real_main() -> anyhow::Result<ExitCode> {
 
 fn require_root(what: &str) -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {
-        bail!("{what} need root: they make loop devices, mkfs and mount (run as root, e.g. sudo -E cargo xtask testbench)");
+        bail!(
+            "{what} need root: they make loop devices, mkfs and mount (run as root, e.g. sudo -E cargo xtask testbench)"
+        );
     }
     Ok(())
 }
 
 fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
     require_root("the test bench")?;
-    let mut opts = runner::RunOptions { install: true, filter: None };
+    let mut opts = runner::RunOptions {
+        install: true,
+        filter: None,
+    };
     let mut only: Option<Vec<String>> = None;
     let mut selftest = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--fs" => only = Some(it.next().context("--fs NAME")?.split(',').map(String::from).collect()),
+            "--fs" => {
+                only = Some(
+                    it.next()
+                        .context("--fs NAME")?
+                        .split(',')
+                        .map(String::from)
+                        .collect(),
+                )
+            }
             "--filter" => opts.filter = Some(it.next().context("--filter TEXT")?.clone()),
             "--no-install" => opts.install = false,
             "--no-selftest" => selftest = false,
@@ -91,7 +106,10 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
     let all = scenarios::all();
     let mut reports = Vec::new();
     if selftest {
-        let ext4 = defs.iter().find(|d| d.name == "ext4").context("matrix.toml lacks ext4")?;
+        let ext4 = defs
+            .iter()
+            .find(|d| d.name == "ext4")
+            .context("matrix.toml lacks ext4")?;
         reports.push(selftest::run(ext4));
     }
     for def in defs {
@@ -106,5 +124,9 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
         println!("LEAKED: {leaks:?}");
         return Ok(ExitCode::FAILURE);
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -30,8 +30,10 @@ where
         failure_persistence: None,
         ..Config::default()
     };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
     let result = runner.run(&strategy, |value| {
         test(value).map_err(proptest::test_runner::TestCaseError::fail)
     });

@@ -57,6 +57,13 @@ pub struct Scenario {
     pub run: fn(&Ctx<'_>) -> ScenarioResult,
 }
 
+impl Scenario {
+    /// `Scenario { name, run }`, for compact lists.
+    pub const fn new(name: &'static str, run: fn(&Ctx<'_>) -> ScenarioResult) -> Self {
+        Scenario { name, run }
+    }
+}
+
 /// What a scenario gets: the filesystem and a fresh scratch directory on it
 /// (removed afterwards).
 #[derive(Debug)]

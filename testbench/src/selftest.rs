@@ -26,7 +26,10 @@ pub fn child(def: &FsDef, panic: bool) -> anyhow::Result<()> {
     std::fs::write(fs.mountpoint().join("busy"), b"a scenario was here")?;
     println!("READY {}", fs.mountpoint().display());
     if panic {
-        panic!("selftest: deliberate panic with {} mounted", fs.mountpoint().display());
+        panic!(
+            "selftest: deliberate panic with {} mounted",
+            fs.mountpoint().display()
+        );
     }
     // Wait for the signal; the handler cleans up and exits.
     std::thread::sleep(Duration::from_secs(60));
@@ -60,7 +63,9 @@ fn check(def: &FsDef, ending: Ending) -> Result<(), String> {
         ));
     };
     if !cleanup::leaks_of(pid).iter().any(|l| l.contains(&mnt)) {
-        return Err(format!("leak check cannot see the child's live mount {mnt}"));
+        return Err(format!(
+            "leak check cannot see the child's live mount {mnt}"
+        ));
     }
     if let Ending::Signal(sig) = ending {
         let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
@@ -79,7 +84,9 @@ fn check(def: &FsDef, ending: Ending) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     };
     if status.success() {
-        return Err(format!("child exited successfully ({status}); expected a failure"));
+        return Err(format!(
+            "child exited successfully ({status}); expected a failure"
+        ));
     }
     let leaks = cleanup::leaks_of(pid);
     if !leaks.is_empty() {
@@ -100,8 +107,14 @@ pub fn run(def: &FsDef) -> FsReport {
     println!("== selftest (guards on {})", def.name);
     let cases: [(&'static str, Ending); 3] = [
         ("selftest/panic_mid_scenario_leaves_nothing", Ending::Panic),
-        ("selftest/sigint_leaves_nothing", Ending::Signal(rustix::process::Signal::INT.as_raw())),
-        ("selftest/sigterm_leaves_nothing", Ending::Signal(rustix::process::Signal::TERM.as_raw())),
+        (
+            "selftest/sigint_leaves_nothing",
+            Ending::Signal(rustix::process::Signal::INT.as_raw()),
+        ),
+        (
+            "selftest/sigterm_leaves_nothing",
+            Ending::Signal(rustix::process::Signal::TERM.as_raw()),
+        ),
     ];
     let mut records = Vec::new();
     for (name, ending) in cases {
@@ -114,7 +127,11 @@ pub fn run(def: &FsDef) -> FsReport {
             Outcome::Fail(why) => println!("  FAIL {name}: {why}"),
             _ => println!("  PASS {name} ({:.2?})", t.elapsed()),
         }
-        records.push(Record { scenario: name, outcome, elapsed: t.elapsed() });
+        records.push(Record {
+            scenario: name,
+            outcome,
+            elapsed: t.elapsed(),
+        });
     }
     FsReport {
         fs: "selftest".into(),

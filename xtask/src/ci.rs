@@ -15,7 +15,15 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     c.args(["fmt", "--all", "--check"]);
     run(c)?;
     let mut c = cargo();
-    c.args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]);
+    c.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(c)?;
     let mut c = cargo();
     c.args(["test", "--workspace", "--locked"]);
@@ -25,7 +33,9 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
         .env("RUSTDOCFLAGS", "-D warnings");
     run(c)?;
     if no_bench {
-        println!("xtask ci: --no-bench given: the test bench was NOT run, so this is not a full pass");
+        println!(
+            "xtask ci: --no-bench given: the test bench was NOT run, so this is not a full pass"
+        );
         return Ok(());
     }
     if !is_root() {
@@ -38,14 +48,20 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     testbench(&[])
 }
 
-pub(crate) use run_ci as run;
-
 /// Builds and runs the bench binary (release: the scenarios do real I/O).
 pub(crate) fn testbench(args: &[String]) -> anyhow::Result<()> {
     crate::setup::ensure(&["libclang-dev"])?;
     let mut c = cargo();
-    c.args(["run", "--release", "--locked", "-p", "sparsekit-testbench", "--", "run"])
-        .args(args);
+    c.args([
+        "run",
+        "--release",
+        "--locked",
+        "-p",
+        "sparsekit-testbench",
+        "--",
+        "run",
+    ])
+    .args(args);
     run(c)
 }
 
@@ -57,7 +73,14 @@ pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
     run(c)?;
     if args.is_empty() || args.iter().any(|a| a == "zero") {
         let mut c = cargo();
-        c.args(["bench", "--locked", "-p", "sparsekit-extents", "--bench", "zero_detect"]);
+        c.args([
+            "bench",
+            "--locked",
+            "-p",
+            "sparsekit-extents",
+            "--bench",
+            "zero_detect",
+        ]);
         run(c)?;
     }
     let rest: Vec<&String> = args.iter().filter(|a| *a != "zero").collect();
@@ -65,7 +88,15 @@ pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut c = cargo();
-    c.args(["run", "--release", "--locked", "-p", "sparsekit-testbench", "--", "bench"])
-        .args(rest);
+    c.args([
+        "run",
+        "--release",
+        "--locked",
+        "-p",
+        "sparsekit-testbench",
+        "--",
+        "bench",
+    ])
+    .args(rest);
     run(c)
 }

@@ -19,7 +19,7 @@ usage: cargo xtask ci [--no-bench]
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("ci") => ci::run(&args[1..]),
+        Some("ci") => ci::run_ci(&args[1..]),
         Some("testbench") => ci::testbench(&args[1..]),
         Some("bench") => ci::bench(&args[1..]),
         _ => {

@@ -36,11 +36,31 @@ fn on_path(prog: &str) -> bool {
 }
 
 const NEEDS: &[Need] = &[
-    Need { package: "libclang-dev", why: "bindgen in loopdev-3's build script", present: libclang_present },
-    Need { package: "time", why: "peak-memory measurement in benchmarks", present: || Path::new("/usr/bin/time").is_file() },
-    Need { package: "xfsprogs", why: "mkfs.xfs and xfs_io for the bench", present: || on_path("mkfs.xfs") },
-    Need { package: "btrfs-progs", why: "mkfs.btrfs for the bench", present: || on_path("mkfs.btrfs") },
-    Need { package: "fuse3", why: "fusermount3 for the bench's FUSE filesystem", present: || on_path("fusermount3") },
+    Need {
+        package: "libclang-dev",
+        why: "bindgen in loopdev-3's build script",
+        present: libclang_present,
+    },
+    Need {
+        package: "time",
+        why: "peak-memory measurement in benchmarks",
+        present: || Path::new("/usr/bin/time").is_file(),
+    },
+    Need {
+        package: "xfsprogs",
+        why: "mkfs.xfs and xfs_io for the bench",
+        present: || on_path("mkfs.xfs"),
+    },
+    Need {
+        package: "btrfs-progs",
+        why: "mkfs.btrfs for the bench",
+        present: || on_path("mkfs.btrfs"),
+    },
+    Need {
+        package: "fuse3",
+        why: "fusermount3 for the bench's FUSE filesystem",
+        present: || on_path("fusermount3"),
+    },
 ];
 
 /// Installs missing packages when root on Debian/Ubuntu; otherwise fails
@@ -57,7 +77,9 @@ pub(crate) fn ensure(required: &[&str]) -> anyhow::Result<()> {
             println!("xtask: missing {} ({})", n.package, n.why);
         }
         let mut update = Command::new("apt-get");
-        update.args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive");
+        update
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
         crate::util::run(update)?;
         let mut install = Command::new("apt-get");
         install
@@ -67,9 +89,16 @@ pub(crate) fn ensure(required: &[&str]) -> anyhow::Result<()> {
         crate::util::run(install)?;
         return Ok(());
     }
-    let needed: Vec<&str> = names.iter().copied().filter(|n| required.contains(n)).collect();
+    let needed: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| required.contains(n))
+        .collect();
     if !needed.is_empty() {
-        bail!("missing system packages: install them with: sudo apt-get install -y {}", needed.join(" "));
+        bail!(
+            "missing system packages: install them with: sudo apt-get install -y {}",
+            needed.join(" ")
+        );
     }
     Ok(())
 }

@@ -16,7 +16,11 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gib" => 30,
         "t" | "tib" => 40,
         "p" | "pib" => 50,
-        _ => return Err(format!("invalid size {s:?}: unknown unit {unit:?} (use K, M, G, T)")),
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {unit:?} (use K, M, G, T)"
+            ));
+        }
     };
     if num.is_empty() {
         return Err(format!("invalid size {s:?}: no number"));
@@ -27,11 +31,16 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         let frac_val: f64 = format!("0.{frac}")
             .parse()
             .map_err(|_| format!("invalid size {s:?}"))?;
-        let whole = int.checked_shl(shift).filter(|v| v >> shift == int).ok_or_else(too_big)?;
+        let whole = int
+            .checked_shl(shift)
+            .filter(|v| v >> shift == int)
+            .ok_or_else(too_big)?;
         whole + (frac_val * (1u64 << shift) as f64) as u64
     } else {
         let int: u64 = num.parse().map_err(|_| too_big())?;
-        int.checked_shl(shift).filter(|v| v >> shift == int).ok_or_else(too_big)?
+        int.checked_shl(shift)
+            .filter(|v| v >> shift == int)
+            .ok_or_else(too_big)?
     };
     // Offsets and lengths go to syscalls as off_t.
     if bytes > i64::MAX as u64 {

@@ -47,7 +47,7 @@ impl Sharing {
 pub fn sharing<Fd: AsFd>(fd: &Fd, range: Range<u64>) -> Result<Sharing, MapError> {
     let map = MapOptions::new()
         .method(Method::Fiemap)
-        .fiemap_sync(true)
+        .sync(true)
         .range(range)
         .map(fd)?;
     let mut sharing = Sharing::default();

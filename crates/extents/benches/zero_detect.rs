@@ -30,7 +30,9 @@ fn main() {
     });
     let fast = gib_per_s(SIZE, || assert!(is_zero(black_box(&zeros))));
     let naive = gib_per_s(SIZE, || assert!(black_box(&zeros).iter().all(|&b| b == 0)));
-    let runs = gib_per_s(SIZE, || assert_eq!(zero_runs(black_box(&zeros), 4096).count(), 1));
+    let runs = gib_per_s(SIZE, || {
+        assert_eq!(zero_runs(black_box(&zeros), 4096).count(), 1)
+    });
     let mut data = vec![0u8; SIZE];
     for b in data.chunks_mut(4096) {
         b[0] = 1;
@@ -38,10 +40,29 @@ fn main() {
     let data_blocks = gib_per_s(SIZE, || {
         assert_eq!(zero_runs(black_box(&data), 4096).count(), 1)
     });
-    println!("zero detector over {} MiB, best of {ROUNDS} rounds", SIZE >> 20);
-    println!("{:<40} {:>8.1} GiB/s", "memcpy (bandwidth reference)", memcpy);
-    println!("{:<40} {:>8.1} GiB/s  ({:.2}x memcpy)", "is_zero, all-zero buffer", fast, fast / memcpy);
-    println!("{:<40} {:>8.1} GiB/s  ({:.2}x is_zero)", "naive iter().all()", naive, naive / fast);
+    println!(
+        "zero detector over {} MiB, best of {ROUNDS} rounds",
+        SIZE >> 20
+    );
+    println!(
+        "{:<40} {:>8.1} GiB/s",
+        "memcpy (bandwidth reference)", memcpy
+    );
+    println!(
+        "{:<40} {:>8.1} GiB/s  ({:.2}x memcpy)",
+        "is_zero, all-zero buffer",
+        fast,
+        fast / memcpy
+    );
+    println!(
+        "{:<40} {:>8.1} GiB/s  ({:.2}x is_zero)",
+        "naive iter().all()",
+        naive,
+        naive / fast
+    );
     println!("{:<40} {:>8.1} GiB/s", "zero_runs 4 KiB, all zero", runs);
-    println!("{:<40} {:>8.1} GiB/s", "zero_runs 4 KiB, data in every block", data_blocks);
+    println!(
+        "{:<40} {:>8.1} GiB/s",
+        "zero_runs 4 KiB, data in every block", data_blocks
+    );
 }

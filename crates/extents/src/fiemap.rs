@@ -18,12 +18,7 @@ pub(crate) struct FiemapWalker {
 
 impl FiemapWalker {
     /// Makes the first FIEMAP call, so an unsupported filesystem shows at once.
-    pub(crate) fn start(
-        fd: BorrowedFd<'_>,
-        pos: u64,
-        end: u64,
-        sync: bool,
-    ) -> Result<Self, Errno> {
+    pub(crate) fn start(fd: BorrowedFd<'_>, pos: u64, end: u64, sync: bool) -> Result<Self, Errno> {
         let mut w = FiemapWalker {
             buf: FiemapBuffer::default(),
             idx: 0,

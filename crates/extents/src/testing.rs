@@ -38,7 +38,8 @@ pub fn layout_strategy(max_size: u64, max_segments: usize) -> impl Strategy<Valu
                 zeros,
             },
         );
-        prop::collection::vec(seg, 0..=max_segments).prop_map(move |segments| Layout { size, segments })
+        prop::collection::vec(seg, 0..=max_segments)
+            .prop_map(move |segments| Layout { size, segments })
     })
 }
 
@@ -169,7 +170,9 @@ pub fn check_map(
             .map_err(|err| format!("read {}..{}: {err}", e.offset, e.end()))?;
     }
     if rebuilt != layout.expected() {
-        return Err(format!("reading only the data extents ({used}) does not reconstruct the file"));
+        return Err(format!(
+            "reading only the data extents ({used}) does not reconstruct the file"
+        ));
     }
     Ok(extents)
 }

@@ -16,7 +16,13 @@ fn kinds(v: &[Extent]) -> Vec<(u64, u64, ExtentKind)> {
     v.iter().map(|e| (e.offset, e.end(), e.kind)).collect()
 }
 
-const METHODS: [Method; 5] = [Method::Auto, Method::Seek, Method::Fiemap, Method::Scan, Method::AllData];
+const METHODS: [Method; 5] = [
+    Method::Auto,
+    Method::Seek,
+    Method::Fiemap,
+    Method::Scan,
+    Method::AllData,
+];
 
 #[test]
 fn empty_file_has_no_extents_with_any_method() {
@@ -34,7 +40,11 @@ fn all_hole_file_is_one_hole_even_past_the_last_data() {
     let f = tempfile::tempfile().unwrap();
     f.set_len(10 << 20).unwrap();
     for m in [Method::Seek, Method::Fiemap, Method::Scan] {
-        assert_eq!(kinds(&collect(&f, MapOptions::new().method(m))), vec![(0, 10 << 20, ExtentKind::Hole)], "{m}");
+        assert_eq!(
+            kinds(&collect(&f, MapOptions::new().method(m))),
+            vec![(0, 10 << 20, ExtentKind::Hole)],
+            "{m}"
+        );
     }
 }
 
@@ -60,7 +70,11 @@ fn offsets_beyond_4_gib_and_1_tib() {
     }
     for m in [Method::Seek, Method::Fiemap] {
         let v = collect(&f, MapOptions::new().method(m));
-        let data: Vec<_> = v.iter().filter(|e| e.kind == ExtentKind::Data).map(|e| e.offset).collect();
+        let data: Vec<_> = v
+            .iter()
+            .filter(|e| e.kind == ExtentKind::Data)
+            .map(|e| e.offset)
+            .collect();
         assert_eq!(data, vec![(1 << 32) + 4096, (1 << 40) + 8192], "{m}");
         assert_eq!(v.last().unwrap().end(), (1 << 40) + 8193);
     }
@@ -76,12 +90,28 @@ fn ranged_queries_are_clipped_to_the_range() {
         assert_eq!(v.first().unwrap().offset, 6000, "{m}");
         assert_eq!(v.last().unwrap().end(), 30000, "{m}");
         if m != Method::AllData {
-            assert_eq!(kinds(&v), vec![(6000, 12288, ExtentKind::Data), (12288, 30000, ExtentKind::Hole)], "{m}");
+            assert_eq!(
+                kinds(&v),
+                vec![
+                    (6000, 12288, ExtentKind::Data),
+                    (12288, 30000, ExtentKind::Hole)
+                ],
+                "{m}"
+            );
         }
     }
     // A range past EOF is empty; one reaching past EOF stops at EOF.
-    assert_eq!(collect(&f, MapOptions::new().range(1 << 20..2 << 20)).len(), 0);
-    assert_eq!(collect(&f, MapOptions::new().range(0..1 << 30)).last().unwrap().end(), 65536);
+    assert_eq!(
+        collect(&f, MapOptions::new().range(1 << 20..2 << 20)).len(),
+        0
+    );
+    assert_eq!(
+        collect(&f, MapOptions::new().range(0..1 << 30))
+            .last()
+            .unwrap()
+            .end(),
+        65536
+    );
 }
 
 #[test]
@@ -96,14 +126,22 @@ fn unwritten_extents_without_and_with_dirty_pages() {
     let fiemap = collect(&f, MapOptions::new().method(Method::Fiemap));
     assert_eq!(
         kinds(&fiemap),
-        vec![(0, 1 << 20, ExtentKind::Hole), (1 << 20, 2 << 20, ExtentKind::Unwritten), (2 << 20, 4 << 20, ExtentKind::Hole)]
+        vec![
+            (0, 1 << 20, ExtentKind::Hole),
+            (1 << 20, 2 << 20, ExtentKind::Unwritten),
+            (2 << 20, 4 << 20, ExtentKind::Hole)
+        ]
     );
     // Dirty pages over part of it: both report that part as data (FIEMAP
     // because FIEMAP_FLAG_SYNC writes it back first).
     f.write_all_at(&[7u8; 4096], (1 << 20) + 8192).unwrap();
     for m in [Method::Seek, Method::Fiemap] {
         let v = collect(&f, MapOptions::new().method(m));
-        let data: Vec<_> = v.iter().filter(|e| e.kind == ExtentKind::Data).map(|e| e.range()).collect();
+        let data: Vec<_> = v
+            .iter()
+            .filter(|e| e.kind == ExtentKind::Data)
+            .map(|e| e.range())
+            .collect();
         assert_eq!(data, vec![(1 << 20) + 8192..(1 << 20) + 12288], "{m}");
     }
 }
@@ -121,7 +159,11 @@ fn a_file_that_shrinks_while_mapped_ends_cleanly_and_says_so() {
         f.set_len(100_000).unwrap();
         let rest: Vec<_> = map.by_ref().collect::<Result<_, _>>().unwrap();
         assert!(rest.len() < 200, "{m}: no endless loop");
-        assert_eq!(rest.last().unwrap().end(), 63 * 65536 + 1, "{m}: maps what it started with");
+        assert_eq!(
+            rest.last().unwrap().end(),
+            63 * 65536 + 1,
+            "{m}: maps what it started with"
+        );
         assert_eq!(map.size_changed(), Some(100_000), "{m}");
         // Restore for the next method.
         for i in 0..64u64 {
@@ -147,9 +189,15 @@ fn a_file_that_grows_while_mapped_maps_the_size_seen_at_the_start() {
 fn directories_and_fifos_are_not_mappable() {
     let dir = tempfile::tempdir().unwrap();
     let d = File::open(dir.path()).unwrap();
-    assert!(matches!(sparsekit_extents::map(&d), Err(MapError::NotMappable { kind: "directory" })));
+    assert!(matches!(
+        sparsekit_extents::map(&d),
+        Err(MapError::NotMappable { kind: "directory" })
+    ));
     let (r, _w) = rustix::pipe::pipe().unwrap();
-    assert!(matches!(sparsekit_extents::map(&r), Err(MapError::NotMappable { kind: "fifo" })));
+    assert!(matches!(
+        sparsekit_extents::map(&r),
+        Err(MapError::NotMappable { kind: "fifo" })
+    ));
 }
 
 #[test]
@@ -168,8 +216,16 @@ fn scan_reports_explicit_zeros_as_holes_and_seek_as_data() {
     let layout = Layout {
         size: 1 << 20,
         segments: vec![
-            Segment { offset: 0, len: 65536, zeros: true },
-            Segment { offset: 65536, len: 100, zeros: false },
+            Segment {
+                offset: 0,
+                len: 65536,
+                zeros: true,
+            },
+            Segment {
+                offset: 65536,
+                len: 100,
+                zeros: false,
+            },
         ],
     };
     let f = tempfile::tempfile().unwrap();

@@ -126,13 +126,13 @@ impl Default for FiemapBuffer {
 /// # References
 /// - [Documentation/filesystems/fiemap.rst](https://www.kernel.org/doc/html/latest/filesystems/fiemap.html)
 #[doc(alias = "FS_IOC_FIEMAP")]
-pub fn fiemap<'b, Fd: AsFd>(
+pub fn fiemap<Fd: AsFd>(
     fd: Fd,
     start: u64,
     length: u64,
     flags: u32,
-    buf: &'b mut FiemapBuffer,
-) -> io::Result<&'b [FiemapExtent]> {
+    buf: &mut FiemapBuffer,
+) -> io::Result<&[FiemapExtent]> {
     let raw = &mut *buf.raw;
     raw.start = start;
     raw.length = length;

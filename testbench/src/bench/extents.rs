@@ -68,6 +68,9 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
             );
         }
     }
-    ensure!(worst_rss < 64 * 1024, "peak memory {worst_rss} KiB exceeds 64 MiB");
+    ensure!(
+        worst_rss < 64 * 1024,
+        "peak memory {worst_rss} KiB exceeds 64 MiB"
+    );
     Ok(())
 }

@@ -61,7 +61,10 @@ pub fn sparsekit_bin() -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("sparsekit");
     if !bin.is_file() {
-        bail!("{} not built: run `cargo build --release -p sparsekit-cli`", bin.display());
+        bail!(
+            "{} not built: run `cargo build --release -p sparsekit-cli`",
+            bin.display()
+        );
     }
     Ok(bin)
 }

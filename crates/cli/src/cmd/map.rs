@@ -172,7 +172,11 @@ fn write_table(
     if totals.unwritten > 0 {
         summary += &format!(", {} unwritten", human_size(totals.unwritten));
     }
-    summary += &format!(", size {}, method {}", human_size(header.size), header.method);
+    summary += &format!(
+        ", size {}, method {}",
+        human_size(header.size),
+        header.method
+    );
     writeln!(out, "{summary}")?;
     Ok(())
 }
@@ -281,7 +285,9 @@ mod tests {
         };
         let items = vec![
             Ok(Extent::new(0..4096, ExtentKind::Data)),
-            Err(anyhow::anyhow!("disk.img: lseek(SEEK_HOLE) at offset 4096: EIO")),
+            Err(anyhow::anyhow!(
+                "disk.img: lseek(SEEK_HOLE) at offset 4096: EIO"
+            )),
         ];
         let mut out = Vec::new();
         let err = write_table(&mut out, &header, items.into_iter()).unwrap_err();
