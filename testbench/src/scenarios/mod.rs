@@ -2,11 +2,13 @@
 
 use crate::scenario::Scenario;
 
+pub mod clone;
 pub mod extents;
 
 /// All scenarios, in run order.
 pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
     v.extend(extents::scenarios());
+    v.extend(clone::scenarios());
     v
 }
