@@ -53,6 +53,7 @@ pub(crate) fn resolve(
     fd: BorrowedFd<'_>,
     path: &Path,
     fallbacks: &mut Vec<Fallback>,
+    fake_unsupported: &[CachePolicy],
 ) -> Result<SidePolicy, CopyError> {
     let chain: &[CachePolicy] = match requested {
         CachePolicy::Auto => &[
@@ -68,6 +69,7 @@ pub(crate) fn resolve(
     };
     for &policy in chain {
         let probe = match policy {
+            p if fake_unsupported.contains(&p) => Err(Probe::Unsupported(Errno::OPNOTSUPP)),
             CachePolicy::DontCache => probe_dontcache(side, fd).map(|()| 1),
             CachePolicy::Direct => probe_direct(side, fd),
             // Buffered I/O, fadvise and sync_file_range work on anything
@@ -108,7 +110,8 @@ fn fallback_name(policy: CachePolicy, side: Side) -> &'static str {
         (CachePolicy::DontCache, Side::Destination) => "cache dontcache (destination)",
         (CachePolicy::Direct, Side::Source) => "cache direct (source)",
         (CachePolicy::Direct, Side::Destination) => "cache direct (destination)",
-        _ => "cache",
+        (_, Side::Source) => "cache drop (source)",
+        (_, Side::Destination) => "cache drop (destination)",
     }
 }
 
@@ -472,7 +475,15 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         let mut fb = Vec::new();
         for p in [CachePolicy::Keep, CachePolicy::Drop] {
-            let r = resolve(p, Side::Destination, f.as_fd(), Path::new("x"), &mut fb).unwrap();
+            let r = resolve(
+                p,
+                Side::Destination,
+                f.as_fd(),
+                Path::new("x"),
+                &mut fb,
+                &[],
+            )
+            .unwrap();
             assert_eq!(
                 r,
                 SidePolicy {

@@ -368,6 +368,22 @@ impl<'a> Dest<'a> {
                 .holes
                 .first()
                 .expect("the hole chain ends with a method that cannot be unsupported");
+            #[cfg(any(test, feature = "fault-injection"))]
+            if self.faults.unsupported_holes.contains(&action.method()) {
+                if self.requested_holes != HoleMethod::Auto {
+                    return Err(CopyError::HoleMethodUnsupported {
+                        path: self.path.to_owned(),
+                        method: self.requested_holes,
+                        errno: Errno::OPNOTSUPP,
+                    });
+                }
+                self.fallbacks.push(Fallback {
+                    from: hole_fallback_name(action),
+                    errno: Errno::OPNOTSUPP,
+                });
+                self.holes.remove(0);
+                continue;
+            }
             let res = match action {
                 HoleAction::WriteZeros => {
                     return self

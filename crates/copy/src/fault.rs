@@ -5,6 +5,7 @@
 //! Compiled only for this crate's tests and with the `fault-injection`
 //! feature; the release CLI never has it.
 
+use crate::options::{CachePolicy, HoleMethod};
 use rustix::io::Errno;
 use std::ops::Range;
 use std::time::Duration;
@@ -22,6 +23,11 @@ pub struct Faults {
     pub sync: Option<Errno>,
     /// Sleep this long before each destination request.
     pub delay: Option<Duration>,
+    /// Cache policies whose probe answers `EOPNOTSUPP`, as on a filesystem
+    /// without them.
+    pub unsupported_cache: Vec<CachePolicy>,
+    /// Hole methods that answer `EOPNOTSUPP`.
+    pub unsupported_holes: Vec<HoleMethod>,
 }
 
 impl Faults {
@@ -51,6 +57,18 @@ impl Faults {
     /// Sleeps `delay` before each destination request.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
+        self
+    }
+
+    /// Makes the probe of `policy` answer `EOPNOTSUPP`.
+    pub fn unsupported_cache(mut self, policy: CachePolicy) -> Self {
+        self.unsupported_cache.push(policy);
+        self
+    }
+
+    /// Makes hole `method` answer `EOPNOTSUPP`.
+    pub fn unsupported_holes(mut self, method: HoleMethod) -> Self {
+        self.unsupported_holes.push(method);
         self
     }
 

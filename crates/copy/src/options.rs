@@ -323,6 +323,14 @@ impl CopyOptions {
         self
     }
 
+    /// Cache policies a test pretends are unsupported.
+    pub(crate) fn fake_unsupported_cache(&self) -> &[CachePolicy] {
+        #[cfg(any(test, feature = "fault-injection"))]
+        return &self.faults.unsupported_cache;
+        #[cfg(not(any(test, feature = "fault-injection")))]
+        return &[];
+    }
+
     /// Test hooks: make chosen I/O fail or slow down (feature
     /// `fault-injection`).
     #[cfg(any(test, feature = "fault-injection"))]
