@@ -320,7 +320,7 @@ fn reflink_always_fails_clearly_where_there_is_none() {
     let before = snapshot(&s.src);
     let probe_dst = tempfile::tempfile_in(s.dir.path()).unwrap();
     let supported =
-        rustix::fs::ioctl_ficlone(&probe_dst, &std::fs::File::open(&s.src).unwrap()).is_ok();
+        rustix::fs::ioctl_ficlone(&probe_dst, std::fs::File::open(&s.src).unwrap()).is_ok();
     drop(probe_dst);
     let r = CopyOptions::new()
         .reflink(ReflinkMode::Always)
