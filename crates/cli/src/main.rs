@@ -41,6 +41,9 @@ enum Command {
     Insert(cmd::punch::ShiftArgs),
     /// Punch the all-zero blocks inside the data; no byte changes.
     Dig(cmd::dig::Args),
+    /// Copy a file or block device, keeping holes, sparing the page cache,
+    /// and leaving nothing that looks complete if it fails.
+    Copy(cmd::copy::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Collapse(args) => cmd::punch::run_collapse(args),
         Command::Insert(args) => cmd::punch::run_insert(args),
         Command::Dig(args) => cmd::dig::run(args),
+        Command::Copy(args) => cmd::copy::run(args),
     };
     exit::report(result)
 }

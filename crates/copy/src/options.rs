@@ -331,6 +331,20 @@ impl CopyOptions {
         return &[];
     }
 
+    /// Reads fault hooks from `SPARSEKIT_TEST_FAULTS` (see
+    /// `fault::Faults::parse`) when built with the `fault-injection`
+    /// feature, as the CLI's own tests are; otherwise returns `self`
+    /// unchanged, whatever the environment says.
+    #[doc(hidden)]
+    pub fn faults_from_env(self) -> Result<Self, String> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(spec) = std::env::var_os("SPARSEKIT_TEST_FAULTS") {
+            let spec = spec.to_string_lossy().into_owned();
+            return Ok(self.faults(crate::fault::Faults::parse(&spec)?));
+        }
+        Ok(self)
+    }
+
     /// Test hooks: make chosen I/O fail or slow down (feature
     /// `fault-injection`).
     #[cfg(any(test, feature = "fault-injection"))]

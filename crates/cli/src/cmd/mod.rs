@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
 pub(crate) mod clone;
+pub(crate) mod copy;
 pub(crate) mod dig;
 pub(crate) mod map;
 pub(crate) mod punch;
