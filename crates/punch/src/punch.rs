@@ -61,7 +61,8 @@ pub fn punch_hole<Fd: AsFd>(
 /// `ENOSPC`; use [`punch_hole`] to free space instead.
 ///
 /// `Auto` tries [`ZeroStrategy::ZeroRange`], then `PunchAndAllocate`
-/// (punch, then `fallocate(FALLOC_FL_KEEP_SIZE)`), then `WriteZeros`
+/// (`fallocate(FALLOC_FL_KEEP_SIZE)` to check allocation works, punch,
+/// allocate again), then `WriteZeros`
 /// (`pwrite` zeros over the whole range), on the same errnos as
 /// [`punch_hole`].
 ///
@@ -87,12 +88,18 @@ pub fn zero_range<Fd: AsFd>(
     let forced = !strategy.is_auto();
     let (used, fallbacks, written) = run_chain(&t, strategy, |s| {
         if len == 0 {
-            // Entirely past the end: nothing reads differently, nothing to do.
-            return Ok(0);
+            // Entirely past the end: nothing reads differently, nothing to
+            // do. Auto reports the trivial write_zeros (0 bytes) rather than
+            // claim a native call it never made.
+            return if forced { Ok(0) } else { Err(Failure::Skip) };
         }
         match s {
             ZeroStrategy::ZeroRange => fallocate(&t, ZERO_RANGE, start, len),
             ZeroStrategy::PunchAndAllocate => {
+                // Allocating first changes no byte and shows whether the
+                // filesystem can allocate at all (block-mapped ext4 files
+                // can punch but not allocate), before the punch commits us.
+                fallocate(&t, ALLOCATE, start, len)?;
                 fallocate(&t, PUNCH, start, len)?;
                 match t.fallocate(FallocateFlags::KEEP_SIZE, start, len) {
                     Ok(()) => Ok(0),
@@ -125,6 +132,7 @@ pub(crate) const PUNCH: (&str, FallocateFlags) = (
     "fallocate(PUNCH_HOLE|KEEP_SIZE)",
     FallocateFlags::PUNCH_HOLE.union(FallocateFlags::KEEP_SIZE),
 );
+const ALLOCATE: (&str, FallocateFlags) = ("fallocate(KEEP_SIZE)", FallocateFlags::KEEP_SIZE);
 const ZERO_RANGE: (&str, FallocateFlags) = (
     "fallocate(ZERO_RANGE|KEEP_SIZE)",
     FallocateFlags::ZERO_RANGE.union(FallocateFlags::KEEP_SIZE),
@@ -159,11 +167,13 @@ pub(crate) fn punch_in(
 ) -> Result<(PunchStrategy, Vec<Fallback<PunchStrategy>>, u64), PunchError> {
     let end = offset + length;
     let inside = offset.min(size)..end.min(size);
+    let forced = !strategy.is_auto();
     run_chain(t, strategy, |s| match s {
         // The whole range: past the end it frees preallocated blocks too.
         PunchStrategy::PunchHole => fallocate(t, PUNCH, offset, length),
         // ZERO_RANGE|KEEP_SIZE past the end would allocate there.
-        PunchStrategy::ZeroRange if inside.is_empty() => Ok(0),
+        PunchStrategy::ZeroRange if inside.is_empty() && forced => Ok(0),
+        PunchStrategy::ZeroRange if inside.is_empty() => Err(Failure::Skip),
         PunchStrategy::ZeroRange => {
             fallocate(t, ZERO_RANGE, inside.start, inside.end - inside.start)
         }
@@ -183,6 +193,9 @@ pub(crate) enum Failure {
     },
     /// A final error (possibly [`PunchError::Partial`]).
     Error(PunchError),
+    /// Nothing for this strategy to do here; `Auto` lets the next one
+    /// report (no fallback is recorded).
+    Skip,
 }
 
 impl From<PunchError> for Failure {
@@ -221,6 +234,8 @@ pub(crate) fn run_chain<S: Strategy>(
                 errno,
             }) => return Err(t.io(call, offset, errno)),
             Err(Failure::Error(e)) => return Err(e),
+            Err(Failure::Skip) if i + 1 < chain.len() => {}
+            Err(Failure::Skip) => return Ok((s, fallbacks, 0)),
         }
     }
     unreachable!("strategy chains are never empty")

@@ -212,6 +212,17 @@ fn zero_range_auto_on_tmpfs_punches_and_allocates() {
 }
 
 #[test]
+fn auto_never_claims_a_native_call_it_did_not_make() {
+    // tmpfs has no ZERO_RANGE: a zero entirely past the end must not report it.
+    let f = memfd();
+    write_pattern(&f, 0..B);
+    let r = zero_range(&f, 10 * B, B, ZeroStrategy::Auto).unwrap();
+    assert_eq!(r.strategy, ZeroStrategy::WriteZeros);
+    assert_eq!(r.bytes_written, 0);
+    assert!(r.fallbacks.is_empty());
+}
+
+#[test]
 fn zero_range_entirely_past_the_end_does_nothing() {
     let f = tmp();
     write_pattern(&f, 0..B);
@@ -225,8 +236,8 @@ fn zero_range_punch_then_failed_allocation_is_partial() {
     let _reset = faults();
     let f = tmp();
     write_pattern(&f, 0..8 * B);
-    // The punch passes, the allocation fails with ENOSPC.
-    faults::fail_fallocates_after(Some(1), Errno::NOSPC);
+    // The first allocation and the punch pass, the second allocation fails.
+    faults::fail_fallocates_after(Some(2), Errno::NOSPC);
     let err = zero_range(&f, B, 2 * B, ZeroStrategy::PunchAndAllocate).unwrap_err();
     assert!(err.changed_file());
     assert_eq!(err.errno(), Some(Errno::NOSPC));
@@ -245,14 +256,37 @@ fn zero_range_unsupported_allocation_falls_back_to_writing_zeros() {
     let _reset = faults();
     let f = memfd();
     write_pattern(&f, 0..8 * B);
-    // ZERO_RANGE really is unsupported on tmpfs (call 1, real), the punch
-    // passes (call 2), the allocation "fails" as unsupported (call 3).
-    faults::fail_fallocates_after(Some(2), Errno::OPNOTSUPP);
+    // ZERO_RANGE really is unsupported on tmpfs (call 1, real), the first
+    // allocation and the punch pass (2, 3), the second allocation "fails"
+    // as unsupported (4): the range reads as zeros, WriteZeros allocates it.
+    faults::fail_fallocates_after(Some(3), Errno::OPNOTSUPP);
     let r = zero_range(&f, B, 2 * B, ZeroStrategy::Auto).unwrap();
     assert_eq!(r.strategy, ZeroStrategy::WriteZeros);
     assert_eq!(r.fallbacks.len(), 2);
     assert_eq!(r.bytes_written, 2 * B);
     assert_eq!(r.allocated_after, 8 * B);
+}
+
+#[test]
+fn punch_and_allocate_where_allocation_is_unsupported_changes_nothing() {
+    let _reset = faults();
+    let f = tmp();
+    write_pattern(&f, 0..8 * B);
+    let old = contents(&f);
+    // The first call, the trial allocation, is "unsupported".
+    faults::fail_fallocates_after(Some(0), Errno::OPNOTSUPP);
+    let err = zero_range(&f, B, 2 * B, ZeroStrategy::PunchAndAllocate).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PunchError::Unsupported {
+                strategy: "punch_and_allocate",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(contents(&f), old);
 }
 
 #[test]
