@@ -4,11 +4,13 @@ use crate::scenario::Scenario;
 
 pub mod clone;
 pub mod extents;
+pub mod punch;
 
 /// All scenarios, in run order.
 pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
     v.extend(extents::scenarios());
     v.extend(clone::scenarios());
+    v.extend(punch::scenarios());
     v
 }
