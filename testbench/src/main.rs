@@ -44,6 +44,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        // The frozen-FUSE daemon of the probe scenarios (scenarios/probe/fuse.rs).
+        Some("probe-fuse-daemon") => {
+            scenarios::probe::fuse::daemon_main(&args[1..])?;
+            Ok(ExitCode::SUCCESS)
+        }
         // The self-test's child process (see selftest.rs).
         Some("selftest-child") => {
             let [_, mode, fs] = &args[..] else {

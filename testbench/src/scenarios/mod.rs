@@ -4,6 +4,7 @@ use crate::scenario::Scenario;
 
 pub mod clone;
 pub mod extents;
+pub mod probe;
 pub mod punch;
 
 /// All scenarios, in run order.
@@ -12,5 +13,6 @@ pub fn all() -> Vec<Scenario> {
     v.extend(extents::scenarios());
     v.extend(clone::scenarios());
     v.extend(punch::scenarios());
+    v.extend(probe::scenarios());
     v
 }
