@@ -51,6 +51,11 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
 /// Builds and runs the bench binary (release: the scenarios do real I/O).
 pub(crate) fn testbench(args: &[String]) -> anyhow::Result<()> {
     crate::setup::ensure(&["libclang-dev"])?;
+    // Scenarios that check the CLI's exit codes (probe: `sparsekit stat
+    // --timeout` on a frozen FUSE mount) run the release binary.
+    let mut c = cargo();
+    c.args(["build", "--release", "--locked", "-p", "sparsekit-cli"]);
+    run(c)?;
     let mut c = cargo();
     c.args([
         "run",
