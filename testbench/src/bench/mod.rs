@@ -3,11 +3,12 @@
 
 pub mod extents;
 pub mod measure;
+pub mod probe;
 
 /// A benchmark: name and entry point (arguments after the name).
 pub type Bench = (&'static str, fn(&[String]) -> anyhow::Result<()>);
 
 /// All benchmarks.
 pub fn all() -> Vec<Bench> {
-    vec![("extents", extents::run)]
+    vec![("extents", extents::run), ("probe", probe::run)]
 }
