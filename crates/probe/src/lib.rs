@@ -63,6 +63,8 @@
 //!   (Linux 4.11+; field availability per kernel in [`Fields`])
 //! - [`fstatat(2)`](https://man7.org/linux/man-pages/man2/fstatat.2.html)
 
+#![warn(missing_docs)]
+
 mod error;
 mod exec;
 mod fields;
