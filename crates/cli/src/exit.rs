@@ -61,6 +61,13 @@ pub(crate) fn clap_error(e: clap::Error) -> ExitCode {
 pub(crate) fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
+        // `sparsekit map big.img | head`: the reader left; that is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("sparsekit: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() {

@@ -51,17 +51,36 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 
 /// `1536` → `"1.5 KiB"`; exact below 1 KiB.
 pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
+    Human(bytes).to_string()
+}
+
+/// Displays a byte count like [`human_size`] without allocating, and
+/// honours width and alignment (`{:>10}`), for tables of many rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Human(pub(crate) u64);
+
+impl std::fmt::Display for Human {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::io::Write;
+        const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        let mut buf = [0u8; 32];
+        let mut cur = std::io::Cursor::new(&mut buf[..]);
+        if self.0 < 1024 {
+            let _ = write!(cur, "{} B", self.0);
+        } else {
+            // Integer tenths, rounded to nearest: float formatting would
+            // dominate a 200,000-row table.
+            let mut unit = 0;
+            while unit < UNITS.len() - 1 && self.0 >> (10 * (unit + 2)) > 0 {
+                unit += 1;
+            }
+            let div = 1u128 << (10 * (unit + 1));
+            let tenths = (u128::from(self.0) * 10 + div / 2) / div;
+            let _ = write!(cur, "{}.{} {}", tenths / 10, tenths % 10, UNITS[unit]);
+        }
+        let n = cur.position() as usize;
+        f.pad(std::str::from_utf8(&buf[..n]).unwrap_or("?"))
     }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -92,5 +111,9 @@ mod tests {
         assert_eq!(human_size(0), "0 B");
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(8 << 30), "8.0 GiB");
+        assert_eq!(human_size(1983488), "1.9 MiB");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(u64::MAX), "16.0 EiB");
+        assert_eq!(format!("[{:>9}]", Human(1536)), "[  1.5 KiB]");
     }
 }

@@ -50,6 +50,21 @@ pub fn best_of(n: usize, argv: &[&str]) -> anyhow::Result<Cost> {
     best.context("no runs")
 }
 
+/// The best of `n` runs of each of `ours` and `peer`, interleaved so that
+/// load from elsewhere on the machine falls on both alike.
+pub fn best_of_pair(n: usize, ours: &[&str], peer: &[&str]) -> anyhow::Result<(Cost, Cost)> {
+    let (mut a, mut b): (Option<Cost>, Option<Cost>) = (None, None);
+    for _ in 0..n {
+        for (argv, best) in [(ours, &mut a), (peer, &mut b)] {
+            let c = run(argv)?;
+            if best.is_none_or(|x| c.seconds < x.seconds) {
+                *best = Some(c);
+            }
+        }
+    }
+    Ok((a.context("no runs")?, b.context("no runs")?))
+}
+
 /// `sync; echo 3 > /proc/sys/vm/drop_caches`.
 pub fn drop_caches() -> anyhow::Result<()> {
     rustix::fs::sync();

@@ -1,7 +1,7 @@
 //! `sparsekit map FILE [--json] [--method auto|seek|fiemap|scan|all-data]`
 
 use crate::exit::{UsageError, io_error};
-use crate::human::human_size;
+use crate::human::{Human, human_size};
 use sparsekit_extents::{Extent, ExtentKind, MapError, MapOptions, Method};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -65,7 +65,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         size: map.size(),
         method: map.method(),
     };
-    let mut out = BufWriter::new(io::stdout().lock());
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     // The map is lazy: both renderers stream, so a million extents cost no memory.
     let extents = map.into_iter_with_size_check(&path);
     if args.json {
@@ -151,16 +151,25 @@ fn write_table(
     for e in extents {
         let e = e?;
         totals.add(&e);
-        let flags: Vec<&str> = e.flags.names().collect();
-        let row = format!(
-            "{:>16}  {:>16}  {:>10}  {:<9}  {}",
+        // Written piecemeal: a 200,000-extent map must not allocate per row.
+        write!(
+            out,
+            "{:>16}  {:>16}  {:>10}  ",
             e.offset,
             e.end(),
-            human_size(e.length),
-            e.kind.as_str(),
-            flags.join(",")
-        );
-        writeln!(out, "{}", row.trim_end())?;
+            Human(e.length)
+        )?;
+        // Pad the kind only when flags follow: no trailing blanks.
+        if e.flags.is_empty() {
+            out.write_all(e.kind.as_str().as_bytes())?;
+        } else {
+            write!(out, "{:<9}", e.kind.as_str())?;
+        }
+        for (i, name) in e.flags.names().enumerate() {
+            out.write_all(if i == 0 { b"  " } else { b"," })?;
+            out.write_all(name.as_bytes())?;
+        }
+        out.write_all(b"\n")?;
     }
     let mut summary = format!(
         "{}: {} extents, {} data, {} hole",
@@ -199,17 +208,24 @@ fn write_json(
     for (i, e) in extents.enumerate() {
         let e = e?;
         totals.add(&e);
-        let flags: Vec<&str> = e.flags.names().collect();
-        let obj = serde_json::json!({
-            "offset": e.offset,
-            "length": e.length,
-            "kind": e.kind.as_str(),
-            "flags": flags,
-        });
         if i > 0 {
             out.write_all(b",")?;
         }
-        serde_json::to_writer(&mut *out, &obj)?;
+        // Keys in the documented order; names are plain ASCII, no escaping needed.
+        write!(
+            out,
+            "{{\"offset\":{},\"length\":{},\"kind\":\"{}\",\"flags\":[",
+            e.offset,
+            e.length,
+            e.kind.as_str()
+        )?;
+        for (j, name) in e.flags.names().enumerate() {
+            if j > 0 {
+                out.write_all(b",")?;
+            }
+            write!(out, "\"{name}\"")?;
+        }
+        out.write_all(b"]}")?;
     }
     writeln!(
         out,
