@@ -113,8 +113,19 @@
 //!   [`preadv2(2)`](https://man7.org/linux/man-pages/man2/preadv2.2.html) (`RWF_DONTCACHE`)
 //! - `Documentation/filesystems/fiemap.rst`, `proc(5)` (`mountinfo`)
 
+pub mod classify;
+mod display;
+mod error;
+mod fsinfo;
+mod memo;
+mod probe;
 mod report;
+mod scratch;
+mod trials;
 
+pub use error::CapsError;
+pub use memo::Caps;
+pub use probe::{CapsOptions, probe};
 pub use report::{CapsReport, Cell, FsInfo, Support};
 
 /// Every capability name a [`CapsReport`] classifies, in report order.

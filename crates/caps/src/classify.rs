@@ -1,0 +1,347 @@
+//! The decisions, apart from the trials: what was observed goes in, a
+//! [`Cell`] comes out.
+//!
+//! Every trial reduces what it saw to a [`Trial`]: the kernel call was
+//! [`Observation::Refused`] with an errno, or it
+//! [`Observation::Worked`] and the checks that followed found
+//! [`Shortfall`]s (or none); and, where the op crates have a fallback and
+//! the call was refused, how the forced fallback fared. [`classify`] turns
+//! that into `native` / `degraded` / `emulated` / `unsupported`. Keeping the
+//! rules here, free of syscalls, lets them be tested with injected errnos.
+//!
+//! The rules:
+//! - worked, no shortfall → `native`;
+//! - worked with shortfalls → `degraded`, the shortfalls as the reason
+//!   (and the first errno a shortfall carries, e.g. `ENXIO`);
+//! - refused, and a fallback ran and was verified → `emulated` by it;
+//! - refused otherwise → `unsupported` with the errno; when the errno is
+//!   not one that means "not supported here" ([`means_unsupported`]), the
+//!   reason says the trial failed, so an `EIO` is not mistaken for a
+//!   missing feature.
+
+use crate::report::{Cell, Support};
+use rustix::io::Errno;
+use sparsekit_sys::ErrnoName;
+
+/// What a trial's kernel call did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// The call failed; nothing was done.
+    Refused {
+        /// The call (`"fallocate(PUNCH_HOLE)"`).
+        call: String,
+        /// Its errno.
+        errno: Errno,
+    },
+    /// The call succeeded; these checks of its semantics failed (none: all
+    /// verified).
+    Worked {
+        /// The checks that failed.
+        shortfalls: Vec<Shortfall>,
+    },
+}
+
+impl Observation {
+    /// A call refused with `errno`.
+    pub fn refused(call: impl Into<String>, errno: Errno) -> Self {
+        Observation::Refused {
+            call: call.into(),
+            errno,
+        }
+    }
+
+    /// A call that worked and passed every check.
+    pub fn verified() -> Self {
+        Observation::Worked {
+            shortfalls: Vec::new(),
+        }
+    }
+
+    /// A call that worked, with the failed checks.
+    pub fn worked(shortfalls: Vec<Shortfall>) -> Self {
+        Observation::Worked { shortfalls }
+    }
+}
+
+/// One semantic check that failed after a successful call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    /// What fell short, as a sentence fragment ("no blocks were freed").
+    pub why: String,
+    /// An errno seen by the check, if that is how it showed.
+    pub errno: Option<Errno>,
+}
+
+impl Shortfall {
+    /// A shortfall without an errno.
+    pub fn new(why: impl Into<String>) -> Self {
+        Shortfall {
+            why: why.into(),
+            errno: None,
+        }
+    }
+
+    /// A shortfall that showed as an errno.
+    pub fn with_errno(why: impl Into<String>, errno: Errno) -> Self {
+        Shortfall {
+            why: why.into(),
+            errno: Some(errno),
+        }
+    }
+}
+
+/// How the op crate's fallback fared when it was forced after the native
+/// call was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FallbackOutcome {
+    /// It ran and its result was verified.
+    Verified {
+        /// The fallback, as a reason (`"move_data (sparsekit-punch)"`).
+        by: String,
+    },
+    /// It ran (or could not) and fell short.
+    Failed {
+        /// The fallback.
+        by: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// Everything [`classify`] needs about one capability.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trial {
+    /// What the native call did.
+    pub observation: Observation,
+    /// The fallback's outcome, if one was tried.
+    pub fallback: Option<FallbackOutcome>,
+    /// How the cell is verified (becomes [`Cell::verified_by`]).
+    pub verified_by: String,
+    /// Observed values (becomes [`Cell::detail`]).
+    pub detail: Option<String>,
+}
+
+impl Trial {
+    /// A trial with no fallback and no detail.
+    pub fn new(observation: Observation, verified_by: impl Into<String>) -> Self {
+        Trial {
+            observation,
+            fallback: None,
+            verified_by: verified_by.into(),
+            detail: None,
+        }
+    }
+
+    /// Adds the fallback's outcome.
+    pub fn fallback(mut self, outcome: FallbackOutcome) -> Self {
+        self.fallback = Some(outcome);
+        self
+    }
+
+    /// Adds observed values.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// Errnos that mean "this operation is not available here" rather than
+/// "it failed": `EOPNOTSUPP`, `ENOSYS`, `ENOTTY`, `EINVAL` (unknown flags,
+/// or an unsupported mode), `EXDEV` (across mounts), `ENODEV`, `EBADR`
+/// (FIEMAP flags), `EPERM`/`EACCES` (seccomp filters answer so).
+pub fn means_unsupported(errno: Errno) -> bool {
+    matches!(
+        errno,
+        Errno::OPNOTSUPP
+            | Errno::NOSYS
+            | Errno::NOTTY
+            | Errno::INVAL
+            | Errno::XDEV
+            | Errno::NODEV
+            | Errno::PERM
+            | Errno::ACCESS
+    ) || errno.raw_os_error() == 53 // EBADR
+}
+
+/// The symbolic name of an errno (`"EOPNOTSUPP"`), or `"errno N"`.
+pub fn errno_symbol(errno: Errno) -> String {
+    match ErrnoName(errno).symbol() {
+        Some(name) => name.to_owned(),
+        None if errno.raw_os_error() == 53 => "EBADR".to_owned(),
+        None => format!("errno {}", errno.raw_os_error()),
+    }
+}
+
+/// Turns a [`Trial`] into a [`Cell`] by the rules in the module docs.
+pub fn classify(trial: Trial) -> Cell {
+    let Trial {
+        observation,
+        fallback,
+        verified_by,
+        detail,
+    } = trial;
+    let mut cell = match observation {
+        Observation::Worked { shortfalls } if shortfalls.is_empty() => Cell::native(verified_by),
+        Observation::Worked { shortfalls } => {
+            let why = shortfalls
+                .iter()
+                .map(|s| s.why.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut cell = Cell::degraded(why, verified_by);
+            cell.errno = shortfalls.iter().find_map(|s| s.errno).map(errno_symbol);
+            cell
+        }
+        Observation::Refused { call, errno } => {
+            let name = errno_symbol(errno);
+            match fallback {
+                Some(FallbackOutcome::Verified { by }) => Cell::emulated(name, by, verified_by),
+                Some(FallbackOutcome::Failed { by, why }) => Cell::unsupported(name.clone(), verified_by)
+                    .with_reason(format!("{call}: {name}; fallback {by} fell short: {why}")),
+                None if means_unsupported(errno) => {
+                    Cell::unsupported(name.clone(), verified_by).with_reason(format!("{call}: {name}"))
+                }
+                None => Cell::unsupported(name.clone(), verified_by).with_reason(format!(
+                    "trial failed: {call}: {} (not an errno that means unsupported)",
+                    ErrnoName(errno)
+                )),
+            }
+        }
+    };
+    cell.detail = detail;
+    cell
+}
+
+/// `unsupported` for a capability whose trial needs another one that is
+/// missing (fiemap_shared_flag without a working clone, …).
+pub fn needs(other: &str, other_cell: &Cell, verified_by: impl Into<String>) -> Cell {
+    Cell {
+        support: Support::Unsupported,
+        errno: other_cell.errno.clone(),
+        reason: Some(format!(
+            "cannot be tried: {other} is {}",
+            other_cell.support
+        )),
+        detail: None,
+        verified_by: verified_by.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(observation: Observation) -> Trial {
+        Trial::new(observation, "test")
+    }
+
+    #[test]
+    fn verified_call_is_native() {
+        let cell = classify(trial(Observation::verified()).detail("freed 8192 bytes"));
+        assert_eq!(cell.support, Support::Native);
+        assert_eq!(cell.errno, None);
+        assert_eq!(cell.reason, None);
+        assert_eq!(cell.detail.as_deref(), Some("freed 8192 bytes"));
+        assert_eq!(cell.verified_by, "test");
+    }
+
+    #[test]
+    fn shortfalls_make_it_degraded_with_reasons_joined() {
+        let cell = classify(trial(Observation::worked(vec![
+            Shortfall::new("no blocks were freed"),
+            Shortfall::new("took long"),
+        ])));
+        assert_eq!(cell.support, Support::Degraded);
+        assert_eq!(
+            cell.reason.as_deref(),
+            Some("no blocks were freed; took long")
+        );
+        assert_eq!(cell.errno, None);
+    }
+
+    #[test]
+    fn a_shortfall_errno_is_kept() {
+        let cell = classify(trial(Observation::worked(vec![Shortfall::with_errno(
+            "SEEK_DATA misses dirty data",
+            Errno::NXIO,
+        )])));
+        assert_eq!(cell.support, Support::Degraded);
+        assert_eq!(cell.errno.as_deref(), Some("ENXIO"));
+    }
+
+    #[test]
+    fn refused_without_fallback_is_unsupported_with_errno() {
+        for (errno, name) in [
+            (Errno::OPNOTSUPP, "EOPNOTSUPP"),
+            (Errno::NOSYS, "ENOSYS"),
+            (Errno::NOTTY, "ENOTTY"),
+            (Errno::XDEV, "EXDEV"),
+            (Errno::INVAL, "EINVAL"),
+        ] {
+            let cell = classify(trial(Observation::refused("FICLONE", errno)));
+            assert_eq!(cell.support, Support::Unsupported, "{name}");
+            assert_eq!(cell.errno.as_deref(), Some(name));
+            assert_eq!(cell.reason.as_deref(), Some(&*format!("FICLONE: {name}")));
+        }
+    }
+
+    #[test]
+    fn refused_with_a_verified_fallback_is_emulated() {
+        let cell = classify(
+            trial(Observation::refused(
+                "fallocate(COLLAPSE_RANGE)",
+                Errno::OPNOTSUPP,
+            ))
+            .fallback(FallbackOutcome::Verified {
+                by: "move_data".into(),
+            }),
+        );
+        assert_eq!(cell.support, Support::Emulated);
+        assert_eq!(cell.errno.as_deref(), Some("EOPNOTSUPP"));
+        assert_eq!(cell.reason.as_deref(), Some("move_data"));
+    }
+
+    #[test]
+    fn refused_with_a_failed_fallback_is_unsupported_and_says_why() {
+        let cell = classify(
+            trial(Observation::refused("pwritev2(RWF_DONTCACHE)", Errno::OPNOTSUPP)).fallback(
+                FallbackOutcome::Failed {
+                    by: "drop".into(),
+                    why: "4 pages stay cached".into(),
+                },
+            ),
+        );
+        assert_eq!(cell.support, Support::Unsupported);
+        assert_eq!(cell.errno.as_deref(), Some("EOPNOTSUPP"));
+        let reason = cell.reason.unwrap();
+        assert!(reason.contains("drop"), "{reason}");
+        assert!(reason.contains("4 pages stay cached"), "{reason}");
+    }
+
+    #[test]
+    fn an_io_error_is_not_passed_off_as_a_missing_feature() {
+        let cell = classify(trial(Observation::refused("fallocate(PUNCH_HOLE)", Errno::IO)));
+        assert_eq!(cell.support, Support::Unsupported);
+        assert_eq!(cell.errno.as_deref(), Some("EIO"));
+        assert!(cell.reason.unwrap().starts_with("trial failed"));
+        assert!(!means_unsupported(Errno::IO));
+        assert!(!means_unsupported(Errno::NOSPC));
+        assert!(means_unsupported(Errno::from_raw_os_error(53)));
+        assert_eq!(errno_symbol(Errno::from_raw_os_error(53)), "EBADR");
+        assert_eq!(errno_symbol(Errno::from_raw_os_error(4095)), "errno 4095");
+    }
+
+    #[test]
+    fn needs_carries_the_other_capabilitys_errno() {
+        let ficlone = Cell::unsupported("EOPNOTSUPP", "FICLONE");
+        let cell = needs("ficlone", &ficlone, "FIEMAP after FICLONE");
+        assert_eq!(cell.support, Support::Unsupported);
+        assert_eq!(cell.errno.as_deref(), Some("EOPNOTSUPP"));
+        assert_eq!(
+            cell.reason.as_deref(),
+            Some("cannot be tried: ficlone is unsupported")
+        );
+        let degraded = Cell::degraded("no SHARED", "x");
+        assert_eq!(needs("ficlone", &degraded, "y").errno, None);
+    }
+}
