@@ -144,6 +144,9 @@ impl fmt::Display for Secs {
 pub struct Fallback {
     /// What `statx` returned on this call; `None` when an earlier call had
     /// already shown statx to be unavailable and it was not tried again.
+    /// rustix runs its own definitive probe on its first statx failure and
+    /// reports a filtered statx as `ENOSYS`, whatever errno the filter
+    /// returns, so an `EPERM` filter shows here as `ENOSYS`.
     pub statx_errno: Option<Errno>,
     /// What the definitive probe returned.
     pub probe_errno: Errno,

@@ -2,10 +2,12 @@
 //! reports here is checked against what it claims (O_DIRECT at the reported
 //! alignment, the mount id of mountinfo, the creation time of a new file),
 //! each strategy forced in turn; plus the dead-mount proof on a frozen FUSE
-//! daemon (see [`deadmount`]).
+//! daemon (see [`deadmount`]) and the statx fallback under a seccomp
+//! filter (see [`seccomp`]).
 
 pub mod deadmount;
 pub mod fuse;
+pub mod seccomp;
 
 use crate::scenario::{Ctx, Scenario, ScenarioResult, Verdict};
 use crate::skip;
@@ -58,6 +60,10 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "probe/errors_name_path_and_errno",
             run: errors_name_path_and_errno,
+        },
+        Scenario {
+            name: "probe/fallback_under_seccomp",
+            run: seccomp::fallback_under_seccomp,
         },
         Scenario {
             name: "probe/dead_fuse_mount",
