@@ -5,31 +5,35 @@ use sparsekit_extents::{ExtentKind, MapError, MapOptions, Method};
 use std::ops::Range;
 
 /// How a byte range of a file is stored, by FIEMAP: shared with another
-/// file (reflinked, deduped, snapshotted), allocated to this file alone, or
-/// not allocated at all.
+/// file (reflinked, deduped, snapshotted), written data of this file alone,
+/// preallocated but unwritten, or not allocated at all.
 ///
-/// `shared + exclusive + holes` is the length of the range clipped to the
-/// file size.
+/// `shared + exclusive + unwritten + holes` is the length of the range
+/// clipped to the file size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Sharing {
     /// Bytes in extents marked `FIEMAP_EXTENT_SHARED`.
     pub shared: u64,
-    /// Bytes in allocated extents (data or unwritten) not marked shared.
+    /// Bytes in written data extents not marked shared.
     pub exclusive: u64,
+    /// Bytes in unwritten (preallocated) extents not marked shared: they
+    /// read as zeros; xfs's speculative preallocation leaves such extents
+    /// between data written far apart.
+    pub unwritten: u64,
     /// Bytes in holes.
     pub holes: u64,
 }
 
 impl Sharing {
-    /// Bytes with storage behind them (`shared + exclusive`).
+    /// Bytes with storage behind them (`shared + exclusive + unwritten`).
     pub fn allocated(&self) -> u64 {
-        self.shared + self.exclusive
+        self.shared + self.exclusive + self.unwritten
     }
 }
 
-/// `ioctl(fd, FS_IOC_FIEMAP, …)` over `range`—Counts shared, exclusive
-/// and unallocated bytes, from the `FIEMAP_EXTENT_SHARED` flags.
+/// `ioctl(fd, FS_IOC_FIEMAP, …)` over `range`—Counts shared, exclusive,
+/// unwritten and unallocated bytes, from the `FIEMAP_EXTENT_SHARED` flags.
 ///
 /// The range is clipped to the file size. FIEMAP is asked with
 /// `FIEMAP_FLAG_SYNC`, so dirty data is written back first and the answer
@@ -56,6 +60,7 @@ pub fn sharing<Fd: AsFd>(fd: &Fd, range: Range<u64>) -> Result<Sharing, MapError
         match extent.kind {
             ExtentKind::Hole => sharing.holes += extent.length,
             _ if extent.is_shared() => sharing.shared += extent.length,
+            ExtentKind::Unwritten => sharing.unwritten += extent.length,
             _ => sharing.exclusive += extent.length,
         }
     }

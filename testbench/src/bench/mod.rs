@@ -1,6 +1,7 @@
 //! Benchmarks against peer tools, run by `cargo xtask bench [NAME]` (root).
 //! Each prints a table of measurements and the ratios against the peers.
 
+pub mod clone;
 pub mod extents;
 pub mod measure;
 pub mod probe;
@@ -10,5 +11,9 @@ pub type Bench = (&'static str, fn(&[String]) -> anyhow::Result<()>);
 
 /// All benchmarks.
 pub fn all() -> Vec<Bench> {
-    vec![("extents", extents::run), ("probe", probe::run)]
+    vec![
+        ("extents", extents::run),
+        ("clone", clone::run),
+        ("probe", probe::run),
+    ]
 }
