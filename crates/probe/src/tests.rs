@@ -444,7 +444,7 @@ fn stuck_workers_are_capped_and_later_calls_fail_fast_saying_why() {
     let f = file_with(b"1");
     let probe = ProbeOptions::new()
         .syscalls(fake)
-        .timeout(Duration::from_millis(50))
+        .timeout(Duration::from_millis(300))
         .pool(pool.clone());
     for i in 1..=3 {
         let err = probe.probe_fd(f.as_file()).unwrap_err();
@@ -460,8 +460,9 @@ fn stuck_workers_are_capped_and_later_calls_fail_fast_saying_why() {
     for _ in 0..50 {
         let start = Instant::now();
         let err = probe.probe_path(f.path()).unwrap_err();
+        // Far below the 300 ms timeout: nothing was waited for.
         assert!(
-            start.elapsed() < Duration::from_millis(20),
+            start.elapsed() < Duration::from_millis(100),
             "must fail fast"
         );
         let ProbeError::TooManyStuck {

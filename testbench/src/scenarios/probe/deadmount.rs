@@ -188,7 +188,7 @@ pub fn dead_fuse_mount(ctx: &Ctx<'_>) -> ScenarioResult {
     match timed.probe_path(&file_path) {
         Err(e @ ProbeError::TooManyStuck { .. }) => {
             ensure!(
-                start.elapsed() < Duration::from_millis(50),
+                start.elapsed() < Duration::from_millis(100),
                 "TooManyStuck was not fast"
             );
             let msg = e.to_string();
