@@ -71,8 +71,16 @@ impl Metadata {
 
     /// Requested fields the kernel did not fill: unsupported by this
     /// filesystem or kernel, or dropped by the `fstatat` fallback.
+    ///
+    /// A granted `STATX_MNT_ID_UNIQUE` answers a request for `STATX_MNT_ID`
+    /// too (the kernel fills one mount id and sets only the unique bit), so
+    /// `MNT_ID` is not listed as missing then.
     pub fn missing(&self) -> Fields {
-        self.requested - self.filled
+        let mut answered = self.filled;
+        if answered.contains(Fields::MNT_ID_UNIQUE) {
+            answered |= Fields::MNT_ID;
+        }
+        self.requested - answered
     }
 
     /// The raw `stx_mask`, including bits this crate does not decode (a
@@ -506,6 +514,17 @@ mod tests {
         assert_eq!(m.dio_align(), None);
         assert_eq!(m.mount_id(), None);
         assert_eq!(m.missing(), Fields::KNOWN - (Fields::TYPE | Fields::SIZE));
+    }
+
+    #[test]
+    fn a_unique_mount_id_answers_a_request_for_the_reusable_one() {
+        let m = meta(Fields::MNT_ID_UNIQUE);
+        assert!(!m.missing().contains(Fields::MNT_ID));
+        assert!(
+            !m.filled().contains(Fields::MNT_ID),
+            "filled stays the kernel's mask"
+        );
+        assert!(meta(Fields::empty()).missing().contains(Fields::MNT_ID));
     }
 
     #[test]
