@@ -14,6 +14,8 @@ use std::ops::Range;
 
 /// Bytes read per `pread` by default.
 const DIG_CHUNK: u64 = 1 << 20;
+/// Bytes requested with `POSIX_FADV_WILLNEED` ahead of the chunk being read.
+const PREFETCH: u64 = 4 << 20;
 
 /// Options for [`dig_holes`]; start from [`DigOptions::new`].
 #[derive(Clone, Debug)]
@@ -208,6 +210,7 @@ pub fn dig_holes<Fd: AsFd>(fd: &Fd, options: &DigOptions) -> Result<Dug, PunchEr
             CacheOutcome::Kept
         },
         run: None,
+        prefetched: None,
         buf: Vec::new(),
         chunk,
         scanned: 0,
@@ -309,6 +312,8 @@ struct Digger<'fd> {
     drop: bool,
     cache: CacheOutcome,
     run: Option<Run>,
+    /// The next data extent was requested up to this offset.
+    prefetched: Option<u64>,
     buf: Vec<u8>,
     chunk: u64,
     scanned: u64,
@@ -354,17 +359,28 @@ impl Digger<'_> {
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
-        if pos < ext.end() {
-            self.advise(pos, want as u64, Advice::WillNeed);
-        }
+        // Readahead is off (POSIX_FADV_RANDOM): keep PREFETCH bytes past
+        // the chunk being read requested with WILLNEED, within this extent
+        // and into the next data extent, so the device always has work
+        // and no page outside the data is brought in.
+        let mut advised = match self.prefetched.take() {
+            Some(upto) if ext.offset <= pos && pos < upto => upto.min(ext.end()),
+            _ => pos,
+        };
         while pos < ext.end() {
             let n = self.chunk.min(ext.end() - pos);
-            // Ask for the next chunk (or the next extent's first) while this one is read.
             let after = pos + n;
-            if after < ext.end() {
-                self.advise(after, self.chunk.min(ext.end() - after), Advice::WillNeed);
-            } else if let Some(next) = next {
-                self.advise(next.offset, self.chunk.min(next.length), Advice::WillNeed);
+            let target = (after + PREFETCH).min(ext.end());
+            if advised < target {
+                self.advise(advised, target - advised, Advice::WillNeed);
+                advised = target;
+            }
+            if target == ext.end() && self.prefetched.is_none() {
+                if let Some(next) = next {
+                    let len = PREFETCH.min(next.length);
+                    self.advise(next.offset, len, Advice::WillNeed);
+                    self.prefetched = Some(next.offset + len);
+                }
             }
             let mut buf = std::mem::take(&mut self.buf);
             let read = self.t.read_exact(&mut buf[..n as usize], pos);
