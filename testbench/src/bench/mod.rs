@@ -5,6 +5,7 @@ pub mod clone;
 pub mod extents;
 pub mod measure;
 pub mod probe;
+pub mod punch;
 
 /// A benchmark: name and entry point (arguments after the name).
 pub type Bench = (&'static str, fn(&[String]) -> anyhow::Result<()>);
@@ -15,5 +16,6 @@ pub fn all() -> Vec<Bench> {
         ("extents", extents::run),
         ("clone", clone::run),
         ("probe", probe::run),
+        ("punch", punch::run),
     ]
 }

@@ -1,0 +1,361 @@
+//! `sparsekit dig` against `fallocate --dig-holes` (util-linux) on an
+//! 8 GiB image with 10 % data, a fifth of it explicit zeros, on ext4 and
+//! xfs. Each round writes two identical copies, syncs and drops the caches,
+//! then digs one with each tool (alternating which goes first) and compares
+//! wall time, bytes punched (hole bytes by SEEK_HOLE, and the `st_blocks`
+//! decrease) and the file's pages left in the page cache (cachestat). Both copies must afterwards still hold exactly
+//! what was written.
+//!
+//! Targets (checked): sparsekit's median time no more than fallocate's,
+//! at least as many bytes freed, less left in the page cache.
+//!
+//! `cargo xtask bench punch [--rounds N] [--fs ext4,xfs]`
+
+use super::measure::{Cost, drop_caches, run as measure, sparsekit_bin};
+use crate::defs;
+use crate::fixture::MountedFs;
+use anyhow::{Context, ensure};
+use sparsekit_extents::{ExtentKind, MapOptions, Method};
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+const SIZE: u64 = 8 << 30;
+const MIB: u64 = 1 << 20;
+const BLOCK: u64 = 4096;
+
+/// Entry point.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut rounds = 3;
+    let mut filesystems = vec!["ext4".to_owned(), "xfs".to_owned()];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--rounds" => rounds = it.next().context("--rounds N")?.parse()?,
+            "--fs" => {
+                filesystems = it
+                    .next()
+                    .context("--fs NAMES")?
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    let defs = defs::load(&defs::matrix_path())?;
+    let bin = sparsekit_bin()?;
+    let bin = bin.to_str().context("bin")?;
+    let layout = Layout::generate(0x5eed_d16);
+    println!(
+        "dig: {} GiB image, {:.1} MiB data in {} extents, {:.1} MiB of it explicit zeros in {} runs; caches dropped before each run",
+        SIZE >> 30,
+        layout.data_bytes() as f64 / MIB as f64,
+        layout.pieces.len(),
+        layout.zero_bytes() as f64 / MIB as f64,
+        layout.zero_runs()
+    );
+    println!(
+        "{:<5} {:>5} {:<22} {:>8} {:>9} {:>13} {:>13} {:>14}",
+        "fs",
+        "round",
+        "command",
+        "seconds",
+        "peak KiB",
+        "punched B",
+        "st_blocks B",
+        "cache left KiB"
+    );
+    let mut all_ok = true;
+    for name in &filesystems {
+        let mut def = defs
+            .iter()
+            .find(|d| &d.name == name)
+            .context(name.clone())?
+            .clone();
+        crate::tools::ensure(&def, true).map_err(anyhow::Error::msg)?;
+        def.image_size = "20G".into();
+        let fs = MountedFs::mount(&def)?;
+        let mut ours = Vec::new();
+        let mut peer = Vec::new();
+        for round in 1..=rounds {
+            let (a, b) = (
+                fs.mountpoint().join("ours.img"),
+                fs.mountpoint().join("peer.img"),
+            );
+            layout.write(&a)?;
+            layout.write(&b)?;
+            ensure!(
+                allocated(&a)? == allocated(&b)?,
+                "the two copies differ in allocation: {} vs {}",
+                allocated(&a)?,
+                allocated(&b)?
+            );
+            let ours_argv = [bin, "dig", s(&a)?];
+            let peer_argv = ["fallocate", "--dig-holes", s(&b)?];
+            let (o, p) = if round % 2 == 1 {
+                let o = measured(&a, &ours_argv)?;
+                (o, measured(&b, &peer_argv)?)
+            } else {
+                let p = measured(&b, &peer_argv)?;
+                (measured(&a, &ours_argv)?, p)
+            };
+            print_row(name, round, "sparsekit dig", &o);
+            print_row(name, round, "fallocate --dig-holes", &p);
+            if round == 1 {
+                layout
+                    .verify(&a)
+                    .context("sparsekit dig changed the content")?;
+                layout
+                    .verify(&b)
+                    .context("fallocate --dig-holes changed the content")?;
+            }
+            ours.push(o);
+            peer.push(p);
+            std::fs::remove_file(&a)?;
+            std::fs::remove_file(&b)?;
+        }
+        all_ok &= summarize(name, &ours, &peer);
+    }
+    ensure!(all_ok, "a dig target was missed (see above)");
+    Ok(())
+}
+
+/// One tool's run on one copy.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    cost: Cost,
+    /// Bytes that became holes (SEEK_HOLE): what was punched, exactly.
+    punched: u64,
+    /// `st_blocks` decrease: the same, give or take extent-tree blocks,
+    /// which depend on how each copy happened to be laid out on disk.
+    freed: u64,
+    cache_left: u64,
+}
+
+fn measured(path: &Path, argv: &[&str]) -> anyhow::Result<Run> {
+    let before = allocated(path)?;
+    let holes_before = hole_bytes(path)?;
+    drop_caches()?;
+    let cost = measure(argv)?;
+    // Before anything else reads the file.
+    let f = File::open(path)?;
+    let cache = sparsekit_sys::pagecache::cachestat(&f, 0, SIZE).context("cachestat")?;
+    let page = sparsekit_sys::pagecache::page_size() as u64;
+    Ok(Run {
+        cost,
+        punched: hole_bytes(path)?.saturating_sub(holes_before),
+        freed: before.saturating_sub(allocated(path)?),
+        cache_left: cache.nr_cache * page,
+    })
+}
+
+/// Bytes in holes, by SEEK_DATA/SEEK_HOLE (no data is read).
+fn hole_bytes(path: &Path) -> anyhow::Result<u64> {
+    let f = File::open(path)?;
+    let mut holes = 0;
+    for e in MapOptions::new().method(Method::Seek).map(&f)? {
+        let e = e?;
+        if e.kind != ExtentKind::Data {
+            holes += e.length;
+        }
+    }
+    Ok(holes)
+}
+
+fn print_row(fs: &str, round: usize, label: &str, r: &Run) {
+    println!(
+        "{fs:<5} {round:>5} {label:<22} {:>8.3} {:>9} {:>13} {:>13} {:>14}",
+        r.cost.seconds,
+        r.cost.max_rss_kib,
+        r.punched,
+        r.freed,
+        r.cache_left >> 10
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Prints the ratios and whether each target holds.
+fn summarize(fs: &str, ours: &[Run], peer: &[Run]) -> bool {
+    let t_ours = median(ours.iter().map(|r| r.cost.seconds).collect());
+    let t_peer = median(peer.iter().map(|r| r.cost.seconds).collect());
+    // Per round, on identical copies: at least as many bytes punched.
+    let freed_ok = ours.iter().zip(peer).all(|(o, p)| o.punched >= p.punched);
+    let freed_ours: u64 = ours.iter().map(|r| r.freed).sum::<u64>() / ours.len().max(1) as u64;
+    let freed_peer: u64 = peer.iter().map(|r| r.freed).sum::<u64>() / peer.len().max(1) as u64;
+    let punched_ours = ours.iter().map(|r| r.punched).min().unwrap_or(0);
+    let punched_peer = peer.iter().map(|r| r.punched).max().unwrap_or(0);
+    let cache_ours = ours.iter().map(|r| r.cache_left).max().unwrap_or(0);
+    let cache_peer = peer.iter().map(|r| r.cache_left).min().unwrap_or(0);
+    let time_ok = t_ours <= t_peer;
+    let cache_ok = cache_ours < cache_peer || (cache_ours == 0 && cache_peer == 0);
+    let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!(
+        "{fs}: time ratio {:.2} (median {t_ours:.3} s vs {t_peer:.3} s) {}; punched ratio {:.3} ({:.1} vs {:.1} MiB; st_blocks freed {:.1} vs {:.1} MiB) {}; cache left {} KiB vs {} KiB (ratio {:.3}) {}",
+        t_ours / t_peer.max(1e-3),
+        verdict(time_ok),
+        punched_ours as f64 / punched_peer.max(1) as f64,
+        punched_ours as f64 / MIB as f64,
+        punched_peer as f64 / MIB as f64,
+        freed_ours as f64 / MIB as f64,
+        freed_peer as f64 / MIB as f64,
+        verdict(freed_ok),
+        cache_ours >> 10,
+        cache_peer >> 10,
+        cache_ours as f64 / cache_peer.max(1) as f64,
+        verdict(cache_ok),
+    );
+    time_ok && freed_ok && cache_ok
+}
+
+fn allocated(path: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(path)?.blocks() * 512)
+}
+
+fn s(p: &Path) -> anyhow::Result<&str> {
+    p.to_str().context("non-UTF-8 path")
+}
+
+/// A data extent and the explicit zero runs inside it (offsets absolute).
+#[derive(Debug)]
+struct Piece {
+    offset: u64,
+    len: u64,
+    zeros: Vec<(u64, u64)>,
+}
+
+/// The benchmark image: about 410 data extents of 1–3 MiB spread over
+/// 8 GiB (10 % data), each with zero runs of 4 KiB–256 KiB making up a
+/// fifth of it. Deterministic, so both copies and the check agree.
+#[derive(Debug)]
+struct Layout {
+    pieces: Vec<Piece>,
+    seed: u64,
+}
+
+/// xorshift64*: deterministic, and never yields an all-zero 4 KiB block.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+impl Layout {
+    fn generate(seed: u64) -> Layout {
+        let mut rng = Rng(seed | 1);
+        let target = SIZE / 10;
+        let mut lens = Vec::new();
+        let mut total = 0;
+        while total < target {
+            let len = ((MIB + rng.below(2 * MIB)) / BLOCK * BLOCK).min(target - total);
+            lens.push(len);
+            total += len;
+        }
+        // Spread the gaps: random weights over the free space.
+        let free = SIZE - total;
+        let weights: Vec<u64> = (0..=lens.len()).map(|_| 1 + rng.below(1000)).collect();
+        let wsum: u64 = weights.iter().sum();
+        let mut pos = 0;
+        let mut pieces = Vec::new();
+        for (i, len) in lens.into_iter().enumerate() {
+            pos += (free as u128 * weights[i] as u128 / wsum as u128) as u64 / BLOCK * BLOCK;
+            // A fifth of each piece in zero runs of 4 KiB – 256 KiB.
+            let mut zeros = Vec::new();
+            let want = len / 5 / BLOCK * BLOCK;
+            let mut have = 0;
+            let mut cursor = pos;
+            while have < want {
+                let run = ((1 + rng.below(64)) * BLOCK).min(want - have);
+                let room = pos + len - cursor;
+                if room < run + BLOCK {
+                    break;
+                }
+                let gap = rng.below((room - run) / BLOCK / 4 + 1) * BLOCK;
+                let start = cursor + gap;
+                zeros.push((start, run));
+                have += run;
+                cursor = start + run + BLOCK;
+            }
+            pieces.push(Piece {
+                offset: pos,
+                len,
+                zeros,
+            });
+            pos += len;
+        }
+        Layout { pieces, seed }
+    }
+
+    fn data_bytes(&self) -> u64 {
+        self.pieces.iter().map(|p| p.len).sum()
+    }
+
+    fn zero_bytes(&self) -> u64 {
+        self.pieces
+            .iter()
+            .flat_map(|p| p.zeros.iter())
+            .map(|z| z.1)
+            .sum()
+    }
+
+    fn zero_runs(&self) -> usize {
+        self.pieces.iter().map(|p| p.zeros.len()).sum()
+    }
+
+    /// The bytes of piece `i`.
+    fn content(&self, i: usize) -> Vec<u8> {
+        let p = &self.pieces[i];
+        let mut rng = Rng(self.seed ^ (p.offset | 1));
+        let mut buf = Vec::with_capacity(p.len as usize);
+        while (buf.len() as u64) < p.len {
+            buf.extend_from_slice(&(rng.next() | 1).to_le_bytes());
+        }
+        buf.truncate(p.len as usize);
+        for &(start, len) in &p.zeros {
+            let a = (start - p.offset) as usize;
+            buf[a..a + len as usize].fill(0);
+        }
+        buf
+    }
+
+    /// Writes the image (replacing `path`) and syncs it.
+    fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let f = File::create(path)?;
+        f.set_len(SIZE)?;
+        for (i, p) in self.pieces.iter().enumerate() {
+            f.write_all_at(&self.content(i), p.offset)?;
+        }
+        f.sync_all()?;
+        Ok(())
+    }
+
+    /// Checks every data piece still reads as written.
+    fn verify(&self, path: &Path) -> anyhow::Result<()> {
+        let f = File::open(path)?;
+        ensure!(f.metadata()?.len() == SIZE, "size changed");
+        let mut buf = Vec::new();
+        for (i, p) in self.pieces.iter().enumerate() {
+            buf.resize(p.len as usize, 0);
+            f.read_exact_at(&mut buf, p.offset)?;
+            ensure!(
+                buf == self.content(i),
+                "data at offset {} differs",
+                p.offset
+            );
+        }
+        Ok(())
+    }
+}
