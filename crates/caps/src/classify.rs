@@ -196,11 +196,12 @@ pub fn classify(trial: Trial) -> Cell {
             let name = errno_symbol(errno);
             match fallback {
                 Some(FallbackOutcome::Verified { by }) => Cell::emulated(name, by, verified_by),
-                Some(FallbackOutcome::Failed { by, why }) => Cell::unsupported(name.clone(), verified_by)
-                    .with_reason(format!("{call}: {name}; fallback {by} fell short: {why}")),
-                None if means_unsupported(errno) => {
-                    Cell::unsupported(name.clone(), verified_by).with_reason(format!("{call}: {name}"))
+                Some(FallbackOutcome::Failed { by, why }) => {
+                    Cell::unsupported(name.clone(), verified_by)
+                        .with_reason(format!("{call}: {name}; fallback {by} fell short: {why}"))
                 }
+                None if means_unsupported(errno) => Cell::unsupported(name.clone(), verified_by)
+                    .with_reason(format!("{call}: {name}")),
                 None => Cell::unsupported(name.clone(), verified_by).with_reason(format!(
                     "trial failed: {call}: {} (not an errno that means unsupported)",
                     ErrnoName(errno)
@@ -304,12 +305,14 @@ mod tests {
     #[test]
     fn refused_with_a_failed_fallback_is_unsupported_and_says_why() {
         let cell = classify(
-            trial(Observation::refused("pwritev2(RWF_DONTCACHE)", Errno::OPNOTSUPP)).fallback(
-                FallbackOutcome::Failed {
-                    by: "drop".into(),
-                    why: "4 pages stay cached".into(),
-                },
-            ),
+            trial(Observation::refused(
+                "pwritev2(RWF_DONTCACHE)",
+                Errno::OPNOTSUPP,
+            ))
+            .fallback(FallbackOutcome::Failed {
+                by: "drop".into(),
+                why: "4 pages stay cached".into(),
+            }),
         );
         assert_eq!(cell.support, Support::Unsupported);
         assert_eq!(cell.errno.as_deref(), Some("EOPNOTSUPP"));
@@ -320,7 +323,10 @@ mod tests {
 
     #[test]
     fn an_io_error_is_not_passed_off_as_a_missing_feature() {
-        let cell = classify(trial(Observation::refused("fallocate(PUNCH_HOLE)", Errno::IO)));
+        let cell = classify(trial(Observation::refused(
+            "fallocate(PUNCH_HOLE)",
+            Errno::IO,
+        )));
         assert_eq!(cell.support, Support::Unsupported);
         assert_eq!(cell.errno.as_deref(), Some("EIO"));
         assert!(cell.reason.unwrap().starts_with("trial failed"));

@@ -146,6 +146,9 @@ mod tests {
     fn wrap_breaks_at_spaces() {
         assert_eq!(wrap("a bb ccc dddd", 6), ["a bb", "ccc", "dddd"]);
         assert_eq!(wrap("", 6), [""]);
-        assert_eq!(wrap("averyveryverylongword x", 6), ["averyveryverylongword", "x"]);
+        assert_eq!(
+            wrap("averyveryverylongword x", 6),
+            ["averyveryverylongword", "x"]
+        );
     }
 }

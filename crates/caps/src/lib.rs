@@ -113,6 +113,8 @@
 //!   [`preadv2(2)`](https://man7.org/linux/man-pages/man2/preadv2.2.html) (`RWF_DONTCACHE`)
 //! - `Documentation/filesystems/fiemap.rst`, `proc(5)` (`mountinfo`)
 
+#![warn(missing_docs)]
+
 pub mod classify;
 mod display;
 mod error;

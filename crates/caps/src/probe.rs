@@ -81,9 +81,8 @@ impl CapsOptions {
                     op,
                     errno,
                 };
-                let peer = ScratchDir::open(peer_path, self.named_scratch).map_err(|e| {
-                    cross("open", e.errno().unwrap_or(rustix::io::Errno::INVAL))
-                })?;
+                let peer = ScratchDir::open(peer_path, self.named_scratch)
+                    .map_err(|e| cross("open", e.errno().unwrap_or(rustix::io::Errno::INVAL)))?;
                 let here = rustix::fs::fstat(&scratch_dir.dir).map_err(|e| cross("fstat", e))?;
                 let there = rustix::fs::fstat(&peer.dir).map_err(|e| cross("fstat", e))?;
                 let peer_fs = sparsekit_sys::fstype::FsType::of(&peer.dir)

@@ -234,4 +234,35 @@ impl CapsReport {
     pub fn support(&self, capability: &str) -> Option<Support> {
         self.get(capability).map(|c| c.support)
     }
+
+    /// A copy with the machine-specific values replaced by
+    /// [`REDACTED`](Self::REDACTED): directory, mount point, mount source
+    /// and options, device, mount id, kernel release and the second
+    /// directory's path. What is left depends only on the filesystem and
+    /// the kernel's behaviour, so two machines can compare it (the tmpfs
+    /// snapshot test and the bench do).
+    pub fn redacted(&self) -> CapsReport {
+        let mut r = self.clone();
+        let fs = &mut r.filesystem;
+        let red = || Self::REDACTED.to_owned();
+        fs.directory = red();
+        fs.device = red();
+        fs.kernel_release = red();
+        for field in [
+            &mut fs.mount_point,
+            &mut fs.mount_source,
+            &mut fs.mount_options,
+            &mut fs.super_options,
+            &mut fs.cross_fs_peer,
+        ] {
+            if field.is_some() {
+                *field = Some(red());
+            }
+        }
+        fs.mount_id = fs.mount_id.map(|_| 0);
+        r
+    }
+
+    /// What [`redacted`](Self::redacted) puts in place of a value.
+    pub const REDACTED: &'static str = "[redacted]";
 }

@@ -44,6 +44,10 @@ enum Command {
     /// Copy a file or block device, keeping holes, sparing the page cache,
     /// and leaving nothing that looks complete if it fails.
     Copy(cmd::copy::Args),
+    /// Find out what a directory's filesystem really supports, by trial on
+    /// scratch files: native, degraded, emulated or unsupported, and how
+    /// each was verified.
+    Caps(cmd::caps::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Insert(args) => cmd::punch::run_insert(args),
         Command::Dig(args) => cmd::dig::run(args),
         Command::Copy(args) => cmd::copy::run(args),
+        Command::Caps(args) => cmd::caps::run(args),
     };
     exit::report(result)
 }

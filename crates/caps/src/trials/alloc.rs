@@ -49,11 +49,19 @@ fn fallback_outcome<S: Strategy>(
     Ok(match result {
         Ok(report) => {
             let shortfalls = content?;
-            let by = format!("{} (sparsekit-punch fallback{})", report.strategy, note(&report));
+            let by = format!(
+                "{} (sparsekit-punch fallback{})",
+                report.strategy,
+                note(&report)
+            );
             if shortfalls.is_empty() {
                 FallbackOutcome::Verified { by }
             } else {
-                let why = shortfalls.iter().map(|s| s.why.clone()).collect::<Vec<_>>().join("; ");
+                let why = shortfalls
+                    .iter()
+                    .map(|s| s.why.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 FallbackOutcome::Failed { by, why }
             }
         }
@@ -82,9 +90,14 @@ fn punch(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
             let freed = report.freed();
             detail = Some(format!("{freed} of {} bytes freed", 2 * u));
             if freed == 0 {
-                s.push(Shortfall::new("reads as zeros but no blocks were freed (st_blocks unchanged)"));
+                s.push(Shortfall::new(
+                    "reads as zeros but no blocks were freed (st_blocks unchanged)",
+                ));
             } else if freed < u {
-                s.push(Shortfall::new(format!("only {freed} of {} bytes freed", 2 * u)));
+                s.push(Shortfall::new(format!(
+                    "only {freed} of {} bytes freed",
+                    2 * u
+                )));
             }
             Observation::worked(s)
         }

@@ -8,7 +8,9 @@ use crate::report::Support;
 use crate::scratch::{Scratch, pattern};
 use rustix::fs::{Advice, OFlags};
 use rustix::io::{Errno, ReadWriteFlags};
-use sparsekit_sys::pagecache::{RWF_DONTCACHE, SyncFileRangeFlags, cachestat, mincore_file, sync_file_range};
+use sparsekit_sys::pagecache::{
+    RWF_DONTCACHE, SyncFileRangeFlags, cachestat, mincore_file, sync_file_range,
+};
 use std::io::{IoSlice, IoSliceMut};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
@@ -40,7 +42,9 @@ fn settle(ctx: &Ctx<'_>, f: &Scratch, len: u64) -> Result<u64, Errno> {
 }
 
 fn write_back(f: &Scratch) -> Result<(), CapsError> {
-    let all = SyncFileRangeFlags::WAIT_BEFORE | SyncFileRangeFlags::WRITE | SyncFileRangeFlags::WAIT_AFTER;
+    let all = SyncFileRangeFlags::WAIT_BEFORE
+        | SyncFileRangeFlags::WRITE
+        | SyncFileRangeFlags::WAIT_AFTER;
     match sync_file_range(f, 0, 0, all) {
         Ok(()) | Err(Errno::INVAL | Errno::SPIPE | Errno::NOSYS) => f.sync(),
         Err(e) => Err(f.fail("sync_file_range", 0, e)),
@@ -59,7 +63,10 @@ fn cachestat_trial(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
     let mut detail = None;
     let observation = match cachestat(&f, 0, len) {
         Ok(cs) => {
-            detail = Some(format!("{} cached, {} dirty of {PAGES} pages", cs.nr_cache, cs.nr_dirty));
+            detail = Some(format!(
+                "{} cached, {} dirty of {PAGES} pages",
+                cs.nr_cache, cs.nr_dirty
+            ));
             if cs.nr_cache >= PAGES {
                 Observation::verified()
             } else {
@@ -79,7 +86,8 @@ fn cachestat_trial(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
                 let n = vec.iter().filter(|b| *b & 1 == 1).count() as u64;
                 if n >= PAGES {
                     FallbackOutcome::Verified {
-                        by: "mincore of a PROT_NONE mapping (sparsekit-sys mincore_file)".to_owned(),
+                        by: "mincore of a PROT_NONE mapping (sparsekit-sys mincore_file)"
+                            .to_owned(),
                     }
                 } else {
                     FallbackOutcome::Failed {
@@ -149,7 +157,10 @@ fn dio_alignment(ctx: &Ctx<'_>) -> (u64, String) {
         }
         None => (
             ctx.page,
-            format!("alignment not reported by statx (STATX_DIOALIGN); used {}", ctx.page),
+            format!(
+                "alignment not reported by statx (STATX_DIOALIGN); used {}",
+                ctx.page
+            ),
         ),
     }
 }
@@ -182,7 +193,9 @@ fn o_direct(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
                     }
                     let mut back = AlignedBuf::new(len as usize, align.max(ctx.page) as usize);
                     match rustix::io::pread(&f, back.as_mut_slice(), 0) {
-                        Ok(n) => expect_bytes(&mut s, "O_DIRECT read", &back.as_slice()[..n], &data, 0),
+                        Ok(n) => {
+                            expect_bytes(&mut s, "O_DIRECT read", &back.as_slice()[..n], &data, 0)
+                        }
                         Err(errno) => s.push(Shortfall::with_errno(
                             format!("O_DIRECT read fails: {}", super::sym(errno)),
                             errno,
@@ -255,7 +268,8 @@ fn dontcache_write(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
 }
 
 fn dontcache_read(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
-    const HOW: &str = "evict a written-back file, preadv2(RWF_DONTCACHE): content equal, no page left cached";
+    const HOW: &str =
+        "evict a written-back file, preadv2(RWF_DONTCACHE): content equal, no page left cached";
     let len = PAGES * ctx.page;
     let (f, data) = ctx.data_file(45, len)?;
     // Start from an empty cache, or the read proves nothing.

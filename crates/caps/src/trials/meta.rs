@@ -38,14 +38,19 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
     f.write_at(&pattern(51, len), 0)?;
     let (size, allocated) = f.size_and_allocated()?;
 
-    let probe = ProbeOptions::new().fields(Fields::KNOWN).strategy(Strategy::Statx);
+    let probe = ProbeOptions::new()
+        .fields(Fields::KNOWN)
+        .strategy(Strategy::Statx);
     let mut detail = None;
     let observation = match probe.probe_fd(&f.file) {
         Ok(meta) => {
             detail = Some(optional_fields(meta.filled()));
             let mut s = Vec::new();
             if meta.size() != Some(size) {
-                s.push(Shortfall::new(format!("size {:?}, expected {size}", meta.size())));
+                s.push(Shortfall::new(format!(
+                    "size {:?}, expected {size}",
+                    meta.size()
+                )));
             }
             if meta.allocated_bytes() != Some(allocated) {
                 s.push(Shortfall::new(format!(
@@ -59,7 +64,9 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
     };
     let mut trial = Trial::new(observation, HOW);
     if let Observation::Refused { .. } = trial.observation {
-        let fallback = ProbeOptions::new().fields(Fields::BASIC).strategy(Strategy::Fstatat);
+        let fallback = ProbeOptions::new()
+            .fields(Fields::BASIC)
+            .strategy(Strategy::Fstatat);
         trial = trial.fallback(match fallback.probe_fd(&f.file) {
             Ok(meta) if meta.size() == Some(size) => FallbackOutcome::Verified {
                 by: "fstat (sparsekit-probe Strategy::Fstatat): basic fields only".to_owned(),
@@ -91,7 +98,10 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
         ))]),
         Err(e) => refused("statx(AT_STATX_DONT_SYNC)", e.errno(), &e),
     };
-    ctx.set("statx_dont_sync", classify(Trial::new(observation, DONT_SYNC_HOW)));
+    ctx.set(
+        "statx_dont_sync",
+        classify(Trial::new(observation, DONT_SYNC_HOW)),
+    );
 
     let cell = match (ctx.dir.tmpfile, ctx.dir.kind) {
         (Ok(()), ScratchKind::TmpFile) => {

@@ -152,7 +152,11 @@ pub(crate) fn expect_bytes(
 
 /// `Observation::Refused` from an op crate error carrying an errno, or a
 /// setup failure.
-pub(crate) fn refused(call: &str, errno: Option<Errno>, message: &dyn std::fmt::Display) -> Observation {
+pub(crate) fn refused(
+    call: &str,
+    errno: Option<Errno>,
+    message: &dyn std::fmt::Display,
+) -> Observation {
     match errno {
         Some(errno) => Observation::refused(call, errno),
         // Checks the op crates make before calling the kernel (alignment,

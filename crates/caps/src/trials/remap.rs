@@ -9,7 +9,9 @@ use crate::report::{Cell, Support};
 use crate::scratch::{Scratch, ScratchDir};
 use rustix::fs::FallocateFlags;
 use rustix::io::Errno;
-use sparsekit_clone::{DedupeStatus, DedupeTarget, Sharing, clone_file, clone_range, dedupe_range, sharing};
+use sparsekit_clone::{
+    DedupeStatus, DedupeTarget, Sharing, clone_file, clone_range, dedupe_range, sharing,
+};
 use sparsekit_copy::{CachePolicy, CopyOptions, DataStrategy, ReflinkMode, Staging, Strategy};
 
 pub(crate) fn run(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
@@ -51,9 +53,11 @@ fn check_shared(
 }
 
 fn ficlone(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
-    const HOW: &str = "FICLONE (sparsekit-clone clone_file): content equal, FIEMAP marks the extents SHARED";
+    const HOW: &str =
+        "FICLONE (sparsekit-clone clone_file): content equal, FIEMAP marks the extents SHARED";
     const SHARED_HOW: &str = "FIEMAP of a FICLONE destination: extents carry FIEMAP_EXTENT_SHARED";
-    const UNSHARE_HOW: &str = "fallocate(UNSHARE_RANGE) on a FICLONE destination: content kept, no SHARED extents left";
+    const UNSHARE_HOW: &str =
+        "fallocate(UNSHARE_RANGE) on a FICLONE destination: content kept, no SHARED extents left";
     let u = ctx.unit;
     let (src, data) = ctx.data_file(31, 4 * u)?;
     let dst = ctx.file()?;
@@ -74,8 +78,9 @@ fn ficlone(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
 
     // fiemap_shared_flag: only observable after a clone.
     let shared_cell = match shared_seen {
-        Some(Ok(s)) if s.shared > 0 => Cell::native(SHARED_HOW)
-            .with_detail(format!("{} of {} bytes SHARED", s.shared, 4 * u)),
+        Some(Ok(s)) if s.shared > 0 => {
+            Cell::native(SHARED_HOW).with_detail(format!("{} of {} bytes SHARED", s.shared, 4 * u))
+        }
         Some(Ok(_)) => Cell {
             support: Support::Unsupported,
             errno: None,
@@ -97,7 +102,13 @@ fn ficlone(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
         let observation = match rustix::fs::fallocate(&dst, unshare, 0, 4 * u) {
             Ok(()) => {
                 let mut s = Vec::new();
-                expect_bytes(&mut s, "unshared file", &dst.read_at(0, 4 * u + 1)?, &data, 0);
+                expect_bytes(
+                    &mut s,
+                    "unshared file",
+                    &dst.read_at(0, 4 * u + 1)?,
+                    &data,
+                    0,
+                );
                 match sharing(&dst, 0..4 * u) {
                     Ok(sh) if sh.shared > 0 => s.push(Shortfall::new(format!(
                         "{} bytes are still SHARED after UNSHARE_RANGE",
@@ -138,7 +149,8 @@ fn ficlonerange(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
     let observation = match clone_range(&src, u, &dst, 2 * u, u) {
         Ok(()) => {
             let mut want = ddata.clone();
-            want[2 * u as usize..3 * u as usize].copy_from_slice(&sdata[u as usize..2 * u as usize]);
+            want[2 * u as usize..3 * u as usize]
+                .copy_from_slice(&sdata[u as usize..2 * u as usize]);
             let mut s = Vec::new();
             expect_bytes(&mut s, "clone", &dst.read_at(0, 4 * u + 1)?, &want, 0);
             s.extend(check_shared(&dst, 2 * u..3 * u, "FICLONERANGE").0);
@@ -167,15 +179,25 @@ fn fideduperange(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
                             4 * u
                         )));
                     }
-                    expect_bytes(&mut s, "deduped file", &dst.read_at(0, 4 * u + 1)?, &data, 0);
+                    expect_bytes(
+                        &mut s,
+                        "deduped file",
+                        &dst.read_at(0, 4 * u + 1)?,
+                        &data,
+                        0,
+                    );
                     s.extend(check_shared(&dst, 0..4 * u, "FIDEDUPERANGE").0);
                     Observation::worked(s)
                 }
-                DedupeStatus::Differs { differs_from, .. } => Observation::worked(vec![
-                    Shortfall::new(format!("equal data reported as differing at {differs_from}")),
-                ]),
+                DedupeStatus::Differs { differs_from, .. } => {
+                    Observation::worked(vec![Shortfall::new(format!(
+                        "equal data reported as differing at {differs_from}"
+                    ))])
+                }
                 DedupeStatus::Failed(e) => refused("FIDEDUPERANGE", e.errno(), &e),
-                other => Observation::worked(vec![Shortfall::new(format!("unexpected status {other:?}"))]),
+                other => Observation::worked(vec![Shortfall::new(format!(
+                    "unexpected status {other:?}"
+                ))]),
             },
             None => Observation::worked(vec![Shortfall::new("no result for the destination")]),
         },
@@ -215,27 +237,43 @@ fn copy_fallback(src: &Scratch, dst: &Scratch, data: &[u8]) -> Result<FallbackOu
         .cache(CachePolicy::Keep)
         .staging(Staging::InPlace)
         .sync(false);
-    Ok(match options.copy_open(&src.file, "scratch source", &dst.file, "scratch destination") {
-        Ok(report) => {
-            let mut s = Vec::new();
-            expect_bytes(&mut s, "copy", &dst.read_at(0, data.len() as u64 + 1)?, data, 0);
-            let by = format!("{} (sparsekit-copy fallback)", report.strategy);
-            if s.is_empty() && report.strategy == Strategy::ReadWrite {
-                FallbackOutcome::Verified { by }
-            } else if s.is_empty() {
-                FallbackOutcome::Failed {
-                    by,
-                    why: "the copy did not fall back to read/write".to_owned(),
+    Ok(
+        match options.copy_open(
+            &src.file,
+            "scratch source",
+            &dst.file,
+            "scratch destination",
+        ) {
+            Ok(report) => {
+                let mut s = Vec::new();
+                expect_bytes(
+                    &mut s,
+                    "copy",
+                    &dst.read_at(0, data.len() as u64 + 1)?,
+                    data,
+                    0,
+                );
+                let by = format!("{} (sparsekit-copy fallback)", report.strategy);
+                if s.is_empty() && report.strategy == Strategy::ReadWrite {
+                    FallbackOutcome::Verified { by }
+                } else if s.is_empty() {
+                    FallbackOutcome::Failed {
+                        by,
+                        why: "the copy did not fall back to read/write".to_owned(),
+                    }
+                } else {
+                    FallbackOutcome::Failed {
+                        by,
+                        why: s[0].why.clone(),
+                    }
                 }
-            } else {
-                FallbackOutcome::Failed { by, why: s[0].why.clone() }
             }
-        }
-        Err(e) => FallbackOutcome::Failed {
-            by: "read_write (sparsekit-copy)".to_owned(),
-            why: e.to_string(),
+            Err(e) => FallbackOutcome::Failed {
+                by: "read_write (sparsekit-copy)".to_owned(),
+                why: e.to_string(),
+            },
         },
-    })
+    )
 }
 
 /// One `copy_file_range` trial from a file in `ctx`'s directory to one in
@@ -284,28 +322,38 @@ fn cfr_trial(
 }
 
 fn copy_file_range(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
-    const HOW: &str = "copy_file_range of 4 units between two files here: all bytes copied, content equal";
-    const REFLINK_HOW: &str = "FIEMAP of a copy_file_range destination: SHARED extents mean the kernel reflinked";
+    const HOW: &str =
+        "copy_file_range of 4 units between two files here: all bytes copied, content equal";
+    const REFLINK_HOW: &str =
+        "FIEMAP of a copy_file_range destination: SHARED extents mean the kernel reflinked";
     let (cell, dst) = cfr_trial(ctx, ctx.dir, HOW)?;
     let u = ctx.unit;
     let reflink_cell = match dst {
         Some((_src, dst)) => match sharing(&dst, 0..4 * u) {
-            Ok(s) if s.shared > 0 => Cell::native(REFLINK_HOW)
-                .with_detail(format!("{} of {} bytes SHARED", s.shared, 4 * u)),
+            Ok(s) if s.shared > 0 => Cell::native(REFLINK_HOW).with_detail(format!(
+                "{} of {} bytes SHARED",
+                s.shared,
+                4 * u
+            )),
             Ok(_) => Cell {
                 support: Support::Unsupported,
                 errno: None,
-                reason: Some("copy_file_range copies the data: no SHARED extents afterwards".to_owned()),
+                reason: Some(
+                    "copy_file_range copies the data: no SHARED extents afterwards".to_owned(),
+                ),
                 detail: None,
                 verified_by: REFLINK_HOW.to_owned(),
             },
             Err(e) => {
                 let errno = e.errno().unwrap_or(Errno::IO);
-                classify(Trial::new(Observation::refused("ioctl(FS_IOC_FIEMAP)", errno), REFLINK_HOW))
-                    .with_reason(format!(
-                        "sharing cannot be observed: FIEMAP: {}",
-                        super::sym(errno)
-                    ))
+                classify(Trial::new(
+                    Observation::refused("ioctl(FS_IOC_FIEMAP)", errno),
+                    REFLINK_HOW,
+                ))
+                .with_reason(format!(
+                    "sharing cannot be observed: FIEMAP: {}",
+                    super::sym(errno)
+                ))
             }
         },
         None => needs("copy_file_range", &cell, REFLINK_HOW),
@@ -316,7 +364,11 @@ fn copy_file_range(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
 }
 
 /// `copy_file_range_cross_fs`, to a scratch directory on another filesystem.
-pub(crate) fn cross_fs(ctx: &mut Ctx<'_>, peer: &ScratchDir, peer_fs: &str) -> Result<(), CapsError> {
+pub(crate) fn cross_fs(
+    ctx: &mut Ctx<'_>,
+    peer: &ScratchDir,
+    peer_fs: &str,
+) -> Result<(), CapsError> {
     let how = format!(
         "copy_file_range of 4 units to a file on {peer_fs}: all bytes copied, content equal"
     );

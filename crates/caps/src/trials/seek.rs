@@ -55,7 +55,10 @@ pub(crate) fn check_layout(
     shortfalls
 }
 
-fn map_all(file: &impl rustix::fd::AsFd, options: MapOptions) -> Result<(Vec<Extent>, Option<String>), sparsekit_extents::MapError> {
+fn map_all(
+    file: &impl rustix::fd::AsFd,
+    options: MapOptions,
+) -> Result<(Vec<Extent>, Option<String>), sparsekit_extents::MapError> {
     let map = options.map(file)?;
     let degraded = map.degraded().map(|d| d.to_string());
     let extents = map.collect::<Result<Vec<_>, _>>()?;
@@ -115,10 +118,14 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
 
 /// `seek_unwritten_as_hole`: data | preallocated | data.
 fn unwritten(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
-    const HOW: &str = "fallocate a range between two data blocks, then SEEK_DATA from its start must skip it";
+    const HOW: &str =
+        "fallocate a range between two data blocks, then SEEK_DATA from its start must skip it";
     let seek = ctx.cell("seek_data_hole").cloned();
     if let Some(seek) = seek.filter(|c| c.support != crate::Support::Native) {
-        ctx.set("seek_unwritten_as_hole", needs("seek_data_hole", &seek, HOW));
+        ctx.set(
+            "seek_unwritten_as_hole",
+            needs("seek_data_hole", &seek, HOW),
+        );
         return Ok(());
     }
     let u = ctx.unit;
@@ -126,11 +133,14 @@ fn unwritten(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
     f.write_at(&pattern(13, u), 0)?;
     f.write_at(&pattern(14, u), 3 * u)?;
     if let Err(errno) = rustix::fs::fallocate(&f, FallocateFlags::KEEP_SIZE, u, 2 * u) {
-        let cell = classify(Trial::new(Observation::refused("fallocate(KEEP_SIZE)", errno), HOW))
-            .with_reason(format!(
-                "cannot preallocate to try it: fallocate: {}",
-                super::sym(errno)
-            ));
+        let cell = classify(Trial::new(
+            Observation::refused("fallocate(KEEP_SIZE)", errno),
+            HOW,
+        ))
+        .with_reason(format!(
+            "cannot preallocate to try it: fallocate: {}",
+            super::sym(errno)
+        ));
         ctx.set("seek_unwritten_as_hole", cell);
         return Ok(());
     }
@@ -142,7 +152,10 @@ fn unwritten(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
         ))]),
         Err(errno) => Observation::refused("lseek(SEEK_DATA)", errno),
     };
-    ctx.set("seek_unwritten_as_hole", classify(Trial::new(observation, HOW)));
+    ctx.set(
+        "seek_unwritten_as_hole",
+        classify(Trial::new(observation, HOW)),
+    );
     Ok(())
 }
 
@@ -187,7 +200,11 @@ mod tests {
 
     #[test]
     fn layout_check_accepts_the_layout_and_catches_generic_seek() {
-        let layout = [(0..10, Want::Data), (10..30, Want::Hole), (30..40, Want::Data)];
+        let layout = [
+            (0..10, Want::Data),
+            (10..30, Want::Hole),
+            (30..40, Want::Data),
+        ];
         let good = [
             ext(0..10, ExtentKind::Data),
             ext(10..30, ExtentKind::Hole),
@@ -204,7 +221,10 @@ mod tests {
         let generic = [ext(0..40, ExtentKind::Data)];
         let s = check_layout(&generic, &layout, "SEEK_HOLE");
         assert_eq!(s.len(), 1);
-        assert!(s[0].why.contains("reports the hole 10..30 as data"), "{s:?}");
+        assert!(
+            s[0].why.contains("reports the hole 10..30 as data"),
+            "{s:?}"
+        );
         let lost = [ext(0..5, ExtentKind::Data), ext(5..40, ExtentKind::Hole)];
         let s = check_layout(&lost, &layout, "FIEMAP");
         assert_eq!(s.len(), 2, "{s:?}");

@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
+pub(crate) mod caps;
 pub(crate) mod clone;
 pub(crate) mod copy;
 pub(crate) mod dig;
