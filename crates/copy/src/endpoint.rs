@@ -160,8 +160,16 @@ impl<'a> Dest<'a> {
         buf_size: usize,
     ) -> Self {
         let chain = match (holes, kind) {
+            // fallocate(PUNCH_HOLE) on a block device is WRITE ZEROES with
+            // unmap allowed and no fallback: it deallocates (a loop device
+            // punches its backing file) and guarantees zeros, or fails.
+            // BLKZEROOUT forbids unmapping, so it comes second.
             (HoleMethod::Auto, DestinationKind::BlockDevice) => {
-                vec![HoleAction::ZeroOut, HoleAction::WriteZeros]
+                vec![
+                    HoleAction::Punch,
+                    HoleAction::ZeroOut,
+                    HoleAction::WriteZeros,
+                ]
             }
             (HoleMethod::Auto, _) => vec![
                 HoleAction::Punch,

@@ -193,11 +193,11 @@ pub(crate) fn copy(
     let source_before = cache::cached_bytes(src_fd, size);
     // Which source pages were cached before anything here read it: they
     // stay, everything else this copy brings in goes (unless Keep).
-    let mut hot = (opts.cache != CachePolicy::Keep && source_before != Some(0))
-        .then(|| Residency::snapshot(src_fd, size));
-    if source_before == Some(0) {
-        hot = Some(Residency::Known(Vec::new()));
-    }
+    let hot = if opts.cache == CachePolicy::Keep || source_before == Some(0) {
+        Residency::Known(Vec::new())
+    } else {
+        Residency::snapshot(src_fd, size)
+    };
     let in_place = target.staging == Staging::InPlace;
     let mut report = CopyReport {
         strategy: Strategy::ReadWrite,
@@ -223,8 +223,11 @@ pub(crate) fn copy(
         let try_reflink = match opts.reflink {
             ReflinkMode::Never => false,
             ReflinkMode::Always => true,
+            // A forced data strategy means "move the data that way".
             ReflinkMode::Auto => {
-                opts.sparse == SparseMode::Auto && target.kind != DestinationKind::BlockDevice
+                opts.sparse == SparseMode::Auto
+                    && opts.data == DataStrategy::Auto
+                    && target.kind != DestinationKind::BlockDevice
             }
         };
         if try_reflink {
@@ -335,7 +338,7 @@ pub(crate) fn copy(
             drop(readahead_off.take());
         }
         let residency = match src_side.policy {
-            CachePolicy::Drop | CachePolicy::DontCache => hot.take().unwrap_or(Residency::Unknown),
+            CachePolicy::Drop | CachePolicy::DontCache => hot.clone(),
             _ => Residency::Known(Vec::new()),
         };
         let source = Source {
@@ -439,6 +442,11 @@ pub(crate) fn copy(
         // extents read; drop every source page that was not cached before.
         if matches!(src_side.policy, CachePolicy::Drop | CachePolicy::DontCache) {
             source.residency.drop_copied(src_fd, 0..size);
+        }
+        if src_side.policy != CachePolicy::Keep {
+            // Buffered reads from here on: the pages go to the cache.
+            set_direct(src_fd, false).map_err(|e| io(src_path, "fcntl(F_SETFL)", e))?;
+            hot.rewarm(src_fd);
         }
         report.strategy = if use_cfr {
             Strategy::CopyFileRange

@@ -44,8 +44,11 @@
 //! 5. **Holes.** A new destination is sized with `ftruncate` and its holes
 //!    are simply not written. An existing file written in place gets them
 //!    punched (`PUNCH_HOLE` → `ZERO_RANGE` → zeros); a block device gets
-//!    `BLKZEROOUT` (which deallocates where the device can guarantee
-//!    zeros; `BLKDISCARD` cannot promise zeros, so it is not used).
+//!    `fallocate(PUNCH_HOLE)` — WRITE ZEROES with unmapping allowed: it
+//!    deallocates where the device guarantees zeros (a loop device punches
+//!    its backing file) and fails otherwise — then `BLKZEROOUT` (zeros,
+//!    kept allocated), then written zeros. `BLKDISCARD` cannot promise
+//!    zeros, so it is not used.
 //! 6. **Cache.** Each side resolves [`CachePolicy::Auto`] by probing one
 //!    small I/O per candidate: `DontCache` (`RWF_DONTCACHE`, Linux 6.14 on
 //!    ext4/xfs) → `Direct` (`O_DIRECT`, alignment from `statx`) → `Drop`
@@ -55,8 +58,14 @@
 //!    cached: `DontCache` and `Direct` never evict them, and `Drop` takes a
 //!    residency snapshot first (`cachestat`, Linux 6.5, per GiB, then
 //!    `mincore` where something is cached) and drops only pages outside it.
-//!    After the final sync the destination's pages are dropped too (this
-//!    catches btrfs turning O_DIRECT writes into buffered ones).
+//!    Buffered source reads run with readahead off (`POSIX_FADV_RANDOM` on
+//!    this open file only), since readahead into the holes after each
+//!    extent would leave pages neither policy drops. After the copy, every
+//!    source page not cached before is dropped, and any page that *was*
+//!    cached but got evicted (observed: O_DIRECT reads of compressed btrfs
+//!    files) is read back. After the final sync the destination's pages
+//!    are dropped too (this catches btrfs turning O_DIRECT writes into
+//!    buffered ones).
 //! 7. **Sync and commit.** `fsync` before success (unless
 //!    [`sync(false)`](CopyOptions::sync)), then the rename and an fsync of
 //!    the directory.

@@ -94,7 +94,8 @@ named_enum! {
 }
 
 named_enum! {
-    /// How data extents are moved when no whole-file reflink happened.
+    /// How data extents are moved. Forcing one (anything but `Auto`) also
+    /// skips the whole-file reflink of [`ReflinkMode::Auto`].
     DataStrategy {
         /// `ReadWrite`, except with [`CachePolicy::Keep`] or
         /// [`CachePolicy::Drop`] asked for explicitly, when
@@ -120,14 +121,15 @@ named_enum! {
     /// destination file needs nothing: its holes are skipped.
     HoleMethod {
         /// Regular file: `Punch` → `ZeroRange` → `WriteZeros`; block device:
-        /// `ZeroOut` → `WriteZeros`.
+        /// `Punch` → `ZeroOut` → `WriteZeros`.
         #[default]
         Auto => "auto",
-        /// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: frees the blocks.
+        /// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: frees the blocks (on a block
+        /// device: WRITE ZEROES with unmap, only where zeros are guaranteed).
         Punch => "punch",
         /// `fallocate(ZERO_RANGE | KEEP_SIZE)`: unwritten, reads as zeros.
         ZeroRange => "zero_range",
-        /// `ioctl(BLKZEROOUT)` on a block device (the device may deallocate).
+        /// `ioctl(BLKZEROOUT)` on a block device: zeros, blocks stay allocated.
         ZeroOut => "zero_out",
         /// Write zeros.
         WriteZeros => "write_zeros",

@@ -35,11 +35,13 @@ pub fn blkgetsize64<Fd: AsFd>(fd: Fd) -> io::Result<u64> {
 /// `ioctl(fd, BLKZEROOUT, {offset, length})`—Makes `offset..offset+length`
 /// of a block device read as zeros.
 ///
-/// The kernel uses the device's WRITE ZEROES command where it has one
-/// (which may deallocate: a loop device punches its backing file, NVMe may
-/// deallocate) and otherwise writes zero pages itself, so it always
-/// succeeds on a writable device. The page cache of the range is
-/// invalidated. `offset` and `length` must be multiples of the logical
+/// The kernel uses the device's WRITE ZEROES command where it has one,
+/// with `BLKDEV_ZERO_NOUNMAP` (the blocks stay allocated: a loop device
+/// uses `FALLOC_FL_ZERO_RANGE` on its backing file), and otherwise writes
+/// zero pages itself, so it succeeds on any writable device. To zero and
+/// deallocate, `fallocate(PUNCH_HOLE | KEEP_SIZE)` on the device issues
+/// WRITE ZEROES with unmapping allowed and no fallback. The page cache of
+/// the range is invalidated. `offset` and `length` must be multiples of the logical
 /// block size (512 at least).
 ///
 /// # Errors

@@ -3,6 +3,7 @@
 use crate::scenario::Scenario;
 
 pub mod clone;
+pub mod copy;
 pub mod extents;
 pub mod probe;
 pub mod punch;
@@ -13,6 +14,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(extents::scenarios());
     v.extend(clone::scenarios());
     v.extend(punch::scenarios());
+    v.extend(copy::scenarios());
     v.extend(probe::scenarios());
     v
 }
