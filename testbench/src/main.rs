@@ -1,12 +1,13 @@
 //! `sparsekit-testbench`: run with `cargo xtask testbench` (root).
 
 use anyhow::{Context, bail};
-use sparsekit_testbench::{bench, cleanup, defs, runner, scenarios, selftest};
+use sparsekit_testbench::{bench, cleanup, defs, publish, runner, scenarios, selftest};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: sparsekit-testbench run [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest]
+usage: sparsekit-testbench run [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest] [--bless]
        sparsekit-testbench list
+       sparsekit-testbench matrix readme [--check] | matrix merge FILE…
        sparsekit-testbench bench [NAME…]";
 
 fn main() -> ExitCode {
@@ -24,6 +25,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let defs = defs::load(&defs::matrix_path())?;
     match args.first().map(String::as_str) {
         Some("run") => run(&args[1..], &defs),
+        Some("matrix") => {
+            publish::matrix_command(&args[1..], &defs)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some("list") => {
             for d in &defs {
                 println!("fs {}", d.name);
@@ -82,6 +87,7 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
     };
     let mut only: Option<Vec<String>> = None;
     let mut selftest = true;
+    let mut bless = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -97,6 +103,7 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
             "--filter" => opts.filter = Some(it.next().context("--filter TEXT")?.clone()),
             "--no-install" => opts.install = false,
             "--no-selftest" => selftest = false,
+            "--bless" => bless = true,
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
@@ -124,12 +131,16 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
         reports.push(runner::run_fs(def, &all, &opts));
     }
     let ok = runner::print_summary(&reports);
+    let no_regression = publish::after_run(&reports, defs, bless)?;
     let leaks = cleanup::leaks_of(std::process::id());
     if !leaks.is_empty() {
         println!("LEAKED: {leaks:?}");
         return Ok(ExitCode::FAILURE);
     }
-    Ok(if ok {
+    if !no_regression {
+        println!("FAILED: a capability is less supported than the committed matrix says");
+    }
+    Ok(if ok && no_regression {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -41,6 +41,8 @@ pub struct FsReport {
     pub records: Vec<Record>,
     /// Wall time including mkfs and mount.
     pub elapsed: Duration,
+    /// The capability report of the mounted filesystem (the matrix cells).
+    pub caps: Option<sparsekit_caps::CapsReport>,
 }
 
 impl FsReport {
@@ -80,6 +82,7 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
         setup: None,
         records: Vec::new(),
         elapsed: Duration::ZERO,
+        caps: None,
     };
     println!("== {} ({})", def.name, describe(def));
     if let Err(reason) = tools::ensure(def, opts.install) {
@@ -97,6 +100,29 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
             return report;
         }
     };
+    // The matrix cells: every capability tried on this filesystem.
+    let t = Instant::now();
+    let outcome = match sparsekit_caps::probe(fs.mountpoint()) {
+        Ok(caps) if caps.capabilities.is_empty() => Outcome::Fail("no capability was tried".into()),
+        Ok(caps) => {
+            println!(
+                "  caps: {} capabilities classified in {:.2?}",
+                caps.capabilities.len(),
+                t.elapsed()
+            );
+            report.caps = Some(caps);
+            Outcome::Pass
+        }
+        Err(e) => Outcome::Fail(format!("{e}")),
+    };
+    if let Outcome::Fail(why) = &outcome {
+        println!("  FAIL matrix/caps_report: {why}");
+    }
+    report.records.push(Record {
+        scenario: "matrix/caps_report",
+        outcome,
+        elapsed: t.elapsed(),
+    });
     for s in scenarios {
         if opts.filter.as_deref().is_some_and(|f| !s.name.contains(f)) {
             continue;

@@ -135,6 +135,7 @@ pub fn run(def: &FsDef) -> FsReport {
     }
     FsReport {
         fs: "selftest".into(),
+        caps: None,
         setup: None,
         records,
         elapsed: started.elapsed(),

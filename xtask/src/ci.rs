@@ -32,6 +32,8 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     c.args(["doc", "--workspace", "--no-deps", "--locked"])
         .env("RUSTDOCFLAGS", "-D warnings");
     run(c)?;
+    // The README's matrix must match matrix.toml (no root needed).
+    matrix(&["readme".into(), "--check".into()])?;
     if no_bench {
         println!(
             "xtask ci: --no-bench given: the test bench was NOT run, so this is not a full pass"
@@ -103,5 +105,22 @@ pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
         "bench",
     ])
     .args(rest);
+    run(c)
+}
+
+/// `matrix readme [--check]` / `matrix merge FILE…`, done by the bench binary.
+pub(crate) fn matrix(args: &[String]) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--quiet",
+        "--release",
+        "--locked",
+        "-p",
+        "sparsekit-testbench",
+        "--",
+        "matrix",
+    ])
+    .args(args);
     run(c)
 }

@@ -4,6 +4,7 @@
 //!   test bench (root) — the README's test command.
 //! - `testbench [ARGS]`: the privileged bench on every filesystem of matrix.toml.
 //! - `bench [NAME…]`: benchmarks against peer tools (root).
+//! - `matrix readme [--check]`, `matrix merge FILE…`: the published matrix.
 
 mod ci;
 mod setup;
@@ -14,7 +15,8 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: cargo xtask ci [--no-bench]
        cargo xtask testbench [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest]
-       cargo xtask bench [NAME…]";
+       cargo xtask bench [NAME…]
+       cargo xtask matrix readme [--check] | matrix merge FILE…";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::run_ci(&args[1..]),
         Some("testbench") => ci::testbench(&args[1..]),
         Some("bench") => ci::bench(&args[1..]),
+        Some("matrix") => ci::matrix(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

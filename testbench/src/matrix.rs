@@ -1,0 +1,452 @@
+//! The capability matrix: filesystem × capability → [`Cell`], one column per
+//! kernel release and machine, kept at the end of `matrix.toml` below
+//! [`RESULTS_MARKER`] (the `[[filesystem]]` definitions above it are
+//! hand-written and never rewritten).
+//!
+//! A bench run produces one [`Column`]; it is compared with the committed
+//! column for the running kernel ([`compare`]: a capability less supported
+//! than committed is a regression), written to `target/testbench/`, and with
+//! `--bless` stored in `matrix.toml`. Columns from several machines or
+//! kernels combine with [`Matrix::merge`]; [`markdown`] renders the tables
+//! the README shows between [`README_START`] and [`README_END`].
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+pub use sparsekit_caps::{Cell, Support};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The line after which `matrix.toml` is generated.
+pub const RESULTS_MARKER: &str = "# ---- results: written by `cargo xtask testbench --bless`; edit the definitions above, not below ----";
+/// README marker before the generated tables.
+pub const README_START: &str =
+    "<!-- matrix:start (generated from matrix.toml by `cargo xtask matrix readme`) -->";
+/// README marker after the generated tables.
+pub const README_END: &str = "<!-- matrix:end -->";
+
+/// The results of one bench run: one kernel on one machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    /// `uname -r`.
+    pub kernel: String,
+    /// Architecture, CPUs and memory (or `$SPARSEKIT_MACHINE`).
+    pub machine: String,
+    /// Date of the run (UTC, `YYYY-MM-DD`).
+    pub recorded: String,
+    /// Filesystem name → capability name → cell.
+    pub filesystems: BTreeMap<String, BTreeMap<String, Cell>>,
+}
+
+impl Column {
+    /// The label of the column in tables: `6.18.44 (x86_64, 2 CPUs)`.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.kernel, self.machine)
+    }
+}
+
+/// All columns (the generated part of `matrix.toml`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Matrix {
+    /// Columns in order of kernel release, then machine.
+    #[serde(default, rename = "results")]
+    pub columns: Vec<Column>,
+}
+
+impl Matrix {
+    /// Reads the results of a `matrix.toml` (definitions are ignored here).
+    pub fn load(path: &Path) -> anyhow::Result<Matrix> {
+        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+        Self::parse(&text).with_context(|| format!("{}: invalid results", path.display()))
+    }
+
+    /// Parses the generated part of a `matrix.toml` text.
+    pub fn parse(text: &str) -> anyhow::Result<Matrix> {
+        let generated = text
+            .split_once(RESULTS_MARKER)
+            .map_or("", |(_, after)| after);
+        Ok(toml::from_str(generated)?)
+    }
+
+    /// Records `column`: a new kernel/machine pair adds a column; for a
+    /// pair already present, the filesystems `column` covers replace theirs
+    /// (a run of some filesystems keeps the others' results).
+    pub fn upsert(&mut self, column: Column) {
+        match self
+            .columns
+            .iter_mut()
+            .find(|c| c.kernel == column.kernel && c.machine == column.machine)
+        {
+            Some(existing) => {
+                existing.recorded = column.recorded;
+                existing.filesystems.extend(column.filesystems);
+            }
+            None => self.columns.push(column),
+        }
+        self.columns
+            .sort_by(|a, b| (&a.kernel, &a.machine).cmp(&(&b.kernel, &b.machine)));
+    }
+
+    /// Combines matrices from several machines or kernels (see [`upsert`](Self::upsert)).
+    pub fn merge(mut self, other: Matrix) -> Matrix {
+        for c in other.columns {
+            self.upsert(c);
+        }
+        self
+    }
+
+    /// The committed column to compare a run on `kernel`/`machine` with:
+    /// the same machine if present, else any machine with that kernel.
+    pub fn baseline(&self, kernel: &str, machine: &str) -> Option<&Column> {
+        let same_kernel = || self.columns.iter().filter(|c| c.kernel == kernel);
+        same_kernel()
+            .find(|c| c.machine == machine)
+            .or_else(|| same_kernel().next())
+    }
+
+    /// `matrix.toml`'s text with the generated part replaced by `self`.
+    pub fn write_into(&self, matrix_toml: &str) -> anyhow::Result<String> {
+        let defs = matrix_toml
+            .split_once(RESULTS_MARKER)
+            .map_or(matrix_toml, |(before, _)| before)
+            .trim_end();
+        let mut out = format!("{defs}\n\n{RESULTS_MARKER}\n\n");
+        out += &toml::to_string(self)?;
+        Ok(out)
+    }
+}
+
+/// How well supported: unsupported < degraded < emulated < native.
+pub fn rank(s: Support) -> u8 {
+    match s {
+        Support::Unsupported => 0,
+        Support::Degraded => 1,
+        Support::Emulated => 2,
+        Support::Native => 3,
+        #[allow(unreachable_patterns)]
+        _ => 0,
+    }
+}
+
+/// One difference between the committed and the observed matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    /// Filesystem.
+    pub fs: String,
+    /// Capability.
+    pub capability: String,
+    /// Committed support (None: not in the committed column).
+    pub before: Option<Support>,
+    /// Observed support (None: not observed this time).
+    pub after: Option<Support>,
+}
+
+impl Difference {
+    /// Less supported than committed, or no longer observed at all.
+    pub fn is_regression(&self) -> bool {
+        match (self.before, self.after) {
+            (Some(b), Some(a)) => rank(a) < rank(b),
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = |s: Option<Support>| s.map_or("absent", |s| s.as_str());
+        write!(
+            f,
+            "{} {}: {} -> {}{}",
+            self.fs,
+            self.capability,
+            name(self.before),
+            name(self.after),
+            if self.is_regression() {
+                "  (REGRESSION)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Differences in support between `committed` and `observed`, for the
+/// filesystems the run covered (a run of some filesystems says nothing of
+/// the others).
+pub fn compare(committed: &Column, observed: &Column) -> Vec<Difference> {
+    let mut diffs = Vec::new();
+    for (fs, now) in &observed.filesystems {
+        let empty = BTreeMap::new();
+        let then = committed.filesystems.get(fs).unwrap_or(&empty);
+        let names: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
+        for cap in names {
+            let before = then.get(cap).map(|c| c.support);
+            let after = now.get(cap).map(|c| c.support);
+            if before != after {
+                diffs.push(Difference {
+                    fs: fs.clone(),
+                    capability: cap.clone(),
+                    before,
+                    after,
+                });
+            }
+        }
+    }
+    diffs
+}
+
+/// One Markdown table per column: capabilities down, filesystems across
+/// (in `fs_order`, then any others).
+pub fn markdown(matrix: &Matrix, fs_order: &[String]) -> String {
+    let mut out = String::new();
+    if matrix.columns.is_empty() {
+        out += "No results recorded yet: run `cargo xtask testbench --bless` as root.\n";
+        return out;
+    }
+    out += "Legend: **native** — the kernel does it, semantics verified; **emulated** — \
+            sparsekit's fallback does it (kernel errno shown); **degraded** — the call \
+            succeeds but does less; **no** — unsupported (errno shown).\n";
+    for col in &matrix.columns {
+        let mut fss: Vec<&String> = fs_order
+            .iter()
+            .filter(|f| col.filesystems.contains_key(*f))
+            .collect();
+        fss.extend(col.filesystems.keys().filter(|f| !fs_order.contains(f)));
+        let caps: std::collections::BTreeSet<&String> =
+            col.filesystems.values().flat_map(|m| m.keys()).collect();
+        let _ = writeln!(
+            out,
+            "\n#### Linux {} — {} — {}\n",
+            col.kernel, col.machine, col.recorded
+        );
+        out += "| capability |";
+        for f in &fss {
+            let _ = write!(out, " {f} |");
+        }
+        out += "\n|---|";
+        out += &"---|".repeat(fss.len());
+        out += "\n";
+        for cap in caps {
+            let _ = write!(out, "| `{cap}` |");
+            for f in &fss {
+                let cell = col.filesystems[*f].get(cap);
+                let _ = write!(out, " {} |", cell.map_or("–".to_owned(), cell_text));
+            }
+            out += "\n";
+        }
+    }
+    out
+}
+
+fn cell_text(c: &Cell) -> String {
+    let errno = c
+        .errno
+        .as_deref()
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
+    match c.support {
+        Support::Native => "native".into(),
+        Support::Emulated => format!("emulated{errno}"),
+        Support::Degraded => format!("degraded{errno}"),
+        _ => format!("no{errno}"),
+    }
+}
+
+/// `readme` with the text between the markers replaced by `tables`.
+pub fn update_readme(readme: &str, tables: &str) -> anyhow::Result<String> {
+    let Some((before, rest)) = readme.split_once(README_START) else {
+        bail!("README.md lacks the marker {README_START}");
+    };
+    let Some((_, after)) = rest.split_once(README_END) else {
+        bail!("README.md lacks the marker {README_END}");
+    };
+    Ok(format!(
+        "{before}{README_START}\n{}\n{README_END}{after}",
+        tables.trim_end()
+    ))
+}
+
+/// The machine label of a column: `$SPARSEKIT_MACHINE`, else
+/// `x86_64, 2 CPUs, 24 GiB`.
+pub fn machine_label() -> String {
+    if let Ok(m) = std::env::var("SPARSEKIT_MACHINE") {
+        if !m.trim().is_empty() {
+            return m.trim().to_owned();
+        }
+    }
+    let uname = rustix::system::uname();
+    let arch = uname.machine().to_string_lossy().into_owned();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| (kib + (1 << 19)) >> 20);
+    format!("{arch}, {cpus} CPUs, {mem_gib} GiB")
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Today's date, UTC, from the system clock (no date crate needed).
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(support: Support, errno: Option<&str>) -> Cell {
+        Cell {
+            support,
+            errno: errno.map(String::from),
+            reason: None,
+            detail: None,
+            verified_by: "test".into(),
+        }
+    }
+
+    fn column(kernel: &str, cells: &[(&str, &str, Support)]) -> Column {
+        let mut filesystems: BTreeMap<String, BTreeMap<String, Cell>> = BTreeMap::new();
+        for (fs, cap, s) in cells {
+            filesystems
+                .entry(fs.to_string())
+                .or_default()
+                .insert(cap.to_string(), cell(*s, None));
+        }
+        Column {
+            kernel: kernel.into(),
+            machine: "m".into(),
+            recorded: "2026-11-25".into(),
+            filesystems,
+        }
+    }
+
+    #[test]
+    fn less_support_is_a_regression_more_is_not() {
+        let before = column(
+            "6.18",
+            &[
+                ("xfs", "ficlone", Support::Native),
+                ("xfs", "punch_hole", Support::Degraded),
+            ],
+        );
+        let after = column(
+            "6.18",
+            &[
+                ("xfs", "ficlone", Support::Unsupported),
+                ("xfs", "punch_hole", Support::Native),
+            ],
+        );
+        let d = compare(&before, &after);
+        assert_eq!(d.len(), 2);
+        assert!(
+            d.iter()
+                .find(|x| x.capability == "ficlone")
+                .unwrap()
+                .is_regression()
+        );
+        assert!(
+            !d.iter()
+                .find(|x| x.capability == "punch_hole")
+                .unwrap()
+                .is_regression()
+        );
+    }
+
+    #[test]
+    fn a_capability_no_longer_observed_is_a_regression_and_other_filesystems_are_ignored() {
+        let before = column(
+            "6.18",
+            &[
+                ("xfs", "ficlone", Support::Native),
+                ("btrfs", "ficlone", Support::Native),
+            ],
+        );
+        let after = column("6.18", &[("xfs", "fiemap", Support::Native)]);
+        let d = compare(&before, &after);
+        assert!(
+            d.iter()
+                .any(|x| x.capability == "ficlone" && x.is_regression())
+        );
+        assert!(d.iter().all(|x| x.fs == "xfs"));
+    }
+
+    #[test]
+    fn results_round_trip_below_the_marker_and_definitions_survive() {
+        let defs = "# comment kept\n[[filesystem]]\nname = \"ext4\"\nfstype = \"ext4\"\n";
+        let mut m = Matrix::default();
+        m.upsert(column("6.18", &[("ext4", "fiemap", Support::Native)]));
+        let text = m.write_into(defs).unwrap();
+        assert!(text.starts_with(defs.trim_end()));
+        assert_eq!(Matrix::parse(&text).unwrap(), m);
+        // Rewriting is idempotent.
+        assert_eq!(m.write_into(&text).unwrap(), text);
+    }
+
+    #[test]
+    fn merge_keeps_one_column_per_kernel_and_machine() {
+        let mut a = Matrix::default();
+        a.upsert(column("6.1", &[("ext4", "fiemap", Support::Native)]));
+        a.upsert(column("6.18", &[("ext4", "fiemap", Support::Native)]));
+        let mut b = Matrix::default();
+        b.upsert(column("6.18", &[("ext4", "fiemap", Support::Degraded)]));
+        b.upsert(column("6.18", &[("xfs", "fiemap", Support::Native)]));
+        let m = a.merge(b);
+        assert_eq!(m.columns.len(), 2);
+        let col = m.baseline("6.18", "m").unwrap();
+        assert_eq!(col.filesystems["ext4"]["fiemap"].support, Support::Degraded);
+        assert_eq!(col.filesystems["xfs"]["fiemap"].support, Support::Native);
+    }
+
+    #[test]
+    fn readme_tables_replace_only_the_marked_part() {
+        let readme = format!("intro\n{README_START}\nold\n{README_END}\noutro\n");
+        let mut m = Matrix::default();
+        m.upsert(column(
+            "6.18",
+            &[
+                ("ext4", "fiemap", Support::Native),
+                ("tmpfs", "fiemap", Support::Unsupported),
+            ],
+        ));
+        let md = markdown(&m, &["ext4".into(), "tmpfs".into()]);
+        assert!(md.contains("| `fiemap` | native | no |"), "{md}");
+        let new = update_readme(&readme, &md).unwrap();
+        assert!(new.starts_with("intro\n") && new.ends_with("\noutro\n") && !new.contains("old"));
+        assert_eq!(update_readme(&new, &md).unwrap(), new);
+        assert!(update_readme("no markers", &md).is_err());
+    }
+
+    #[test]
+    fn dates() {
+        let t = today();
+        assert_eq!(t.len(), 10);
+        assert!(t.starts_with("20"));
+    }
+}
