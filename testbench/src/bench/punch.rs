@@ -46,7 +46,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let defs = defs::load(&defs::matrix_path())?;
     let bin = sparsekit_bin()?;
     let bin = bin.to_str().context("bin")?;
-    let layout = Layout::generate(0x5eed_d16);
+    let layout = Layout::generate(0x05ee_dd16);
     println!(
         "dig: {} GiB image, {:.1} MiB data in {} extents, {:.1} MiB of it explicit zeros in {} runs; caches dropped before each run",
         SIZE >> 30,

@@ -590,7 +590,7 @@ fn dig_drops_cache(ctx: &Ctx<'_>) -> ScenarioResult {
         "    {}: dig read {} MiB, {left} pages ({} KiB) left in the cache",
         ctx.fs_name(),
         dug.bytes_scanned >> 20,
-        left * page >> 10
+        (left * page) >> 10
     );
     ensure!(left * page <= len / 1000, "dig left {left} pages cached");
     Ok(Verdict::Pass)
