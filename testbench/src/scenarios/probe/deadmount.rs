@@ -160,6 +160,11 @@ pub fn dead_fuse_mount(ctx: &Ctx<'_>) -> ScenarioResult {
         err.contains("no answer after 1.0"),
         "message does not give the time waited: {err}"
     );
+    println!(
+        "    probe: frozen FUSE: stat(1) still hung after 1.5 s; sparsekit stat --timeout 1s exited 3 after {:.3} s: {}",
+        elapsed.as_secs_f64(),
+        err.trim()
+    );
 
     // 3. The library: timed-out probes are counted as stuck, capped, and the
     //    next call fails fast saying why.
