@@ -216,3 +216,39 @@ fn forced_methods_the_filesystem_lacks_fail_to_map() {
         "{err}"
     );
 }
+
+/// Pages of `f` resident in the page cache (mincore works on every kernel).
+fn resident_pages(f: &File) -> usize {
+    let len = f.metadata().unwrap().len() as usize;
+    let page = sparsekit_sys::pagecache::page_size();
+    let mut residency = vec![0u8; len.div_ceil(page)];
+    sparsekit_sys::pagecache::mincore_file(f, 0, len, &mut residency).expect("mincore");
+    residency.iter().filter(|&&r| r & 1 == 1).count()
+}
+
+#[test]
+fn the_pages_dig_reads_leave_the_cache() {
+    let f = tmp();
+    // 8 MiB of data, a quarter of it zeros, then a hole and more data.
+    write_pattern(&f, 0..8 << 20);
+    f.write_all_at(&vec![0; 2 << 20], 3 << 20).unwrap();
+    write_pattern(&f, 16 << 20..20 << 20);
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    assert_eq!(
+        resident_pages(&f),
+        0,
+        "DONTNEED after fsync empties the cache"
+    );
+    let dug = dig_holes(&f, &DigOptions::new()).unwrap();
+    assert_eq!(dug.bytes_scanned, 12 << 20);
+    assert_eq!(resident_pages(&f), 0, "dig left pages cached");
+
+    // With the cache kept, what was read stays (the control: the check can fail).
+    let g = tmp();
+    write_pattern(&g, 0..8 << 20);
+    g.sync_all().unwrap();
+    rustix::fs::fadvise(&g, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    dig_holes(&g, &DigOptions::new().drop_cache(false)).unwrap();
+    assert!(resident_pages(&g) > 0);
+}

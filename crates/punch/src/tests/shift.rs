@@ -234,6 +234,26 @@ fn an_interrupted_insert_says_what_is_left() {
 }
 
 #[test]
+fn an_insert_stopped_at_the_final_punch_says_so() {
+    let _reset = faults();
+    let f = tmp();
+    write_pattern(&f, 0..8 * B);
+    let old = contents(&f);
+    // No holes to move: the only fallocate is the final punch of the gap.
+    faults::fail_fallocates_after(Some(0), Errno::IO);
+    let err = insert_range(&f, 2 * B, B, ShiftStrategy::MoveData).unwrap_err();
+    let msg = err.to_string();
+    assert!(err.changed_file(), "{msg}");
+    assert!(
+        msg.contains("all data is in place at its new offset (the file is 36864 bytes); punching offset 8192 length 4096 finishes the insert"),
+        "{msg}"
+    );
+    faults::fail_fallocates_after(None, Errno::IO);
+    punch_hole(&f, 2 * B, B, crate::PunchStrategy::Auto).unwrap();
+    assert_eq!(contents(&f), inserted(&old, 2 * B, B));
+}
+
+#[test]
 fn an_insert_past_the_maximum_file_size_changes_nothing() {
     let f = tmp();
     write_pattern(&f, 0..2 * B);
