@@ -181,6 +181,7 @@ impl Dug {
 #[doc(alias = "dig-holes")]
 pub fn dig_holes<Fd: AsFd>(fd: &Fd, options: &DigOptions) -> Result<Dug, PunchError> {
     let t = Target::open(fd.as_fd(), Operation::Dig, options.dry_run)?;
+    t.require_readable()?;
     if options.method == Method::Scan {
         return Err(PunchError::InvalidOption {
             op: t.op,

@@ -144,6 +144,15 @@ pub enum PunchError {
         /// The operation.
         op: Operation,
     },
+    /// The descriptor was opened `O_WRONLY` but the strategy reads the file
+    /// (moving data, digging).
+    #[error(
+        "{op}: the file is open write-only; it needs a descriptor opened for reading and writing"
+    )]
+    WriteOnly {
+        /// The operation.
+        op: Operation,
+    },
     /// The descriptor was opened `O_APPEND`: every `pwrite` would append, so
     /// the fallbacks that write in place would corrupt the file.
     #[error("{op}: the file is open with O_APPEND; writes in place would append instead")]
@@ -232,6 +241,7 @@ impl PunchError {
                 | PunchError::InvalidOption { .. }
                 | PunchError::NotRegular { .. }
                 | PunchError::ReadOnly { .. }
+                | PunchError::WriteOnly { .. }
                 | PunchError::AppendOnly { .. }
         )
     }

@@ -16,6 +16,8 @@ pub(crate) struct Target<'fd> {
     pub(crate) block: u64,
     /// Opened `O_APPEND`: the strategies that `pwrite` in place must refuse.
     pub(crate) append: bool,
+    /// Opened `O_WRONLY`: the strategies that read must refuse.
+    pub(crate) write_only: bool,
 }
 
 impl<'fd> Target<'fd> {
@@ -48,6 +50,7 @@ impl<'fd> Target<'fd> {
             allocated: (st.st_blocks as u64).saturating_mul(512),
             block,
             append: flags.contains(OFlags::APPEND),
+            write_only: flags.contains(OFlags::WRONLY),
         })
     }
 
@@ -70,6 +73,14 @@ impl<'fd> Target<'fd> {
     pub(crate) fn require_in_place_writes(&self) -> Result<(), PunchError> {
         if self.append {
             return Err(PunchError::AppendOnly { op: self.op });
+        }
+        Ok(())
+    }
+
+    /// Refuses write-only descriptors before a strategy that reads the file.
+    pub(crate) fn require_readable(&self) -> Result<(), PunchError> {
+        if self.write_only {
+            return Err(PunchError::WriteOnly { op: self.op });
         }
         Ok(())
     }

@@ -250,6 +250,7 @@ impl<'a, 'fd> Mover<'a, 'fd> {
 
     fn collapse(mut self, offset: u64, length: u64) -> Result<u64, PunchError> {
         self.t.require_in_place_writes()?;
+        self.t.require_readable()?;
         let size = self.t.size;
         let mut done = offset + length;
         let result = self.collapse_steps(offset, length, &mut done);
@@ -305,6 +306,7 @@ impl<'a, 'fd> Mover<'a, 'fd> {
 
     fn insert(mut self, offset: u64, length: u64) -> Result<u64, PunchError> {
         self.t.require_in_place_writes()?;
+        self.t.require_readable()?;
         let size = self.t.size;
         let new_size = size + length;
         // Nothing has changed if this fails (EFBIG past the filesystem's limit).

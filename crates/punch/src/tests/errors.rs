@@ -227,6 +227,26 @@ fn append_mode_refuses_only_the_strategies_that_write_in_place() {
 }
 
 #[test]
+fn write_only_descriptors_are_refused_where_the_file_must_be_read() {
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, pattern(0, 8 * B)).unwrap();
+    let wo = OpenOptions::new().write(true).open(&path).unwrap();
+    for err in [
+        collapse_range(&wo, 0, B, ShiftStrategy::MoveData).unwrap_err(),
+        insert_range(&wo, 0, B, ShiftStrategy::MoveData).unwrap_err(),
+        dig_holes(&wo, &DigOptions::new()).unwrap_err(),
+    ] {
+        assert!(matches!(err, PunchError::WriteOnly { .. }), "{err}");
+        assert!(err.is_bad_input());
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), pattern(0, 8 * B));
+    // The kernel's own operations need no reading.
+    punch_hole(&wo, 0, B, PunchStrategy::PunchHole).unwrap();
+    collapse_range(&wo, 0, B, ShiftStrategy::Native).unwrap();
+}
+
+#[test]
 fn sealed_files_fail_with_the_errno_and_stay_intact() {
     let f = memfd();
     write_pattern(&f, 0..8 * B);
