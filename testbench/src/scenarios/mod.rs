@@ -2,6 +2,7 @@
 
 use crate::scenario::Scenario;
 
+pub mod caps;
 pub mod clone;
 pub mod copy;
 pub mod extents;
@@ -11,6 +12,7 @@ pub mod punch;
 /// All scenarios, in run order.
 pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
+    v.extend(caps::scenarios());
     v.extend(extents::scenarios());
     v.extend(clone::scenarios());
     v.extend(punch::scenarios());
