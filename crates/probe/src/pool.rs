@@ -46,7 +46,9 @@ const SPIN: Duration = Duration::from_micros(20);
 fn spin_until(flag: &AtomicBool) -> bool {
     let start = Instant::now();
     loop {
-        for _ in 0..64 {
+        // Few pauses between yields: measured on a busy 2-core machine, 4
+        // gave the lowest p50 and p99 (64 cost 4 µs per probe, 1 cost 2 µs).
+        for _ in 0..4 {
             if flag.load(Ordering::Acquire) {
                 return true;
             }
@@ -57,6 +59,7 @@ fn spin_until(flag: &AtomicBool) -> bool {
         }
         // The other side may be waiting for this very CPU (two threads, one
         // free core): let it run rather than burn the rest of the window.
+        // With a free core, sched_yield returns at once.
         std::thread::yield_now();
     }
 }
