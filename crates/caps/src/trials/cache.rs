@@ -272,7 +272,9 @@ fn dontcache_read(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
         "evict a written-back file, preadv2(RWF_DONTCACHE): content equal, no page left cached";
     let len = PAGES * ctx.page;
     let (f, data) = ctx.data_file(45, len)?;
-    // Start from an empty cache, or the read proves nothing.
+    // Start from an empty cache, or the read proves nothing: only clean
+    // pages can be dropped.
+    f.sync()?;
     let _ = fadvise_dontneed(&f, len);
     let before = ctx.cached_pages(&f, 0, len).ok();
     let mut buf = vec![0u8; len as usize];
