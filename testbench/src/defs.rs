@@ -24,6 +24,13 @@ pub struct FsDef {
     /// Image size (`512M`); images are sparse, so this costs nothing until written.
     #[serde(default = "default_image_size")]
     pub image_size: String,
+    /// For stacked filesystems (overlay): the definition mounted first,
+    /// whose directories this one is mounted over.
+    #[serde(default)]
+    pub over: Option<String>,
+    /// `over`, resolved by [`load`].
+    #[serde(skip)]
+    pub over_def: Option<Box<FsDef>>,
 }
 
 fn default_image_size() -> String {
@@ -69,7 +76,24 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<FsDef>> {
         }
         def.image_bytes()?;
     }
-    Ok(file.filesystem)
+    let all = file.filesystem.clone();
+    let mut defs = file.filesystem;
+    for def in &mut defs {
+        if let Some(base) = &def.over {
+            let found = all
+                .iter()
+                .find(|d| &d.name == base && d.over.is_none())
+                .with_context(|| {
+                    format!(
+                        "{}: {:?} is over {base:?}, which is not a plain filesystem defined here",
+                        path.display(),
+                        def.name
+                    )
+                })?;
+            def.over_def = Some(Box::new(found.clone()));
+        }
+    }
+    Ok(defs)
 }
 
 /// `512M` → bytes (binary suffixes K, M, G).
@@ -93,6 +117,8 @@ mod tests {
     fn the_committed_matrix_defines_the_required_filesystems() {
         let defs = load(&matrix_path()).unwrap();
         let names: Vec<_> = defs.iter().map(|d| d.name.as_str()).collect();
+        let overlay = defs.iter().find(|d| d.fstype == "overlay").unwrap();
+        assert_eq!(overlay.over_def.as_ref().unwrap().fstype, "xfs");
         for required in ["ext4", "xfs", "btrfs", "tmpfs"] {
             assert!(
                 names.contains(&required),

@@ -124,12 +124,40 @@ pub struct MountedFs {
     def: FsDef,
     mountpoint: PathBuf,
     image: Option<LoopImage>,
+    /// The filesystem an overlay is stacked on (dropped after it).
+    base: Option<Box<MountedFs>>,
     reg: Registration,
 }
 
 impl MountedFs {
-    /// Makes the image (if any), mkfs, attach, mount.
+    /// Makes the image (if any), mkfs, attach, mount; for an overlay, mounts
+    /// its base first and stacks on directories there.
     pub fn mount(def: &FsDef) -> anyhow::Result<MountedFs> {
+        let base = match &def.over_def {
+            Some(b) => Some(Box::new(MountedFs::mount(b)?)),
+            None => None,
+        };
+        let mut options = def.mount_options.clone();
+        if let Some(b) = &base {
+            let dirs: Vec<PathBuf> = ["lower", "upper", "work"]
+                .iter()
+                .map(|d| b.mountpoint().join(d))
+                .collect();
+            for d in &dirs {
+                std::fs::create_dir(d)?;
+            }
+            let stack = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                dirs[0].display(),
+                dirs[1].display(),
+                dirs[2].display()
+            );
+            options = if options.is_empty() {
+                stack
+            } else {
+                format!("{stack},{options}")
+            };
+        }
         let image = if def.needs_image() {
             Some(LoopImage::create(&def.name, def.image_bytes()?, &def.mkfs)?)
         } else {
@@ -141,7 +169,7 @@ impl MountedFs {
         let source = image
             .as_ref()
             .map_or_else(|| PathBuf::from(&def.fstype), |i| i.device().to_owned());
-        let data = std::ffi::CString::new(def.mount_options.as_str())?;
+        let data = std::ffi::CString::new(options.as_str())?;
         reg.set_mountpoint(&mountpoint);
         rustix::mount::mount(
             &source,
@@ -154,7 +182,7 @@ impl MountedFs {
             format!(
                 "mount -t {} -o '{}' {} {}",
                 def.fstype,
-                def.mount_options,
+                options,
                 source.display(),
                 mountpoint.display()
             )
@@ -163,6 +191,7 @@ impl MountedFs {
             def: def.clone(),
             mountpoint,
             image,
+            base,
             reg,
         })
     }
@@ -193,6 +222,7 @@ impl Drop for MountedFs {
         // Unmount first (the registration owns the mount point), then the image.
         let _ = self.reg.cleanup();
         drop(self.image.take());
+        drop(self.base.take());
     }
 }
 

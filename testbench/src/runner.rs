@@ -102,7 +102,10 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
     };
     // The matrix cells: every capability tried on this filesystem.
     let t = Instant::now();
-    let outcome = match sparsekit_caps::probe(fs.mountpoint()) {
+    // The temporary directory is another filesystem than the mount, for
+    // `copy_file_range_cross_fs`.
+    let caps_options = sparsekit_caps::CapsOptions::new().cross_fs_dir(std::env::temp_dir());
+    let outcome = match caps_options.probe(fs.mountpoint()) {
         Ok(caps) if caps.capabilities.is_empty() => Outcome::Fail("no capability was tried".into()),
         Ok(caps) => {
             println!(
@@ -141,7 +144,9 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
 }
 
 fn describe(def: &FsDef) -> String {
-    let mut d = if def.mkfs.is_empty() {
+    let mut d = if let Some(base) = &def.over_def {
+        format!("mount -t {} over {}", def.fstype, base.name)
+    } else if def.mkfs.is_empty() {
         format!("mount -t {}", def.fstype)
     } else {
         def.mkfs.join(" ")

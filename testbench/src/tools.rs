@@ -15,6 +15,9 @@ pub fn have(prog: &str) -> bool {
 /// Makes sure the tools of `def` exist. Returns `Err(reason)` to skip the
 /// filesystem, naming the install command.
 pub fn ensure(def: &FsDef, may_install: bool) -> Result<(), String> {
+    if let Some(base) = &def.over_def {
+        ensure(base, may_install)?;
+    }
     let Some(prog) = def.mkfs.first() else {
         return Ok(());
     };
