@@ -156,7 +156,7 @@ pub fn daemon_main(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A mounted [`PatternFs`] and its daemon process; see the module docs.
+/// A mounted pattern filesystem and its daemon process; see the module docs.
 #[derive(Debug)]
 pub struct FuseMount {
     child: Option<Child>,
