@@ -192,7 +192,8 @@ impl WorkerPool {
                 source,
             })?,
         };
-        let deadline = start + timeout;
+        // A year is "forever" here, and cannot overflow an Instant.
+        let deadline = start + timeout.min(Duration::from_secs(365 * 86_400));
         {
             let mut slot = lock(&worker.slot);
             *slot = Slot::Job(job);
@@ -226,6 +227,7 @@ impl WorkerPool {
                         // The worker never got to run it (an overloaded
                         // machine): it is not stuck, only late.
                         *slot = Slot::Idle;
+                        worker.posted.store(false, Ordering::Relaxed);
                         drop(slot);
                         drop(job);
                         inner.release(worker);

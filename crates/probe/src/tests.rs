@@ -583,3 +583,14 @@ fn the_real_definitive_probe_finds_statx_here() {
         Availability::Available
     );
 }
+
+#[test]
+fn a_huge_timeout_does_not_overflow() {
+    let f = file_with(b"12");
+    let m = ProbeOptions::new()
+        .timeout(Duration::MAX)
+        .pool(WorkerPool::new(1))
+        .probe_path(f.path())
+        .unwrap();
+    assert_eq!(m.size(), Some(2));
+}
