@@ -139,15 +139,31 @@ fn measured(path: &Path, argv: &[&str]) -> anyhow::Result<Run> {
     drop_caches()?;
     let cost = measure(argv)?;
     // Before anything else reads the file.
-    let f = File::open(path)?;
-    let cache = sparsekit_sys::pagecache::cachestat(&f, 0, SIZE).context("cachestat")?;
-    let page = sparsekit_sys::pagecache::page_size() as u64;
+    let cache_left = resident_bytes(&File::open(path)?)?;
     Ok(Run {
         cost,
         punched: hole_bytes(path)?.saturating_sub(holes_before),
         freed: before.saturating_sub(allocated(path)?),
-        cache_left: cache.nr_cache * page,
+        cache_left,
     })
+}
+
+/// Bytes of `f` in the page cache: cachestat (Linux 6.5), else mincore.
+pub(crate) fn resident_bytes(f: &File) -> anyhow::Result<u64> {
+    use sparsekit_sys::pagecache::{cachestat, mincore_file, page_size};
+    let len = f.metadata()?.len();
+    let page = page_size() as u64;
+    if len == 0 {
+        return Ok(0);
+    }
+    match cachestat(f, 0, len) {
+        Ok(c) => Ok(c.nr_cache * page),
+        Err(_) => {
+            let mut residency = vec![0u8; len.div_ceil(page) as usize];
+            mincore_file(f, 0, len as usize, &mut residency).context("mincore")?;
+            Ok(residency.iter().filter(|&&r| r & 1 == 1).count() as u64 * page)
+        }
+    }
 }
 
 /// Bytes in holes, by SEEK_DATA/SEEK_HOLE (no data is read).
