@@ -17,7 +17,7 @@
 //!   (fail). Panics are caught and count as failures.
 //! - [`scenarios`]: one module per op crate; `scenarios::all()` lists them.
 //! - [`runner`]: runs them per filesystem and prints pass/fail/skip counts.
-//! - [`bench`]: benchmarks against peer tools (`cargo xtask bench NAME`).
+//! - [`bench`](mod@bench): benchmarks against peer tools (`cargo xtask bench NAME`).
 //!
 //! # Adding scenarios
 //! Write `testbench/src/scenarios/<crate>.rs` with

@@ -327,7 +327,12 @@ fn probe_op(method: Method) -> &'static str {
 /// the SEEK_DATA failure it would cause.
 fn write_back(fd: BorrowedFd<'_>, start: u64, end: u64) -> Result<(), Errno> {
     use sparsekit_sys::pagecache::{SyncFileRangeFlags as F, sync_file_range};
-    match sync_file_range(fd, start, end - start, F::WAIT_BEFORE | F::WRITE | F::WAIT_AFTER) {
+    match sync_file_range(
+        fd,
+        start,
+        end - start,
+        F::WAIT_BEFORE | F::WRITE | F::WAIT_AFTER,
+    ) {
         Err(e @ (Errno::IO | Errno::NOSPC | Errno::DQUOT)) => Err(e),
         _ => Ok(()),
     }
