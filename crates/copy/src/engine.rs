@@ -128,23 +128,6 @@ impl Drop for FlagGuard<'_> {
     }
 }
 
-/// `POSIX_FADV_RANDOM` while alive, `POSIX_FADV_NORMAL` after.
-struct RandomAccess<'a>(BorrowedFd<'a>);
-
-impl<'a> RandomAccess<'a> {
-    fn new(fd: BorrowedFd<'a>) -> Self {
-        // Advice: if refused, readahead stays on and the report shows the cost.
-        let _ = rustix::fs::fadvise(fd, 0, None, rustix::fs::Advice::Random);
-        RandomAccess(fd)
-    }
-}
-
-impl Drop for RandomAccess<'_> {
-    fn drop(&mut self) {
-        let _ = rustix::fs::fadvise(self.0, 0, None, rustix::fs::Advice::Normal);
-    }
-}
-
 fn is_direct(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT))
 }
@@ -191,13 +174,6 @@ pub(crate) fn copy(
         }
     };
     let source_before = cache::cached_bytes(src_fd, size);
-    // Which source pages were cached before anything here read it: they
-    // stay, everything else this copy brings in goes (unless Keep).
-    let hot = if opts.cache == CachePolicy::Keep || source_before == Some(0) {
-        Residency::Known(Vec::new())
-    } else {
-        Residency::snapshot(src_fd, size)
-    };
     let in_place = target.staging == Staging::InPlace;
     let mut report = CopyReport {
         strategy: Strategy::ReadWrite,
@@ -268,6 +244,15 @@ pub(crate) fn copy(
             }
         }
 
+        // Which source pages were cached before anything here read it: they
+        // stay, everything else this copy brings in goes (unless Keep).
+        // Taken only now: a reflink reads nothing.
+        let hot = if opts.cache == CachePolicy::Keep || source_before == Some(0) {
+            Residency::Known(Vec::new())
+        } else {
+            Residency::snapshot(src_fd, size)
+        };
+
         // 2. The destination writer; an in-place destination loses its
         //    header first.
         let block = if target.kind == DestinationKind::BlockDevice {
@@ -307,14 +292,6 @@ pub(crate) fn copy(
                     && matches!(opts.cache, CachePolicy::Keep | CachePolicy::Drop)
             }
         };
-        // Buffered reads read ahead past each data extent into the following
-        // hole or extent, leaving pages that neither RWF_DONTCACHE nor the
-        // Drop policy's fadvise covers (observed on ext4, 6.18; a probe read
-        // is enough to start it). Requests are MiB-sized and the pipeline
-        // overlaps them, so readahead is not needed: turn it off for this
-        // open file description (FMODE_RANDOM), and back on at the end.
-        let mut readahead_off =
-            (opts.cache != CachePolicy::Keep).then(|| RandomAccess::new(src_fd));
         let (src_side, dst_side) = if use_cfr {
             let p = if opts.cache == CachePolicy::Keep {
                 SidePolicy::KEEP
@@ -333,10 +310,6 @@ pub(crate) fn copy(
             ftruncate(dst_fd, 0).map_err(|e| io(target.path, "ftruncate", e))?;
         }
         dst.set_side(dst_side);
-        if src_side.policy == CachePolicy::Keep || src_side.policy == CachePolicy::Direct {
-            // Readahead is harmless (Keep) or unused (Direct).
-            drop(readahead_off.take());
-        }
         let residency = match src_side.policy {
             CachePolicy::Drop | CachePolicy::DontCache => hot.clone(),
             _ => Residency::Known(Vec::new()),
@@ -437,9 +410,12 @@ pub(crate) fn copy(
             pipeline.run(planner, &source, &mut dst, &pool, &mut data_done)?;
         }
         dst.finish()?;
-        // Readahead (started by reads of other processes, whose markers
-        // survive in the page cache) can still have filled pages past the
-        // extents read; drop every source page that was not cached before.
+        // Readahead (ours, or started by other processes' reads, whose
+        // markers survive in the page cache) fills pages past the extents
+        // read, into the holes after them, which neither RWF_DONTCACHE nor
+        // the per-read fadvise covers (observed on ext4, 6.18): drop every
+        // source page that was not cached before. Readahead itself stays
+        // on; turning it off (POSIX_FADV_RANDOM) cost 10-15 % in the bench.
         if matches!(src_side.policy, CachePolicy::Drop | CachePolicy::DontCache) {
             source.residency.drop_copied(src_fd, 0..size);
         }

@@ -32,8 +32,8 @@
 //!    (`SEEK_DATA`/`SEEK_HOLE` first): only data extents are read;
 //!    unwritten (preallocated) extents are holes.
 //! 4. **Data.** [`DataStrategy::ReadWrite`] runs a pipeline: reader threads
-//!    (2 by default) take jobs from the planner, each job packing one or
-//!    more extents into a 4 MiB page-aligned buffer (small extents are
+//!    (4 by default) take jobs from the planner, each job packing one or
+//!    more extents into a 2 MiB page-aligned buffer (small extents are
 //!    coalesced into one hand-over), and a bounded queue feeds the writer,
 //!    so reading and writing overlap while memory stays bounded.
 //!    [`DataStrategy::CopyFileRange`] lets the kernel move each extent.
@@ -58,10 +58,9 @@
 //!    cached: `DontCache` and `Direct` never evict them, and `Drop` takes a
 //!    residency snapshot first (`cachestat`, Linux 6.5, per GiB, then
 //!    `mincore` where something is cached) and drops only pages outside it.
-//!    Buffered source reads run with readahead off (`POSIX_FADV_RANDOM` on
-//!    this open file only), since readahead into the holes after each
-//!    extent would leave pages neither policy drops. After the copy, every
-//!    source page not cached before is dropped, and any page that *was*
+//!    Readahead past each extent fills pages in the holes after it that
+//!    neither policy drops, so after the copy every source page not cached
+//!    before is dropped, and any page that *was*
 //!    cached but got evicted (observed: O_DIRECT reads of compressed btrfs
 //!    files) is read back. After the final sync the destination's pages
 //!    are dropped too (this catches btrfs turning O_DIRECT writes into

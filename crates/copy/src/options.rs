@@ -212,11 +212,11 @@ impl Default for CopyOptions {
 
 /// Default request size: large enough that syscall and queue overhead
 /// vanish next to the device time, small enough for a few in flight.
-pub const DEFAULT_BUFFER_SIZE: usize = 4 << 20;
+pub const DEFAULT_BUFFER_SIZE: usize = 2 << 20;
 
 impl CopyOptions {
     /// Everything `Auto`, staging in the destination directory, fsync
-    /// before success, 4 MiB requests, two readers, four buffers queued.
+    /// before success, 2 MiB requests, four readers, four buffers queued.
     pub fn new() -> Self {
         CopyOptions {
             sparse: SparseMode::Auto,
@@ -228,7 +228,7 @@ impl CopyOptions {
             map_method: Method::Auto,
             sync: true,
             buffer_size: DEFAULT_BUFFER_SIZE,
-            readers: 2,
+            readers: 4,
             queue_depth: 4,
             progress: None,
             interrupt: None,
@@ -297,7 +297,9 @@ impl CopyOptions {
         self
     }
 
-    /// Reader threads of the read/write pipeline (1–16, default 2).
+    /// Reader threads of the read/write pipeline (1–16, default 4: a
+    /// loop or network device answers each request with some latency, so
+    /// a few in flight keep it busy).
     pub fn readers(mut self, n: usize) -> Self {
         self.readers = n.clamp(1, 16);
         self

@@ -2,6 +2,7 @@
 //! Each prints a table of measurements and the ratios against the peers.
 
 pub mod clone;
+pub mod copy;
 pub mod extents;
 pub mod measure;
 pub mod probe;
@@ -15,6 +16,7 @@ pub fn all() -> Vec<Bench> {
     vec![
         ("extents", extents::run),
         ("clone", clone::run),
+        ("copy", copy::run),
         ("probe", probe::run),
         ("punch", punch::run),
     ]
