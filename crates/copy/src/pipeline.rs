@@ -31,8 +31,12 @@ pub(crate) struct Pipeline<'p> {
 }
 
 struct Filled {
+    /// Position of the job in the plan: the writer applies jobs in this
+    /// order, so the destination is written sequentially (contiguous
+    /// allocation, fewer extents) whatever order the readers finish in.
+    seq: u64,
     pieces: Vec<Piece>,
-    buf: Option<Buffer>,
+    buf: Buffer,
 }
 
 /// The first error wins; everyone else stops.
@@ -114,34 +118,36 @@ impl Pipeline<'_> {
             if shared.stopped() || self.interrupted(src.path, shared) {
                 return;
             }
-            let job = planner.lock().unwrap_or_else(|e| e.into_inner()).next_job();
-            let Job { pieces, buf_used } = match job {
-                None => return,
+            // The buffer first, then the job: every job in flight owns a
+            // buffer, so the writer, which applies jobs in plan order, can
+            // always get the one it waits for.
+            let Some(mut buf) = pool.take(&shared.stop) else {
+                return;
+            };
+            let (seq, job) = {
+                let mut planner = planner.lock().unwrap_or_else(|e| e.into_inner());
+                let seq = planner.jobs_planned();
+                (seq, planner.next_job())
+            };
+            let Job { pieces, .. } = match job {
+                None => return pool.give(buf),
                 Some(Ok(job)) => job,
                 Some(Err(e)) => {
+                    pool.give(buf);
                     return shared.fail(CopyError::Map {
                         path: src.path.to_owned(),
                         source: e,
                     });
                 }
             };
-            let mut buf = None;
-            if buf_used > 0 {
-                match pool.take(&shared.stop) {
-                    Some(b) => buf = Some(b),
-                    None => return,
-                }
-            }
-            match self.fill(pieces, buf.as_mut(), src) {
+            match self.fill(pieces, &mut buf, src) {
                 Ok(pieces) => {
-                    if tx.send(Filled { pieces, buf }).is_err() {
+                    if tx.send(Filled { seq, pieces, buf }).is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    if let Some(b) = buf {
-                        pool.give(b);
-                    }
+                    pool.give(buf);
                     return shared.fail(e);
                 }
             }
@@ -152,20 +158,21 @@ impl Pipeline<'_> {
     fn fill(
         &self,
         pieces: Vec<Piece>,
-        mut buf: Option<&mut Buffer>,
+        buf: &mut Buffer,
         src: &Source<'_>,
     ) -> Result<Vec<Piece>, CopyError> {
         for piece in &pieces {
-            if let (Piece::Data { off, len, buf_off }, Some(b)) = (piece, buf.as_deref_mut()) {
+            if let Piece::Data { off, len, buf_off } = *piece {
                 src.read_at(
-                    &mut b.as_mut_slice()[*buf_off..*buf_off + *len as usize],
-                    *off,
+                    &mut buf.as_mut_slice()[buf_off..buf_off + len as usize],
+                    off,
                 )?;
             }
         }
-        let Some(b) = buf.filter(|_| self.zero_granule > 0) else {
+        if self.zero_granule == 0 {
             return Ok(pieces);
-        };
+        }
+        let b = &*buf;
         let mut out = Vec::with_capacity(pieces.len());
         for piece in pieces {
             match piece {
@@ -187,33 +194,38 @@ impl Pipeline<'_> {
         shared: &Shared,
         data_done: &mut u64,
     ) -> Result<(), CopyError> {
+        // Jobs that finished ahead of their turn, by plan position.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0u64;
         for filled in rx {
-            if shared.stopped() || self.interrupted(dst.path, shared) {
-                break;
-            }
-            for piece in &filled.pieces {
-                match *piece {
-                    Piece::Data { off, len, buf_off } => {
-                        let b = filled.buf.as_ref().expect("a job with data has a buffer");
-                        dst.write_data(&b.as_slice()[buf_off..buf_off + len as usize], off)?;
-                        *data_done += len;
-                    }
-                    Piece::Hole { off, len, detected } => {
-                        dst.hole(off, len, detected)?;
-                        if detected {
+            waiting.insert(filled.seq, filled);
+            while let Some(filled) = waiting.remove(&next) {
+                next += 1;
+                if shared.stopped() || self.interrupted(dst.path, shared) {
+                    return Ok(());
+                }
+                for piece in &filled.pieces {
+                    match *piece {
+                        Piece::Data { off, len, buf_off } => {
+                            let data = &filled.buf.as_slice()[buf_off..buf_off + len as usize];
+                            dst.write_data(data, off)?;
                             *data_done += len;
+                        }
+                        Piece::Hole { off, len, detected } => {
+                            dst.hole(off, len, detected)?;
+                            if detected {
+                                *data_done += len;
+                            }
                         }
                     }
                 }
-            }
-            if let Some(b) = filled.buf {
-                pool.give(b);
-            }
-            if let Some(progress) = self.progress {
-                progress(&Progress {
-                    data_done: (*data_done).min(self.data_total),
-                    data_total: self.data_total,
-                });
+                pool.give(filled.buf);
+                if let Some(progress) = self.progress {
+                    progress(&Progress {
+                        data_done: (*data_done).min(self.data_total),
+                        data_total: self.data_total,
+                    });
+                }
             }
         }
         Ok(())

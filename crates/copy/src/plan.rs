@@ -39,6 +39,8 @@ pub(crate) struct Planner<'fd> {
     align: u64,
     /// End of the last data piece planned, so widened pieces never overlap.
     data_end: u64,
+    /// Jobs handed out so far.
+    jobs: u64,
 }
 
 impl<'fd> Planner<'fd> {
@@ -50,12 +52,18 @@ impl<'fd> Planner<'fd> {
             buf_size,
             align,
             data_end: 0,
+            jobs: 0,
         }
     }
 
     /// The map behind the plan (for its method and size checks).
     pub(crate) fn map(&self) -> &ExtentMap<'fd> {
         &self.map
+    }
+
+    /// Jobs handed out so far: the position of the next one.
+    pub(crate) fn jobs_planned(&self) -> u64 {
+        self.jobs
     }
 
     /// The next job, `None` at the end of the range.
@@ -103,7 +111,11 @@ impl<'fd> Planner<'fd> {
                 break;
             }
         }
-        (!job.pieces.is_empty()).then_some(Ok(job))
+        if job.pieces.is_empty() {
+            return None;
+        }
+        self.jobs += 1;
+        Some(Ok(job))
     }
 }
 

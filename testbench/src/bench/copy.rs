@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::Instant;
 
 const SIZE: u64 = 8 << 30;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 const MIB: f64 = (1 << 20) as f64;
 
 /// A random extent layout: `(offset, length, zeros)`.
