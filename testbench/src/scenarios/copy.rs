@@ -46,6 +46,7 @@ pub fn scenarios() -> Vec<Scenario> {
             "copy/block_device_write_zeros",
             device::block_device_write_zeros,
         ),
+        Scenario::new("copy/block_device_source", device::block_device_source),
         Scenario::new("copy/block_device_refused", device::block_device_refused),
         Scenario::new("copy/enospc", device::enospc),
     ]

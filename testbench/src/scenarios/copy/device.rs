@@ -92,6 +92,40 @@ pub(super) fn block_device_write_zeros(ctx: &Ctx<'_>) -> ScenarioResult {
     device_copy(ctx, HoleMethod::WriteZeros)
 }
 
+/// A block device as the source: mapped as all data, its zero blocks
+/// become holes with `--sparse always`, the copy reads back identical.
+pub(super) fn block_device_source(ctx: &Ctx<'_>) -> ScenarioResult {
+    let (img, dst) = source(ctx)?;
+    let size = std::fs::metadata(&img)?.len().next_multiple_of(1 << 20);
+    let dev = LoopImage::create("copy-src", size, &[])?;
+    {
+        let (from, to) = (
+            File::open(&img)?,
+            OpenOptions::new().write(true).open(dev.device())?,
+        );
+        let mut buf = vec![0u8; 1 << 20];
+        for off in (0..size).step_by(1 << 20) {
+            let n = from.read_at(&mut buf, off)?;
+            buf[n..].fill(0);
+            to.write_all_at(&buf, off)?;
+        }
+        to.sync_all()?;
+    }
+    let opts = CopyOptions::new().sparse(sparsekit_copy::SparseMode::Always);
+    let r = opts.copy(dev.device(), &dst)?;
+    ensure!(r.size == size, "{r:?}");
+    same_prefix(dev.device(), &dst, size)?;
+    ensure!(std::fs::metadata(&dst)?.len() == size, "size");
+    ensure!(r.map_method == sparsekit_extents::Method::AllData, "{r:?}");
+    // The image's holes (15 MiB) and written zeros read as zeros on the
+    // device: most of them must be holes again.
+    ensure!(r.zero_bytes_detected >= 12 << 20, "{r:?}");
+    if zeros_take_space(ctx.dir())? {
+        ensure!(allocated(&dst)? <= allocated(&img)? + (1 << 20), "{r:?}");
+    }
+    Ok(Verdict::Pass)
+}
+
 /// A device smaller than the source, and the device holding the source's
 /// own filesystem: refused as usage errors, nothing written.
 pub(super) fn block_device_refused(ctx: &Ctx<'_>) -> ScenarioResult {
