@@ -79,7 +79,10 @@
 //!   `SIGKILL` or a power cut leave nothing. Where `O_TMPFILE` is missing, a
 //!   hidden `.NAME.sparsekit-PID-N.tmp` is used and removed on failure (only
 //!   `SIGKILL`/a crash can leave it, under a name that is plainly not the
-//!   destination). An existing destination stays intact until the rename.
+//!   destination). An existing destination stays intact until the rename;
+//!   its replacement gets its permission bits and (where allowed) owner,
+//!   not its extended attributes or hard links (use [`Staging::InPlace`]
+//!   to keep the inode).
 //! - **Block devices** (and [`Staging::InPlace`] files) are written in
 //!   place, but their first MiB — where partition tables, superblocks and
 //!   image headers live — is zeroed first and written last, after the body
