@@ -61,6 +61,16 @@ const NEEDS: &[Need] = &[
         why: "fusermount3 for the bench's FUSE filesystem",
         present: || on_path("fusermount3"),
     },
+    Need {
+        package: "bubblewrap",
+        why: "bwrap for the probe bench's seccomp (statx ENOSYS) scenario",
+        present: || on_path("bwrap"),
+    },
+    Need {
+        package: "qemu-utils",
+        why: "qemu-img, a peer in the copy benchmark",
+        present: || on_path("qemu-img"),
+    },
 ];
 
 /// Installs missing packages when root on Debian/Ubuntu; otherwise fails
