@@ -4,7 +4,7 @@
 //! 1. An 8 GiB image with 10 % data in random 64 KiB–4 MiB extents (a fifth
 //!    of them written zeros) on an ext4 loop mount, copied to an xfs loop
 //!    mount by `sparsekit copy` (with `--sparse always`, the mode of `cp
-//!    --sparse=always`, and with the default `auto`), `cp --sparse=always`,
+//!    --sparse=always`, with the default `auto`, and with `--cache direct`), `cp --sparse=always`,
 //!    `qemu-img convert -O raw` and `qemu-img convert -t none -T none -O
 //!    raw`, interleaved, caches dropped before every run. For each: wall
 //!    time (best of the runs), page cache left by the copy (source +
@@ -206,6 +206,21 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
                 "--sparse",
                 "always",
                 "--no-sync",
+                sp,
+                dp,
+            ],
+            false,
+        ),
+        (
+            "sparsekit copy --sparse always --cache direct",
+            vec![
+                &bin,
+                "copy",
+                "--no-progress",
+                "--sparse",
+                "always",
+                "--cache",
+                "direct",
                 sp,
                 dp,
             ],
