@@ -198,25 +198,46 @@ fn sigint_exits_130_and_leaves_nothing() {
         if let Some(flag) = staging {
             cmd.arg(flag);
         }
-        // Slow every request down so the signal lands mid-copy.
-        let child = cmd
-            .env("SPARSEKIT_TEST_FAULTS", "delay-ms=150")
+        // Slow every request down, and signal once the first progress line
+        // shows the copy under way (handlers installed, data moving).
+        let mut child = cmd
+            .args(["--progress"])
+            .env("SPARSEKIT_TEST_FAULTS", "delay-ms=200")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(250));
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        while !seen.contains("%)") {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+                break;
+            }
+            seen += &line;
+        }
+        assert!(seen.contains("%)"), "no progress line: {seen}");
+        assert!(
+            !seen.contains("(100%)"),
+            "the copy finished before the signal: {seen}"
+        );
         let kill = Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()
             .unwrap();
         assert!(kill.success());
         let start = Instant::now();
-        let o = child.wait_with_output().unwrap();
+        std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+        let status = child.wait().unwrap();
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "the copy did not stop promptly"
         );
+        let o = Output {
+            status,
+            stdout: vec![],
+            stderr: seen.into_bytes(),
+        };
         assert_eq!(o.status.code(), Some(130), "{signal}: {}", err(&o));
         assert!(err(&o).contains("interrupted"), "{}", err(&o));
         assert!(!dst.exists(), "{signal}: destination left behind");

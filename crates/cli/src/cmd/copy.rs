@@ -270,7 +270,13 @@ impl Reporter {
         });
         Reporter {
             bar,
-            plain: std::sync::Arc::new(Mutex::new((Instant::now(), name))),
+            // The first update prints at once, then at most once a second.
+            plain: std::sync::Arc::new(Mutex::new((
+                Instant::now()
+                    .checked_sub(Duration::from_secs(2))
+                    .unwrap_or_else(Instant::now),
+                name,
+            ))),
         }
     }
 
