@@ -61,26 +61,62 @@ pub(crate) struct Human(pub(crate) u64);
 
 impl std::fmt::Display for Human {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::io::Write;
-        const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-        let mut buf = [0u8; 32];
-        let mut cur = std::io::Cursor::new(&mut buf[..]);
-        if self.0 < 1024 {
-            let _ = write!(cur, "{} B", self.0);
-        } else {
-            // Integer tenths, rounded to nearest: float formatting would
-            // dominate a 200,000-row table.
-            let mut unit = 0;
-            while unit < UNITS.len() - 1 && self.0 >> (10 * (unit + 2)) > 0 {
-                unit += 1;
-            }
-            let div = 1u128 << (10 * (unit + 1));
-            let tenths = (u128::from(self.0) * 10 + div / 2) / div;
-            let _ = write!(cur, "{}.{} {}", tenths / 10, tenths % 10, UNITS[unit]);
-        }
-        let n = cur.position() as usize;
-        f.pad(std::str::from_utf8(&buf[..n]).unwrap_or("?"))
+        let mut buf = [0u8; 24];
+        let text = human_bytes(self.0, &mut buf);
+        f.pad(std::str::from_utf8(text).unwrap_or("?"))
     }
+}
+
+/// Writes `n` in decimal at the end of `buf`, returning the digits.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Appends `n` right-aligned in `width` columns, without `core::fmt`
+/// (the table of a 200,000-extent map is dominated by formatting).
+pub(crate) fn push_right(line: &mut Vec<u8>, text: &[u8], width: usize) {
+    line.extend(std::iter::repeat_n(b' ', width.saturating_sub(text.len())));
+    line.extend_from_slice(text);
+}
+
+/// Appends `n` in decimal, right-aligned in `width` columns.
+pub(crate) fn push_u64(line: &mut Vec<u8>, n: u64, width: usize) {
+    let mut buf = [0u8; 20];
+    push_right(line, decimal(n, &mut buf), width);
+}
+
+/// `1536` → `b"1.5 KiB"` in `buf`: integer tenths, rounded to nearest.
+pub(crate) fn human_bytes(bytes: u64, buf: &mut [u8; 24]) -> &[u8] {
+    const UNITS: [&[u8]; 6] = [b"KiB", b"MiB", b"GiB", b"TiB", b"PiB", b"EiB"];
+    let mut len = 0;
+    let mut put = |s: &[u8], buf: &mut [u8; 24]| {
+        buf[len..len + s.len()].copy_from_slice(s);
+        len += s.len();
+    };
+    let mut digits = [0u8; 20];
+    if bytes < 1024 {
+        put(decimal(bytes, &mut digits), buf);
+        put(b" B", buf);
+    } else {
+        let mut unit = 0;
+        while unit < UNITS.len() - 1 && bytes >> (10 * (unit + 2)) > 0 {
+            unit += 1;
+        }
+        let div = 1u128 << (10 * (unit + 1));
+        let tenths = ((u128::from(bytes) * 10 + div / 2) / div) as u64;
+        put(decimal(tenths / 10, &mut digits), buf);
+        put(&[b'.', b'0' + (tenths % 10) as u8, b' '], buf);
+        put(UNITS[unit], buf);
+    }
+    &buf[..len]
 }
 
 #[cfg(test)]
@@ -115,5 +151,9 @@ mod tests {
         assert_eq!(human_size(1023), "1023 B");
         assert_eq!(human_size(u64::MAX), "16.0 EiB");
         assert_eq!(format!("[{:>9}]", Human(1536)), "[  1.5 KiB]");
+        let mut line = Vec::new();
+        push_u64(&mut line, 0, 3);
+        push_u64(&mut line, 1234567, 5);
+        assert_eq!(line, b"  01234567");
     }
 }
