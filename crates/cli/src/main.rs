@@ -1,7 +1,7 @@
 //! `sparsekit`: map, punch, copy, clone and probe large sparse files.
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 usage error (nothing
-//! touched), 3 timeout. Only this crate prints.
+//! touched), 3 timeout, 130 interrupted (SIGINT/SIGTERM). Only this crate prints.
 
 mod cmd;
 mod exit;

@@ -205,18 +205,7 @@ pub(crate) fn check_range(r: &RangeRequest) -> Result<(), CloneError> {
     Ok(())
 }
 
-pub(crate) fn file_type_name(kind: FileType) -> &'static str {
-    match kind {
-        FileType::RegularFile => "regular file",
-        FileType::Directory => "directory",
-        FileType::Symlink => "symbolic link",
-        FileType::Fifo => "fifo",
-        FileType::Socket => "socket",
-        FileType::CharacterDevice => "character device",
-        FileType::BlockDevice => "block device",
-        _ => "special file",
-    }
-}
+pub(crate) use sparsekit_sys::file_type_name;
 
 #[cfg(test)]
 mod tests {

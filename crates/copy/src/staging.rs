@@ -28,18 +28,7 @@ fn io(path: &Path, op: &'static str, errno: Errno) -> CopyError {
     }
 }
 
-pub(crate) fn kind_name(ft: FileType) -> &'static str {
-    match ft {
-        FileType::Directory => "directory",
-        FileType::Fifo => "fifo",
-        FileType::Socket => "socket",
-        FileType::CharacterDevice => "character device",
-        FileType::Symlink => "symbolic link",
-        FileType::BlockDevice => "block device",
-        FileType::RegularFile => "regular file",
-        _ => "special file",
-    }
-}
+pub(crate) use sparsekit_sys::file_type_name as kind_name;
 
 fn copyable(st: &Stat, path: &Path, is_source: bool) -> Result<FileType, CopyError> {
     match FileType::from_raw_mode(st.st_mode) {

@@ -362,18 +362,7 @@ fn probe_seek(
     Ok((SeekWalker::default(), degraded))
 }
 
-fn file_type_name(t: FileType) -> &'static str {
-    match t {
-        FileType::Directory => "directory",
-        FileType::Symlink => "symlink",
-        FileType::Fifo => "fifo",
-        FileType::Socket => "socket",
-        FileType::CharacterDevice => "character device",
-        FileType::BlockDevice => "block device",
-        FileType::RegularFile => "regular file",
-        _ => "special file",
-    }
-}
+use sparsekit_sys::file_type_name;
 
 #[derive(Debug)]
 enum Walker {

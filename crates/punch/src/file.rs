@@ -220,18 +220,7 @@ fn block_size(fd: BorrowedFd<'_>, st_blksize: u64) -> u64 {
     }
 }
 
-pub(crate) fn file_type_name(t: FileType) -> &'static str {
-    match t {
-        FileType::Directory => "directory",
-        FileType::Symlink => "symlink",
-        FileType::Fifo => "fifo",
-        FileType::Socket => "socket",
-        FileType::CharacterDevice => "character device",
-        FileType::BlockDevice => "block device",
-        FileType::RegularFile => "regular file",
-        _ => "special file",
-    }
-}
+pub(crate) use sparsekit_sys::file_type_name;
 
 pub(crate) fn align_down(x: u64, block: u64) -> u64 {
     x / block * block

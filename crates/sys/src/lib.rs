@@ -12,13 +12,16 @@
 //! - [`fstype`]: filesystem names from `fstatfs` `f_type`.
 //! - [`pagecache`]: `cachestat`, `mincore` of a file, `sync_file_range`, `RWF_DONTCACHE`.
 //! - [`blkdev`]: `BLKGETSIZE64`, `BLKZEROOUT`, `BLKDISCARD`.
+//! - [`filetype`]: the words errors use for file types.
 //! - [`errno`]: `EINVAL (Invalid argument)`-style names for messages.
 
 pub mod blkdev;
 pub mod errno;
 pub mod fiemap;
+pub mod filetype;
 pub mod fstype;
 pub mod pagecache;
 pub mod remap;
 
 pub use errno::ErrnoName;
+pub use filetype::file_type_name;
