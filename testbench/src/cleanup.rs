@@ -28,9 +28,17 @@ fn with_registry<R>(f: impl FnOnce(&mut Vec<Entry>) -> R) -> R {
     f(&mut guard)
 }
 
-/// A registration handle: what one guard owns.
+/// A registration handle: what one guard owns. Dropping it undoes what is
+/// still registered, so an early return between creating a directory and
+/// finishing a mount cannot leak either.
 #[derive(Debug)]
 pub(crate) struct Registration(u64);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.cleanup();
+    }
+}
 
 impl Registration {
     pub(crate) fn new(dir: &Path) -> Self {

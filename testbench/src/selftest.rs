@@ -101,6 +101,29 @@ fn check(def: &FsDef, ending: Ending) -> Result<(), String> {
     Ok(())
 }
 
+/// A filesystem whose image is made and attached but whose mount fails
+/// (an unknown type): the error comes back and nothing of it remains.
+fn failed_mount(def: &FsDef) -> Result<(), String> {
+    let mut bogus = def.clone();
+    bogus.name = format!("{}-bogus", def.name);
+    bogus.fstype = "sparsekit-no-such-fs".into();
+    let before = cleanup::leaks_of(std::process::id());
+    match MountedFs::mount(&bogus) {
+        Ok(_) => return Err("mounting an unknown filesystem type succeeded".into()),
+        Err(e) if !format!("{e:#}").contains("sparsekit-no-such-fs") => {
+            return Err(format!("the error does not name the mount: {e:#}"));
+        }
+        Err(_) => {}
+    }
+    let after = cleanup::leaks_of(std::process::id());
+    let new: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
+    if new.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("left behind after a failed mount: {new:?}"))
+    }
+}
+
 /// All self-tests, as a report of their own.
 pub fn run(def: &FsDef) -> FsReport {
     let started = Instant::now();
@@ -133,6 +156,21 @@ pub fn run(def: &FsDef) -> FsReport {
             elapsed: t.elapsed(),
         });
     }
+    let t = Instant::now();
+    let name = "selftest/failed_mount_leaves_nothing";
+    let outcome = match failed_mount(def) {
+        Ok(()) => Outcome::Pass,
+        Err(e) => Outcome::Fail(e),
+    };
+    match &outcome {
+        Outcome::Fail(why) => println!("  FAIL {name}: {why}"),
+        _ => println!("  PASS {name} ({:.2?})", t.elapsed()),
+    }
+    records.push(Record {
+        scenario: name,
+        outcome,
+        elapsed: t.elapsed(),
+    });
     FsReport {
         fs: "selftest".into(),
         caps: None,
