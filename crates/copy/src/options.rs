@@ -69,7 +69,7 @@ named_enum! {
     /// destination writes) resolves it separately, and the report says what
     /// each used.
     CachePolicy {
-        /// The first of `DontCache`, `Direct`, `Drop`, `Keep` that works on
+        /// The first of `Direct`, `DontCache`, `Drop`, `Keep` that works on
         /// this side: each is probed with one small I/O before the copy,
         /// and an `EOPNOTSUPP` (or `EINVAL` for O_DIRECT) moves on.
         #[default]

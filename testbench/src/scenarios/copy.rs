@@ -291,8 +291,9 @@ fn cache_dontcache(ctx: &Ctx<'_>) -> ScenarioResult {
     cache_policy(ctx, CachePolicy::DontCache)
 }
 
-/// Auto picks, per side, the first policy whose probe works, and says why
-/// it left the others: checked against a direct RWF_DONTCACHE trial.
+/// Auto picks, per side, the first policy whose probe works (Direct, then
+/// DontCache, …), and says why it left the others: checked against a
+/// direct RWF_DONTCACHE trial.
 fn cache_auto(ctx: &Ctx<'_>) -> ScenarioResult {
     let probe = ctx.create("dontcache-probe")?;
     let dontcache = rustix::io::pwritev2(
@@ -311,6 +312,15 @@ fn cache_auto(ctx: &Ctx<'_>) -> ScenarioResult {
         Ok(r) => r,
         Err(why) => bail!("auto refused: {why}"),
     };
+    if r.cache_destination == Some(CachePolicy::Direct) {
+        return Ok(Verdict::Pass);
+    }
+    ensure!(
+        r.fallbacks
+            .iter()
+            .any(|f| f.from == "cache direct (destination)"),
+        "direct not used and its fallback not reported: {r:?}"
+    );
     match dontcache {
         Ok(_) => ensure!(r.cache_destination == Some(CachePolicy::DontCache), "{r:?}"),
         Err(errno) => {
