@@ -38,18 +38,6 @@ pub fn run(argv: &[&str]) -> anyhow::Result<Cost> {
     })
 }
 
-/// The best (lowest wall time) of `n` runs.
-pub fn best_of(n: usize, argv: &[&str]) -> anyhow::Result<Cost> {
-    let mut best: Option<Cost> = None;
-    for _ in 0..n {
-        let c = run(argv)?;
-        if best.is_none_or(|b| c.seconds < b.seconds) {
-            best = Some(c);
-        }
-    }
-    best.context("no runs")
-}
-
 /// The best of `n` runs of each of `ours` and `peer`, interleaved so that
 /// load from elsewhere on the machine falls on both alike.
 pub fn best_of_pair(n: usize, ours: &[&str], peer: &[&str]) -> anyhow::Result<(Cost, Cost)> {

@@ -254,26 +254,7 @@ pub fn run_ops(dir: &Path, config: &Config, ops: &[Op]) -> Result<Verdict, Model
         i += 1;
         op
     });
-    match outcome {
-        Ok(s) => Ok(Verdict::Passed {
-            cases: 1,
-            ops: s.ops,
-            used: s.used,
-        }),
-        Err(CaseError::Unsupported {
-            op,
-            strategy,
-            errno,
-        }) => Ok(Verdict::Unsupported {
-            op,
-            strategy,
-            errno,
-        }),
-        Err(CaseError::Failed(message)) => Err(ModelFailure {
-            message,
-            steps: Vec::new(),
-        }),
-    }
+    single_verdict(outcome, Vec::new())
 }
 
 /// Runs random steps (as [`run`] generates them) once, without proptest:
@@ -287,6 +268,15 @@ pub fn run_steps(dir: &Path, config: &Config, steps: &[Step]) -> Result<Verdict,
         i += 1;
         op
     });
+    single_verdict(outcome, steps.to_vec())
+}
+
+/// The verdict of one fixed case (`run_ops`, `run_steps`); `steps` are
+/// reported with a failure for replay.
+fn single_verdict(
+    outcome: Result<Stats, CaseError>,
+    steps: Vec<Step>,
+) -> Result<Verdict, ModelFailure> {
     match outcome {
         Ok(s) => Ok(Verdict::Passed {
             cases: 1,
@@ -302,10 +292,7 @@ pub fn run_steps(dir: &Path, config: &Config, steps: &[Step]) -> Result<Verdict,
             strategy,
             errno,
         }),
-        Err(CaseError::Failed(message)) => Err(ModelFailure {
-            message,
-            steps: steps.to_vec(),
-        }),
+        Err(CaseError::Failed(message)) => Err(ModelFailure { message, steps }),
     }
 }
 
