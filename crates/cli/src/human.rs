@@ -179,8 +179,18 @@ mod tests {
             parse_size("0.00000000000000088817841970012523233890533447265625P"),
             Ok(1)
         );
-        assert_eq!(parse_size("8191.999999999999999111821580299874767661094665527343750P"), Ok((8192u64 << 50) - 1));
-        for bad in ["1.5", "0.1K", "1.", ".5K", "1.2.3", "1.00000000000000000000000000000001"] {
+        assert_eq!(
+            parse_size("8191.999999999999999111821580299874767661094665527343750P"),
+            Ok((8192u64 << 50) - 1)
+        );
+        for bad in [
+            "1.5",
+            "0.1K",
+            "1.",
+            ".5K",
+            "1.2.3",
+            "1.00000000000000000000000000000001",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
@@ -188,11 +198,18 @@ mod tests {
     #[test]
     fn the_sizes_that_wrapped_to_zero_are_refused() {
         // Issue 11: float rounding made these 2^64, which wrapped to 0.
-        for s in ["16383.99999999999999999P", "18446744073709551615.99999999999999999"] {
+        for s in [
+            "16383.99999999999999999P",
+            "18446744073709551615.99999999999999999",
+        ] {
             let e = parse_size(s).unwrap_err();
             assert!(e.contains("not a whole number of bytes"), "{e}");
         }
-        assert!(parse_size("18446744073709551615").unwrap_err().contains("2^63 - 1"));
+        assert!(
+            parse_size("18446744073709551615")
+                .unwrap_err()
+                .contains("2^63 - 1")
+        );
         assert!(parse_size("8192P").is_err()); // 2^63
         assert_eq!(parse_size("9223372036854775807"), Ok(i64::MAX as u64));
         assert!(check_range("x", i64::MAX as u64, 1).is_err());

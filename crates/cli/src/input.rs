@@ -85,7 +85,8 @@ pub(crate) fn open_checked(
         Mode::empty(),
     )
     .map_err(|e| open_error(path, e))?;
-    let after = fstat(&fd).map_err(|e| io_error(&path.display().to_string(), "fstat", &e.into()))?;
+    let after =
+        fstat(&fd).map_err(|e| io_error(&path.display().to_string(), "fstat", &e.into()))?;
     if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino) {
         return Err(anyhow::anyhow!(
             "{}: {op}: the file was replaced while it was being opened",
@@ -94,7 +95,8 @@ pub(crate) fn open_checked(
     }
     // Regular files and block devices ignore O_NONBLOCK for I/O; clear it
     // anyway so nothing downstream sees EAGAIN.
-    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| io_error(&path.display().to_string(), "fcntl", &e.into()))?;
+    let flags = rustix::fs::fcntl_getfl(&fd)
+        .map_err(|e| io_error(&path.display().to_string(), "fcntl", &e.into()))?;
     rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
         .map_err(|e| io_error(&path.display().to_string(), "fcntl", &e.into()))?;
     Ok(File::from(fd))
@@ -114,6 +116,22 @@ pub(crate) fn open_error(path: &Path, e: rustix::io::Errno) -> anyhow::Error {
         }
     }
     io_error(&shown, "open", &e.into())
+}
+
+/// Adds "it is a dangling symbolic link (to T)" to an ENOENT from a call
+/// that looked `path` up itself (statx): exit 1 as for every command.
+pub(crate) fn note_dangling(
+    path: &Path,
+    e: rustix::io::Errno,
+    err: anyhow::Error,
+) -> anyhow::Error {
+    match dangling_target(path) {
+        Some(target) if e == rustix::io::Errno::NOENT => anyhow::anyhow!(
+            "{err:#}: it is a dangling symbolic link (to {})",
+            target.display()
+        ),
+        _ => err,
+    }
 }
 
 /// The target of `path` if it is a symbolic link that leads nowhere.
@@ -168,6 +186,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(check(dir.path(), "caps", Accept::Directory).is_ok());
         let e = check(f.path(), "caps", Accept::Directory).unwrap_err();
-        assert!(e.to_string().contains("not a directory (it is a regular file)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("not a directory (it is a regular file)"),
+            "{e}"
+        );
     }
 }

@@ -243,7 +243,8 @@ fn watch(s: &Arc<Shared>) {
         };
         warning!(
             "{}: no progress for {:?} (--timeout), gave up; {note}",
-            s.what, s.timeout
+            s.what,
+            s.timeout
         );
         std::process::exit(i32::from(TIMEOUT));
     }
@@ -382,7 +383,10 @@ mod tests {
         assert!(w.expired());
         assert!(!w.finish(), "finish after expiry reports it");
         let e = w.timeout_error("nothing left");
-        assert!(e.to_string().contains("f: op: no progress for 300ms"), "{e}");
+        assert!(
+            e.to_string().contains("f: op: no progress for 300ms"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -156,7 +156,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             reporter.update(p);
         }
     });
-    watchdog.on_stall(super::copy_target::on_stall(&dst, args.in_place, &interrupt));
+    watchdog.on_stall(super::copy_target::on_stall(
+        &dst,
+        args.in_place,
+        &interrupt,
+    ));
 
     let result = options.copy(&args.src, &dst);
     let in_time = watchdog.finish();

@@ -53,8 +53,12 @@ pub(crate) fn check_destination(dst: &Path) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        // Anything else (EACCES, ENOTDIR in the parent, …): the library's
-        // own open reports it with the errno.
+        // `FILE/`: the kernel's own answer.
+        Err(e) if trailing_slash => Err(anyhow::anyhow!(
+            "{}: a destination ending in / must be a directory; nothing created",
+            crate::exit::io_error(&shown.to_string(), "stat", &e)
+        )),
+        // Anything else (EACCES, …): the library's own open reports it.
         Err(_) => Ok(()),
     }
 }
@@ -90,10 +94,7 @@ pub(crate) fn on_stall(dst: &Path, in_place: bool, interrupt: &Interrupt) -> OnS
         _ => PathBuf::from("."),
     };
     let pid = std::process::id();
-    let pattern = dir.join(format!(
-        ".{}.sparsekit-{pid}-*.tmp",
-        name.to_string_lossy()
-    ));
+    let pattern = dir.join(format!(".{}.sparsekit-{pid}-*.tmp", name.to_string_lossy()));
     let if_stuck = format!("a staged file {} may be left: remove it", pattern.display());
     let cleanup: Cleanup = Box::new(move || remove_staged(&dir, &name, pid));
     OnStall {
@@ -113,7 +114,10 @@ const STAGED_NAMES: u64 = 64;
 fn remove_staged(dir: &Path, name: &std::ffi::OsStr, pid: u32) -> Option<String> {
     let mut left = Vec::new();
     for n in 0..STAGED_NAMES {
-        let path = dir.join(format!(".{}.sparsekit-{pid}-{n}.tmp", name.to_string_lossy()));
+        let path = dir.join(format!(
+            ".{}.sparsekit-{pid}-{n}.tmp",
+            name.to_string_lossy()
+        ));
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -138,7 +142,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pid = std::process::id();
         let ours = dir.path().join(format!(".d.img.sparsekit-{pid}-3.tmp"));
-        let other = dir.path().join(format!(".d.img.sparsekit-{}-3.tmp", pid + 1));
+        let other = dir
+            .path()
+            .join(format!(".d.img.sparsekit-{}-3.tmp", pid + 1));
         std::fs::write(&ours, b"x").unwrap();
         std::fs::write(&other, b"x").unwrap();
         assert_eq!(remove_staged(dir.path(), "d.img".as_ref(), pid), None);

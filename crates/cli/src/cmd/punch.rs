@@ -191,7 +191,9 @@ fn stall_note(op: Operation) -> &'static str {
         Operation::Collapse | Operation::Insert => {
             "the file may be partly shifted: a native request may still complete, a move-data one stopped between chunks"
         }
-        _ => "the range may be partly done, and the request may still complete when the filesystem answers",
+        _ => {
+            "the range may be partly done, and the request may still complete when the filesystem answers"
+        }
     }
 }
 

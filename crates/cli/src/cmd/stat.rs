@@ -121,7 +121,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .timeout(args.timeout)
         .follow_symlinks(!args.no_dereference)
         .probe_path(&args.file)
-        .map_err(cli_error)?;
+        .map_err(|e| match e.errno() {
+            Some(errno) => crate::input::note_dangling(&args.file, errno, cli_error(e)),
+            None => cli_error(e),
+        })?;
     if let Some(why) = meta.fallback() {
         warning!("{path}: {why}");
     }

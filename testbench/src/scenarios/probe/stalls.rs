@@ -56,7 +56,10 @@ pub fn cli_timeouts_on_frozen_fuse(ctx: &Ctx<'_>) -> ScenarioResult {
     let copied = std::fs::read(&healthy_copy)?;
     ensure!(
         copied.len() as u64 == FILE_SIZE
-            && copied.iter().enumerate().all(|(i, b)| *b == pattern(i as u64)),
+            && copied
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == pattern(i as u64)),
         "the healthy copy differs from the FUSE file"
     );
 
