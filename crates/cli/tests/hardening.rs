@@ -539,3 +539,32 @@ fn every_command_that_reads_a_file_takes_timeout() {
         assert_eq!(o.status.code(), Some(2), "--timeout {bad}: {}", err(&o));
     }
 }
+
+#[test]
+fn a_full_stderr_never_turns_an_exit_code_into_a_panic() {
+    let (d, a, _) = images();
+    let full = || {
+        std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let code = |args: &[&str]| {
+        bin()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(full())
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(code(&["map", s(&d.path().join("missing"))]), Some(1));
+    assert_eq!(
+        code(&["punch", s(&a), "--offset", "1.5", "--length", "4K"]),
+        Some(2)
+    );
+    // `copy --progress` writes progress (and fallback notes) to stderr.
+    let dst = d.path().join("c.img");
+    assert_eq!(code(&["copy", "--progress", s(&a), s(&dst)]), Some(0));
+    assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&a).unwrap());
+}

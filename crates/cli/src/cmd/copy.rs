@@ -169,7 +169,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let report = result.map_err(|e| {
         if !in_time && matches!(e, CopyError::Interrupted { .. }) {
-            watchdog.timeout_error("nothing left at the destination")
+            watchdog.timeout_error(super::copy_target::left_after_stop(&dst, args.in_place))
         } else {
             copy_error(e)
         }
