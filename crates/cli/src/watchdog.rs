@@ -16,7 +16,7 @@
 //! the process with exit 3.
 
 use crate::exit::{TIMEOUT, WithExitCode};
-use crate::output::warning;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -241,11 +241,13 @@ fn watch(s: &Arc<Shared>) {
             Some(left) => format!("{}; {left}", on_stall.note),
             None => on_stall.note,
         };
-        warning!(
-            "{}: no progress for {:?} (--timeout), gave up; {note}",
-            s.what,
-            s.timeout
+        // One write(2) on fd 2 without taking std's stderr lock: the
+        // command's own thread may hold it, blocked.
+        let message = format!(
+            "sparsekit: {}: no progress for {:?} (--timeout), gave up; {note}\n",
+            s.what, s.timeout
         );
+        let _ = rustix::io::write(std::io::stderr().as_fd(), message.as_bytes());
         std::process::exit(i32::from(TIMEOUT));
     }
 }
