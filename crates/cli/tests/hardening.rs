@@ -613,7 +613,7 @@ fn a_stdout_nobody_reads_yet_is_not_a_stall() {
     for i in 0..3000u64 {
         f.write_all_at(&[1; B], i * 2 * B as u64).unwrap();
     }
-    let mut child = bin()
+    let child = bin()
         .args(["map", "--method", "seek", "--timeout", "300ms", s(&path)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
