@@ -19,9 +19,6 @@ fn bin() -> Command {
 /// a failure, not a stuck test run.
 fn run_with(mut cmd: Command, args: &[&str]) -> Output {
     cmd.args(args).stdin(Stdio::null());
-    if cmd.get_envs().next().is_none() {
-        cmd.stderr(Stdio::piped());
-    }
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -195,6 +195,8 @@ pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
     );
     let src = open_checked(&args.src, "dedupe", Accept::Regular, false)?;
     let dst = open_checked(&args.dst, "dedupe", Accept::Regular, false)?;
+    watchdog.watch_cache(&src);
+    watchdog.watch_cache(&dst);
     watchdog.on_stall(OnStall {
         note: "no data was changed (dedupe only shares ranges the kernel found equal)".into(),
         ..OnStall::default()
