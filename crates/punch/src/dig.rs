@@ -530,8 +530,10 @@ impl Digger<'_> {
                     offset: piece.start,
                     broken,
                     state: format!(
-                        "dug {} bytes ({} runs of zero blocks) below it; the content is unchanged, nothing the other process writes is lost; run dig again to finish",
-                        self.zero_bytes, self.punched
+                        "dug {} bytes ({} {}) below it; the content is unchanged, nothing the other process writes is lost; run dig again to finish",
+                        self.zero_bytes,
+                        self.punched,
+                        if self.punched == 1 { "hole" } else { "holes" }
                     ),
                     changed: self.punched > 0,
                 })?;

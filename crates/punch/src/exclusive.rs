@@ -126,7 +126,7 @@ impl fmt::Display for Broken {
         };
         write!(
             f,
-            "{who} after {:.1} s (write lease broken)",
+            "{who} {:.1} s after the write lease was taken (lease broken)",
             self.held_for.as_secs_f64()
         )
     }

@@ -91,11 +91,18 @@ fn writers<L>(
             );
             Ok(Writers::NotExcluded(errno))
         }
-        Err(errno) => Err(anyhow::anyhow!(
-            "{path}: dig: refused: cannot keep other writers out: no write lease (fcntl F_SETLEASE F_WRLCK): {}: {}; a block another process wrote while dig ran could be lost; nothing was changed (stop the other process, or pass --force to dig unprotected)",
-            ErrnoName(errno),
-            lease_refusal(errno)
-        )),
+        Err(errno) => {
+            let hint = if errno == Errno::AGAIN {
+                "close the file in the other process (a VM using the image, say) and run dig again, or pass --force to dig unprotected"
+            } else {
+                "if nothing else can write the file, pass --force to dig unprotected"
+            };
+            Err(anyhow::anyhow!(
+                "{path}: dig: refused: cannot keep other writers out: no write lease (fcntl F_SETLEASE F_WRLCK): {}: {}; a block another process wrote while dig ran could be lost; nothing was changed ({hint})",
+                ErrnoName(errno),
+                lease_refusal(errno)
+            ))
+        }
     }
 }
 

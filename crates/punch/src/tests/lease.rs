@@ -233,6 +233,6 @@ fn a_lease_that_cannot_be_checked_reads_as_broken_with_its_errno() {
     };
     assert_eq!(
         broken.to_string(),
-        "the write lease could not be checked (EBADF (Bad file descriptor)) after 1.5 s (write lease broken)"
+        "the write lease could not be checked (EBADF (Bad file descriptor)) 1.5 s after the write lease was taken (lease broken)"
     );
 }
