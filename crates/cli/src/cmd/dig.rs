@@ -141,6 +141,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .dry_run(args.dry_run)
         .method(args.method.into())
         .drop_cache(!args.keep_cache);
+    // Only a regular file can be leased, and only a regular file is dug:
+    // let dig refuse the others as bad input (exit 2) before any lease.
+    let regular = file.metadata().map_or(true, |m| m.file_type().is_file());
+    if !regular {
+        // A dry run changes nothing, and refuses non-regular files first.
+        if let Err(e) = options.clone().dry_run(true).dig(&file) {
+            return Err(punch_error(&path, e));
+        }
+    }
     let writers = writers(&path, args.dry_run, args.force, || {
         WriteLease::acquire(&file).map_err(|e| e.errno)
     })?;
