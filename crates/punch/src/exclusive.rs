@@ -163,6 +163,30 @@ impl<'fd> WriteLease<'fd> {
         Ok(lease)
     }
 
+    /// [`acquire`](Self::acquire), retrying `EAGAIN` for up to `patience`
+    /// (backing off from 1 ms to 50 ms): a file open only for a moment —
+    /// by a process that scans it, or held by a child between `fork` and
+    /// `exec` — should not make a caller refuse. Other errors return at once.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire); `EAGAIN` once `patience` is spent.
+    pub fn acquire_within<Fd: AsFd>(
+        fd: &'fd Fd,
+        patience: Duration,
+    ) -> Result<WriteLease<'fd>, LeaseError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match Self::acquire(fd) {
+                Err(e) if e.errno == Errno::AGAIN && start.elapsed() + pause <= patience => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// `Ok` while the lease is held and no break has begun (`F_GETLEASE`
     /// still says `F_WRLCK`): nobody else can have written since
     /// [`acquire`](Self::acquire), and nobody can write before the caller

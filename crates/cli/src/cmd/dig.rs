@@ -16,7 +16,7 @@ use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -48,6 +48,9 @@ pub(crate) struct Args {
     #[arg(long)]
     force: bool,
 }
+
+/// How long dig retries a write lease refused with `EAGAIN`.
+const LEASE_PATIENCE: Duration = Duration::from_millis(200);
 
 /// How other writers were kept out of the file.
 #[derive(Debug)]
@@ -151,7 +154,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let writers = writers(&path, args.dry_run, args.force, || {
-        WriteLease::acquire(&file).map_err(|e| e.errno)
+        // A file open only for a moment (a scanner, a child between fork
+        // and exec) should not make dig refuse.
+        WriteLease::acquire_within(&file, LEASE_PATIENCE).map_err(|e| e.errno)
     })?;
     let start = Instant::now();
     let dug = match &writers {

@@ -84,6 +84,36 @@ fn a_write_lease_is_refused_while_another_descriptor_is_open() {
 }
 
 #[test]
+fn acquire_within_waits_out_a_passing_opener_but_not_a_lingering_one() {
+    let (_dir, path, f) = named();
+    let passing = File::open(&path).unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        drop(passing);
+    });
+    let t = Instant::now();
+    let lease = WriteLease::acquire_within(&f, Duration::from_secs(5)).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(25),
+        "{:?}",
+        t.elapsed()
+    );
+    closer.join().unwrap();
+    drop(lease);
+
+    let _lingering = File::open(&path).unwrap();
+    let t = Instant::now();
+    let err = WriteLease::acquire_within(&f, Duration::from_millis(100)).unwrap_err();
+    assert_eq!(err.errno, Errno::AGAIN);
+    assert!(
+        t.elapsed() >= Duration::from_millis(50),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[test]
 fn release_lets_a_blocked_writer_in() {
     let (_dir, path, f) = named();
     let lease = WriteLease::acquire(&f).unwrap();
