@@ -23,8 +23,7 @@
 //! socket) is not another opener; `O_PATH` opens do not break a lease; on
 //! overlayfs the lease guards the overlay inode only, so writers going to
 //! the upper or lower directory directly are not seen; filesystems without
-//! leases (NFSv3, many FUSE filesystems) and `leases-enable = 0` refuse with
-//! `EINVAL`; a `lease-break-time` of 0 lets an opener in after one tick,
+//! leases and `leases-enable = 0` refuse with `EINVAL`; a `lease-break-time` of 0 lets an opener in after one tick,
 //! which leaves no margin between a `check` and the write that follows.
 //!
 //! # References

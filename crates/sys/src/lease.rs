@@ -72,8 +72,8 @@ impl Lease {
 /// `EAGAIN` (a write lease while another open file description of the file
 /// exists, including a shared writable mapping; a read lease while the file
 /// is open for writing), `EINVAL` (not a regular file, leases disabled by
-/// `/proc/sys/fs/leases-enable`, or a filesystem that has none: NFSv3, many
-/// FUSE and network filesystems), `EACCES` (not the file's owner and no
+/// `/proc/sys/fs/leases-enable`, or a filesystem whose `setlease` refuses
+/// them), `EACCES` (not the file's owner and no
 /// `CAP_LEASE`), `ENOLCK` (out of lock records), `EBADF`.
 ///
 /// # References
