@@ -10,6 +10,7 @@
 //! kernels combine with [`Matrix::merge`]; [`markdown`] renders the tables
 //! the README shows between [`README_START`] and [`README_END`].
 
+use crate::identity;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 pub use sparsekit_caps::{Cell, Support};
@@ -29,8 +30,15 @@ pub const README_END: &str = "<!-- matrix:end -->";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
-    /// `uname -r`.
+    /// `uname -r`: the release string, which names one build.
     pub kernel: String,
+    /// The upstream version (`6.1.158`), see [`identity::version_of`]. Empty
+    /// in columns recorded before it existed: then derived from `kernel`.
+    #[serde(default)]
+    pub version: String,
+    /// The package the kernel came from, `NAME VERSION`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     /// Architecture, CPUs and memory (or `$SPARSEKIT_MACHINE`).
     pub machine: String,
     /// Date of the run (UTC, `YYYY-MM-DD`).
@@ -40,16 +48,26 @@ pub struct Column {
 }
 
 impl Column {
-    /// The label of the column in tables: `6.18.44 (x86_64, 2 CPUs)`.
+    /// The label of the column in reports:
+    /// `Linux 6.1.0-41-amd64 (6.1.158, linux-image-6.1.0-41-amd64 6.1.158-1; x86_64, 2 CPUs)`.
     pub fn label(&self) -> String {
-        format!("{} ({})", self.kernel, self.machine)
+        let version = identity::column_version(self);
+        let package = self
+            .package
+            .as_deref()
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default();
+        format!(
+            "Linux {} ({version}{package}; {})",
+            self.kernel, self.machine
+        )
     }
 }
 
 /// All columns (the generated part of `matrix.toml`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Matrix {
-    /// Columns in order of kernel release, then machine.
+    /// Columns in order of kernel version, release, then machine.
     #[serde(default, rename = "results")]
     pub columns: Vec<Column>,
 }
@@ -80,12 +98,19 @@ impl Matrix {
         {
             Some(existing) => {
                 existing.recorded = column.recorded;
+                existing.version = column.version;
+                existing.package = column.package;
                 existing.filesystems.extend(column.filesystems);
             }
             None => self.columns.push(column),
         }
-        self.columns
-            .sort_by(|a, b| (&a.kernel, &a.machine).cmp(&(&b.kernel, &b.machine)));
+        self.columns.sort_by_cached_key(|c| {
+            (
+                identity::column_version(c),
+                c.kernel.clone(),
+                c.machine.clone(),
+            )
+        });
     }
 
     /// Combines matrices from several machines or kernels (see [`upsert`](Self::upsert)).
@@ -96,13 +121,10 @@ impl Matrix {
         self
     }
 
-    /// The committed column to compare a run on `kernel`/`machine` with:
-    /// the same machine if present, else any machine with that kernel.
-    pub fn baseline(&self, kernel: &str, machine: &str) -> Option<&Column> {
-        let same_kernel = || self.columns.iter().filter(|c| c.kernel == kernel);
-        same_kernel()
-            .find(|c| c.machine == machine)
-            .or_else(|| same_kernel().next())
+    /// The committed column to compare `observed` with, and why (see
+    /// [`identity::choose_baseline`]).
+    pub fn baseline(&self, observed: &Column) -> Option<(identity::Basis, &Column)> {
+        identity::choose_baseline(&self.columns, observed)
     }
 
     /// `matrix.toml`'s text with the generated part replaced by `self`.
@@ -216,10 +238,18 @@ pub fn markdown(matrix: &Matrix, fs_order: &[String]) -> String {
         fss.extend(col.filesystems.keys().filter(|f| !fs_order.contains(f)));
         let caps: std::collections::BTreeSet<&String> =
             col.filesystems.values().flat_map(|m| m.keys()).collect();
+        let package = col
+            .package
+            .as_deref()
+            .map(|p| format!(", `{p}`"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "\n#### Linux {} — {} — {}\n",
-            col.kernel, col.machine, col.recorded
+            "\n#### Linux {} ({}{package}) — {} — {}\n",
+            col.kernel,
+            identity::column_version(col),
+            col.machine,
+            col.recorded
         );
         out += "| capability |";
         for f in &fss {
@@ -298,6 +328,40 @@ pub fn kernel_release() -> String {
         .into_owned()
 }
 
+/// The package the running kernel came from, `NAME VERSION`:
+/// `$SPARSEKIT_KERNEL_PACKAGE` (set by the VM launcher, or by a distribution
+/// running the bench on its own kernel), else dpkg's record of
+/// `linux-image-RELEASE` (Debian and Ubuntu name their image packages so),
+/// else unknown.
+pub fn kernel_package(release: &str) -> Option<String> {
+    if let Ok(p) = std::env::var("SPARSEKIT_KERNEL_PACKAGE") {
+        if !p.trim().is_empty() {
+            return Some(p.trim().to_owned());
+        }
+    }
+    let out = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package} ${Version}"])
+        .arg(format!("linux-image-{release}"))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && text.split_whitespace().count() == 2).then_some(text)
+}
+
+/// The identity of the running kernel: (release, version, package).
+pub fn kernel_identity() -> (String, String, Option<String>) {
+    let release = kernel_release();
+    let uname_version = rustix::system::uname()
+        .version()
+        .to_string_lossy()
+        .into_owned();
+    let package = kernel_package(&release);
+    let package_version = package.as_deref().and_then(|p| p.split_whitespace().nth(1));
+    let version = identity::version_of(&release, &uname_version, package_version);
+    (release, version, package)
+}
+
 /// Today's date, UTC, from the system clock (no date crate needed).
 pub fn today() -> String {
     let secs = std::time::SystemTime::now()
@@ -341,6 +405,8 @@ mod tests {
         }
         Column {
             kernel: kernel.into(),
+            version: String::new(),
+            package: None,
             machine: "m".into(),
             recorded: "2026-11-25".into(),
             filesystems,
@@ -419,7 +485,7 @@ mod tests {
         b.upsert(column("6.18", &[("xfs", "fiemap", Support::Native)]));
         let m = a.merge(b);
         assert_eq!(m.columns.len(), 2);
-        let col = m.baseline("6.18", "m").unwrap();
+        let col = m.columns.iter().find(|c| c.kernel == "6.18").unwrap();
         assert_eq!(col.filesystems["ext4"]["fiemap"].support, Support::Degraded);
         assert_eq!(col.filesystems["xfs"]["fiemap"].support, Support::Native);
     }
@@ -441,6 +507,39 @@ mod tests {
         assert!(new.starts_with("intro\n") && new.ends_with("\noutro\n") && !new.contains("old"));
         assert_eq!(update_readme(&new, &md).unwrap(), new);
         assert!(update_readme("no markers", &md).is_err());
+    }
+
+    #[test]
+    fn columns_recorded_before_versions_existed_still_parse_and_derive_their_version() {
+        let old = format!(
+            "{RESULTS_MARKER}\n[[results]]\nkernel = \"6.18.44-fc-v595\"\nmachine = \"m\"\n\
+             recorded = \"2026-11-25\"\n[results.filesystems.ext4.fiemap]\n\
+             support = \"native\"\nverified_by = \"t\"\n"
+        );
+        let m = Matrix::parse(&old).unwrap();
+        assert_eq!(m.columns[0].version, "");
+        assert_eq!(
+            identity::column_version(&m.columns[0]).to_string(),
+            "6.18.44"
+        );
+        assert!(
+            m.columns[0].label().contains("(6.18.44; m)"),
+            "{}",
+            m.columns[0].label()
+        );
+    }
+
+    #[test]
+    fn columns_sort_by_version_numerically() {
+        let mut m = Matrix::default();
+        for k in ["6.18.44-x", "6.12.57+deb12-amd64", "6.1.0-41-amd64"] {
+            m.upsert(column(k, &[("ext4", "fiemap", Support::Native)]));
+        }
+        let order: Vec<&str> = m.columns.iter().map(|c| c.kernel.as_str()).collect();
+        assert_eq!(
+            order,
+            ["6.1.0-41-amd64", "6.12.57+deb12-amd64", "6.18.44-x"]
+        );
     }
 
     #[test]
