@@ -53,6 +53,9 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
 /// Builds and runs the bench binary (release: the scenarios do real I/O).
 pub(crate) fn testbench(args: &[String]) -> anyhow::Result<()> {
     crate::setup::ensure(&["libclang-dev"])?;
+    if let Some(k) = crate::kernel::parse_args(args)? {
+        return crate::kernel::run_kernels(&k);
+    }
     // Scenarios that check the CLI's exit codes (probe: `sparsekit stat
     // --timeout` on a frozen FUSE mount) run the release binary.
     let mut c = cargo();

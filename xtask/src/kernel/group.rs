@@ -1,0 +1,119 @@
+//! A child process in its own process group, killed with everything it
+//! started when the guard drops: the launcher's stages (apt, dpkg,
+//! virtme-run and the QEMU it starts) never outlive a timeout, an error or a
+//! panic of xtask.
+
+use anyhow::{Context, bail};
+use rustix::process::{Pid, Signal, kill_process_group};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running process group (see the module doc).
+pub(crate) struct Group {
+    child: Child,
+    pgid: Pid,
+    shown: String,
+}
+
+impl Group {
+    /// Starts `cmd` as the leader of a new process group, its stdout and
+    /// stderr appended to `log`.
+    pub(crate) fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Group> {
+        let shown = format!(
+            "{} {}",
+            cmd.get_program().to_string_lossy(),
+            cmd.get_args()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| log.display().to_string())?;
+        let child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot run {shown}"))?;
+        let pgid = Pid::from_raw(i32::try_from(child.id())?).context("pid 0")?;
+        Ok(Group { child, pgid, shown })
+    }
+
+    /// The command line, for messages.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The leader's exit status if it has exited.
+    pub(crate) fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Waits until the leader exits or `limit` passes (then kills the group
+    /// and fails).
+    pub(crate) fn wait_for(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                bail!("`{}` timed out after {} s", self.shown, limit.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGKILL to the whole group, then reaps the leader. Idempotent.
+    pub(crate) fn kill(&mut self) {
+        // ESRCH (the group is gone) is the goal, not an error.
+        let _ = kill_process_group(self.pgid, Signal::KILL);
+        let _ = self.child.wait();
+    }
+
+    /// Whether any process of the group is still alive (read from /proc).
+    pub(crate) fn any_alive(&self) -> bool {
+        members_of(self.pgid.as_raw_nonzero().get())
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `cmd` to completion within `limit`, output appended to `log`.
+pub(crate) fn run_bounded(cmd: Command, log: &Path, limit: Duration) -> anyhow::Result<()> {
+    let mut g = Group::spawn(cmd, log)?;
+    let status = g.wait_for(limit)?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", g.shown());
+    }
+    Ok(())
+}
+
+/// Whether a live (not zombie) process of group `pgid` exists.
+pub(crate) fn members_of(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp …; comm may hold spaces and parens.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
+}
