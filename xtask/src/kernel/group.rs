@@ -4,7 +4,7 @@
 //! panic of xtask.
 
 use anyhow::{Context, bail};
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Signal, WaitOptions, kill_process_group, waitpgid};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -29,6 +29,10 @@ impl Group {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        // Orphans of the group (QEMU, once virtme-run is killed) are
+        // reparented to us rather than to PID 1, so `kill` can reap them: a
+        // PID 1 that never reaps would keep them as zombies.
+        let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -71,11 +75,23 @@ impl Group {
         }
     }
 
-    /// SIGKILL to the whole group, then reaps the leader. Idempotent.
+    /// SIGKILL to the whole group, then reaps the leader and every orphan
+    /// of the group. Idempotent.
     pub(crate) fn kill(&mut self) {
         // ESRCH (the group is gone) is the goal, not an error.
         let _ = kill_process_group(self.pgid, Signal::KILL);
         let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match waitpgid(self.pgid, WaitOptions::NOHANG) {
+                // Reaped one; there may be more.
+                Ok(Some(_)) => {}
+                // Some still dying.
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                // ECHILD: none left.
+                Err(_) => break,
+            }
+        }
     }
 
     /// Whether any process of the group is still alive (read from /proc).
