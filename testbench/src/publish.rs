@@ -28,6 +28,20 @@ pub fn column(reports: &[FsReport]) -> Column {
         package,
         machine: matrix::machine_label(),
         recorded: matrix::today(),
+        scenarios: reports
+            .iter()
+            .map(|r| {
+                let (passed, failed, skipped) = r.counts();
+                (
+                    r.fs.clone(),
+                    matrix::Counts {
+                        passed,
+                        failed,
+                        skipped,
+                    },
+                )
+            })
+            .collect(),
         filesystems: reports
             .iter()
             .filter_map(|r| Some((r.fs.clone(), r.caps.as_ref()?.capabilities.clone())))
@@ -187,7 +201,8 @@ pub fn update_readme(matrix: &Matrix, defs: &[FsDef], check: bool) -> anyhow::Re
     Ok(())
 }
 
-/// `matrix readme [--check]` and `matrix merge FILE…`.
+/// `matrix readme [--check]`, `matrix merge FILE…` and `matrix diff A B`
+/// (A and B: a release, a version or a major.minor series).
 pub fn matrix_command(args: &[String], defs: &[FsDef]) -> anyhow::Result<()> {
     let path = defs::matrix_path();
     match args.first().map(String::as_str) {
@@ -217,6 +232,14 @@ pub fn matrix_command(args: &[String], defs: &[FsDef]) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        _ => bail!("usage: matrix readme [--check] | matrix merge FILE…"),
+        Some("diff") if args.len() == 3 => {
+            let m = Matrix::load(&path)?;
+            let a = crate::markdown::select(&m, &args[1])?;
+            let b = crate::markdown::select(&m, &args[2])?;
+            println!("from {}\nto   {}", a.label(), b.label());
+            print!("{}", crate::markdown::diff_text(a, b));
+            Ok(())
+        }
+        _ => bail!("usage: matrix readme [--check] | matrix merge FILE… | matrix diff A B"),
     }
 }

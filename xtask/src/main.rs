@@ -21,7 +21,7 @@ usage: cargo xtask ci [--no-bench]
                              [--kernel debian:6.1|debian:6.12|host|PATH/vmlinuz-REL[,…] [--run-timeout SECONDS]]
        cargo xtask kernel-selftest
        cargo xtask bench [NAME…]
-       cargo xtask matrix readme [--check] | matrix merge FILE…";
+       cargo xtask matrix readme [--check] | matrix merge FILE… | matrix diff A B";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
