@@ -37,7 +37,8 @@ pub fn markdown(matrix: &Matrix, fs_order: &[String]) -> String {
         .collect();
     fss.extend(others);
 
-    out += "#### Kernels\n\nScenarios: passed / failed / skipped per filesystem.\n\n";
+    out += "#### Kernels\n\nScenarios of the last blessed run on each filesystem (it may have \
+            been narrowed with `--filter`): passed / failed / skipped.\n\n";
     out += "| kernel | version | package | machine | recorded |";
     for f in &fss {
         let _ = write!(out, " {f} |");

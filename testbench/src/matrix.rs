@@ -458,7 +458,9 @@ mod tests {
         let md = markdown(&m, &["ext4".into(), "tmpfs".into()]);
         assert!(md.contains("| `fiemap` | native |"), "{md}");
         let new = update_readme(&readme, &md).unwrap();
-        assert!(new.starts_with("intro\n") && new.ends_with("\noutro\n") && !new.contains("OLD-TABLES"));
+        assert!(
+            new.starts_with("intro\n") && new.ends_with("\noutro\n") && !new.contains("OLD-TABLES")
+        );
         assert_eq!(update_readme(&new, &md).unwrap(), new);
         assert!(update_readme("no markers", &md).is_err());
     }

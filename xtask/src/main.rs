@@ -16,7 +16,7 @@ mod util;
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: cargo xtask ci [--no-bench]
+usage: cargo xtask ci [--no-bench] [--no-kernel]
        cargo xtask testbench [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest] [--bless]
                              [--kernel debian:6.1|debian:6.12|host|PATH/vmlinuz-REL[,…] [--run-timeout SECONDS]]
        cargo xtask kernel-selftest

@@ -168,7 +168,7 @@ pub(crate) fn ensure_vm() -> anyhow::Result<()> {
         }
         crate::util::run(install)?;
     }
-    if !on_path("virtme-run") {
+    if virtme_run().is_none() {
         if !root {
             bail!("--kernel needs virtme-ng: pip install virtme-ng");
         }
@@ -188,8 +188,10 @@ pub(crate) fn ensure_vm() -> anyhow::Result<()> {
             ]);
             crate::util::run(pip)?;
         }
-        if !on_path("virtme-run") && !Path::new("/usr/local/bin/virtme-run").is_file() {
-            bail!("pip installed virtme-ng but virtme-run is not on PATH");
+        if virtme_run().is_none() {
+            bail!(
+                "pip installed virtme-ng but no virtme-run is on PATH or in python3's scripts directory"
+            );
         }
     }
     if root {
@@ -211,4 +213,21 @@ fn apt_candidate(package: &str) -> Option<String> {
         .find_map(|l| l.trim().strip_prefix("Candidate: "))
         .filter(|v| *v != "(none)")
         .map(str::to_owned)
+}
+
+/// virtme-run: on PATH, else in python3's scripts directory (where pip put
+/// it, which a non-login PATH may lack).
+pub(crate) fn virtme_run() -> Option<std::path::PathBuf> {
+    if on_path("virtme-run") {
+        return Some("virtme-run".into());
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()?;
+    let p = Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("virtme-run");
+    p.is_file().then_some(p)
 }

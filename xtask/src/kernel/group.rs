@@ -133,3 +133,40 @@ pub(crate) fn members_of(pgid: i32) -> bool {
         fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_kills_the_whole_group_grandchildren_included() {
+        let log = std::env::temp_dir().join(format!("xtask-group-test-{}.log", std::process::id()));
+        let mut cmd = Command::new("sh");
+        // A grandchild in the background, as QEMU is under virtme-run.
+        cmd.args(["-c", "sleep 300 & sleep 300"]);
+        let mut g = Group::spawn(cmd, &log).unwrap();
+        let pgid = g.pgid.as_raw_nonzero().get();
+        let started = Instant::now();
+        let err = g.wait_for(Duration::from_millis(500)).unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err:#}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!members_of(pgid), "a process of group {pgid} survived");
+        drop(g);
+        let _ = std::fs::remove_file(&log);
+    }
+
+    #[test]
+    fn a_failing_command_is_an_error_and_its_output_is_logged() {
+        let log = std::env::temp_dir().join(format!("xtask-group-fail-{}.log", std::process::id()));
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo from-the-child; exit 3"]);
+        let err = run_bounded(cmd, &log, Duration::from_secs(30)).unwrap_err();
+        assert!(format!("{err:#}").contains("exit status: 3"), "{err:#}");
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("from-the-child")
+        );
+        let _ = std::fs::remove_file(&log);
+    }
+}

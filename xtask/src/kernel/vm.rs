@@ -159,7 +159,8 @@ pub(crate) fn boot_and_run(g: &GuestRun<'_>) -> Result<i32, StageError> {
         Ok(path)
     };
     let script_path = setup().map_err(|e| err(Stage::Boot, &console, e))?;
-    let mut cmd = Command::new("virtme-run");
+    let virtme = crate::setup::virtme_run().unwrap_or_else(|| "virtme-run".into());
+    let mut cmd = Command::new(virtme);
     cmd.arg("--kimg")
         .arg(g.image)
         .args([
