@@ -143,6 +143,21 @@ impl Matrix {
         identity::choose_baseline(&self.columns, observed)
     }
 
+    /// The verdict on `observed`: its baseline, the differences, and
+    /// whether they fail the run.
+    pub fn judge(&self, observed: &Column) -> Judgement<'_> {
+        match self.baseline(observed) {
+            None => Judgement {
+                baseline: None,
+                differences: Vec::new(),
+            },
+            Some((basis, base)) => Judgement {
+                baseline: Some((basis, base)),
+                differences: compare(base, observed),
+            },
+        }
+    }
+
     /// `matrix.toml`'s text with the generated part replaced by `self`.
     pub fn write_into(&self, matrix_toml: &str) -> anyhow::Result<String> {
         let defs = matrix_toml
@@ -152,6 +167,29 @@ impl Matrix {
         let mut out = format!("{defs}\n\n{RESULTS_MARKER}\n\n");
         out += &toml::to_string(self)?;
         Ok(out)
+    }
+}
+
+/// What a run is compared with and what differs (see [`Matrix::judge`]).
+#[derive(Debug)]
+pub struct Judgement<'a> {
+    /// The committed column and why it was chosen; `None` only for an
+    /// empty matrix.
+    pub baseline: Option<(identity::Basis, &'a Column)>,
+    /// Differences from the baseline to the run.
+    pub differences: Vec<Difference>,
+}
+
+impl Judgement<'_> {
+    /// Whether the run passes: no capability less supported than a
+    /// baseline of the same release or series ([`identity::Basis::gates`]).
+    pub fn passes(&self) -> bool {
+        match self.baseline {
+            Some((basis, _)) if basis.gates() => {
+                !self.differences.iter().any(Difference::is_regression)
+            }
+            _ => true,
+        }
     }
 }
 
@@ -496,6 +534,31 @@ mod tests {
             order,
             ["6.1.0-41-amd64", "6.12.57+deb12-amd64", "6.18.44-x"]
         );
+    }
+
+    #[test]
+    fn less_support_fails_within_a_series_and_is_reported_across_series() {
+        let mut committed = Matrix::default();
+        committed.upsert(column(
+            "6.18.44-fc-v595",
+            &[("ext4", "cachestat", Support::Native)],
+        ));
+        let worse = |kernel: &str| column(kernel, &[("ext4", "cachestat", Support::Emulated)]);
+        // Another build of the same kernel (issue 12): now a regression.
+        let j = committed.judge(&worse("6.18.44-fc-v857"));
+        assert_eq!(j.baseline.unwrap().0, identity::Basis::SameSeries);
+        assert!(!j.passes());
+        // The same release.
+        assert!(!committed.judge(&worse("6.18.44-fc-v595")).passes());
+        // Another series: a kernel difference, reported but passing.
+        let j = committed.judge(&worse("6.1.0-57-amd64"));
+        assert_eq!(j.baseline.unwrap().0, identity::Basis::NewerKernel);
+        assert_eq!(j.differences.len(), 1);
+        assert!(j.passes());
+        // More support passes anywhere; an empty matrix has no baseline.
+        let better = column("6.18.44-fc-v857", &[("ext4", "cachestat", Support::Native)]);
+        assert!(committed.judge(&better).passes());
+        assert!(Matrix::default().judge(&better).baseline.is_none());
     }
 
     #[test]

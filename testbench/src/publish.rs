@@ -100,27 +100,27 @@ pub fn judge(observed: &Column, defs: &[FsDef], bless: bool) -> anyhow::Result<b
     let path = defs::matrix_path();
     let text = std::fs::read_to_string(&path)?;
     let mut committed = Matrix::parse(&text)?;
-    let mut ok = true;
     println!("this run: {}", observed.label());
-    match committed.baseline(observed) {
+    let judgement = committed.judge(observed);
+    let ok = judgement.passes();
+    match judgement.baseline {
         None => println!(
             "matrix.toml holds no results yet: nothing to compare (record them with `cargo xtask testbench --bless`)"
         ),
         Some((basis, base)) => {
             let why = basis.describe(&identity::column_version(observed));
             println!("compared with {} — {why}", base.label());
-            let diffs = matrix::compare(base, observed);
+            let diffs = &judgement.differences;
             if diffs.is_empty() {
                 println!("matrix: identical");
             } else if basis.gates() {
                 println!("matrix: differences (less support fails the run):");
-                for d in &diffs {
+                for d in diffs {
                     println!("  {d}");
                 }
-                ok = !diffs.iter().any(|d| d.is_regression());
             } else {
                 println!("matrix: kernel differences (another series: reported, not failed):");
-                for d in &diffs {
+                for d in diffs {
                     println!(
                         "  {}",
                         d.to_string().replace("  (REGRESSION)", "  (less support)")

@@ -8,7 +8,38 @@ use rustix::process::{Pid, Signal, WaitOptions, kill_process_group, waitpgid};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
+
+/// Process groups alive now. A group of its own does not get the
+/// terminal's SIGINT, so xtask's handler passes it on (SIGKILL) before
+/// exiting: Ctrl-C never leaves a VM running.
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn install_signal_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+            return;
+        };
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let live = LIVE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                for pgid in live {
+                    if let Some(pid) = Pid::from_raw(pgid) {
+                        let _ = kill_process_group(pid, Signal::KILL);
+                    }
+                }
+                eprintln!(
+                    "xtask: signal {sig}: killed {} process group(s), exiting",
+                    LIVE.lock().map_or(0, |l| l.len())
+                );
+                std::process::exit(128 + sig);
+            }
+        });
+    });
+}
 
 /// A running process group (see the module doc).
 pub(crate) struct Group {
@@ -33,6 +64,7 @@ impl Group {
         // reparented to us rather than to PID 1, so `kill` can reap them: a
         // PID 1 that never reaps would keep them as zombies.
         let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+        install_signal_handler();
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -46,6 +78,9 @@ impl Group {
             .spawn()
             .with_context(|| format!("cannot run {shown}"))?;
         let pgid = Pid::from_raw(i32::try_from(child.id())?).context("pid 0")?;
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pgid.as_raw_nonzero().get());
         Ok(Group { child, pgid, shown })
     }
 
@@ -92,6 +127,10 @@ impl Group {
                 Err(_) => break,
             }
         }
+        let raw = self.pgid.as_raw_nonzero().get();
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != raw);
     }
 
     /// Whether any process of the group is still alive (read from /proc).
