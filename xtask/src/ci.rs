@@ -65,12 +65,15 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// What `ci` runs on a foreign kernel: caps on every filesystem (always
-/// probed) plus the scenarios named by the filter.
+/// probed) plus the scenarios named by the filter. The caps scenarios: about
+/// 80 s in the guest under TCG on a loaded 2-core machine (the punch
+/// scenarios add about 2 minutes and pass on 6.12 too, but their random
+/// model runs would let an unrelated flake fail everyone's CI).
 const CI_KERNEL_RUN: [&str; 7] = [
     "--kernel",
     "debian:6.12",
     "--filter",
-    "punch/",
+    "caps/",
     "--no-selftest",
     "--run-timeout",
     "1800",
