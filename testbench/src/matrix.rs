@@ -10,6 +10,7 @@
 //! kernels combine with [`Matrix::merge`]; [`markdown`] renders the tables
 //! the README shows between [`README_START`] and [`README_END`].
 
+pub use crate::scenarios::faults::tally::FaultTally;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 pub use sparsekit_caps::{Cell, Support};
@@ -37,6 +38,10 @@ pub struct Column {
     pub recorded: String,
     /// Filesystem name → capability name → cell.
     pub filesystems: BTreeMap<String, BTreeMap<String, Cell>>,
+    /// Filesystem name → the fault scenarios' counts (faults injected,
+    /// survived, bytes of data lost).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub faults: BTreeMap<String, FaultTally>,
 }
 
 impl Column {
@@ -81,6 +86,7 @@ impl Matrix {
             Some(existing) => {
                 existing.recorded = column.recorded;
                 existing.filesystems.extend(column.filesystems);
+                existing.faults.extend(column.faults);
             }
             None => self.columns.push(column),
         }
@@ -236,6 +242,25 @@ pub fn markdown(matrix: &Matrix, fs_order: &[String]) -> String {
             }
             out += "\n";
         }
+        if !col.faults.is_empty() {
+            out += "\nFault injection (a FUSE filesystem over each one failing, shortening, \
+                    slowing and freezing requests under the CLI; data lost must be 0):\n\n\
+                    | filesystem | cases | faults injected | survived | data lost (bytes) |\n\
+                    |---|---|---|---|---|\n";
+            let mut names: Vec<&String> = fs_order
+                .iter()
+                .filter(|f| col.faults.contains_key(*f))
+                .collect();
+            names.extend(col.faults.keys().filter(|f| !fs_order.contains(f)));
+            for f in names {
+                let t = col.faults[f];
+                let _ = writeln!(
+                    out,
+                    "| {f} | {} | {} | {} | {} |",
+                    t.cases, t.injected, t.survived, t.data_lost
+                );
+            }
+        }
     }
     out
 }
@@ -344,6 +369,7 @@ mod tests {
             machine: "m".into(),
             recorded: "2026-11-25".into(),
             filesystems,
+            faults: BTreeMap::new(),
         }
     }
 

@@ -174,6 +174,7 @@ pub fn run(def: &FsDef) -> FsReport {
     FsReport {
         fs: "selftest".into(),
         caps: None,
+        faults: None,
         setup: None,
         records,
         elapsed: started.elapsed(),

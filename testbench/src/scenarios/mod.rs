@@ -6,6 +6,7 @@ pub mod caps;
 pub mod clone;
 pub mod copy;
 pub mod extents;
+pub mod faults;
 pub mod probe;
 pub mod punch;
 
@@ -18,5 +19,6 @@ pub fn all() -> Vec<Scenario> {
     v.extend(punch::scenarios());
     v.extend(copy::scenarios());
     v.extend(probe::scenarios());
+    v.extend(faults::scenarios());
     v
 }
