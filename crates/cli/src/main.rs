@@ -6,6 +6,9 @@
 mod cmd;
 mod exit;
 mod human;
+mod input;
+mod output;
+mod watchdog;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
