@@ -14,9 +14,10 @@
 //!   request whose range holds the byte at OFFSET), `short_read=1` (every
 //!   read answers half of what was asked), `delay_ms=N` (each request of
 //!   the file waits N ms), `fallocate_eio=1`, `lseek_eio=1` (SEEK_DATA /
-//!   SEEK_HOLE fail with EIO);
+//!   SEEK_HOLE fail with EIO), `freeze_at=OFFSET` (the first read or write
+//!   request holding that byte freezes the file: a stall mid-operation);
 //! - `freeze NAME` / `thaw NAME`: requests of that file (lookups of its
-//!   name included) wait until thawed;
+//!   name included) wait until thawed (`*`: every file);
 //! - `clear`: no rules, nothing frozen; `stats`: the fault counters;
 //! - EOF: like `clear`, so a torn-down guard never leaves a request held.
 //!
@@ -73,6 +74,9 @@ pub struct Rule {
     pub fallocate_eio: bool,
     /// SEEK_DATA / SEEK_HOLE fail with EIO.
     pub lseek_eio: bool,
+    /// The first read or write request whose range holds this byte
+    /// freezes the file (a stall in the middle of an operation).
+    pub freeze_at: Option<u64>,
 }
 
 impl Rule {
@@ -97,6 +101,9 @@ impl Rule {
         if self.lseek_eio {
             w.push("lseek_eio=1".into());
         }
+        if let Some(o) = self.freeze_at {
+            w.push(format!("freeze_at={o}"));
+        }
         w.join(" ")
     }
 
@@ -113,6 +120,7 @@ impl Rule {
                 "delay_ms" => r.delay = Duration::from_millis(n),
                 "fallocate_eio" => r.fallocate_eio = n != 0,
                 "lseek_eio" => r.lseek_eio = n != 0,
+                "freeze_at" => r.freeze_at = Some(n),
                 _ => bail!("unknown key {k:?}"),
             }
         }
@@ -366,6 +374,24 @@ impl Inner {
         });
     }
 
+    /// Freezes `name` when a request hit its `freeze_at` byte (once: the
+    /// rule is spent, so a thaw really thaws).
+    fn freeze_if(&self, name: Option<&str>, hit: bool) {
+        let (Some(name), true) = (name, hit) else {
+            return;
+        };
+        let mut rules = lock(&self.rules);
+        if let Some(r) = rules.per_file.get_mut(name) {
+            r.freeze_at = None;
+        } else {
+            // A default rule: this file gets the rest of it as its own.
+            let mut r = rules.default.clone();
+            r.freeze_at = None;
+            rules.per_file.insert(name.to_owned(), r);
+        }
+        rules.frozen.push(name.to_owned());
+    }
+
     fn command(&self, line: &str) -> anyhow::Result<String> {
         let mut words = line.split_whitespace();
         let reply = match words.next() {
@@ -387,7 +413,9 @@ impl Inner {
             }
             Some("thaw") => {
                 let name = words.next().context("thaw NAME")?;
-                lock(&self.rules).frozen.retain(|f| f != name);
+                lock(&self.rules)
+                    .frozen
+                    .retain(|f| name != "*" && f != name);
                 self.thawed.notify_all();
                 String::new()
             }
@@ -692,6 +720,10 @@ impl Filesystem for FaultFs {
         let ino = u64::from(ino);
         let name = self.0.name_of(ino);
         let rule = self.0.rule(name.as_deref());
+        self.0.freeze_if(
+            name.as_deref(),
+            hits(rule.freeze_at, offset, u64::from(size)),
+        );
         self.0.gate(req, name, move |fs, gate| {
             if let Err(e) = gate {
                 return reply.error(e);
@@ -741,6 +773,10 @@ impl Filesystem for FaultFs {
         let ino = u64::from(ino);
         let name = self.0.name_of(ino);
         let rule = self.0.rule(name.as_deref());
+        self.0.freeze_if(
+            name.as_deref(),
+            hits(rule.freeze_at, offset, data.len() as u64),
+        );
         let data = data.to_vec();
         self.0.gate(req, name, move |fs, gate| {
             if let Err(e) = gate {
@@ -1110,6 +1146,7 @@ mod tests {
             delay: Duration::from_millis(30),
             fallocate_eio: true,
             lseek_eio: true,
+            freeze_at: Some(3),
         };
         assert_eq!(Rule::parse(r.to_words().split_whitespace()).unwrap(), r);
         assert_eq!(Rule::parse("".split_whitespace()).unwrap(), Rule::default());
