@@ -4,8 +4,8 @@
 //! run time.
 //!
 //! The daemon is this bench binary run as `faults-fuse-daemon MOUNTPOINT
-//! BACKING`; [`FaultMount`] starts it through the probe scenarios' guard
-//! ([`FuseMount`]), which unmounts and reaps it on drop, panics included.
+//! BACKING`; [`FaultMount`](super::mount::FaultMount) starts it through the probe scenarios' guard
+//! ([`FuseMount`](crate::scenarios::probe::fuse::FuseMount)), which unmounts and reaps it on drop, panics included.
 //! It takes one command per line on stdin and answers `OK …` or `ERR …`:
 //!
 //! - `set NAME KEY=VALUE…` (NAME is a file name, or `*` for every file
@@ -35,7 +35,7 @@
 //! timed-out `sparsekit` from exiting (libfuse daemons get the same effect
 //! from FUSE_INTERRUPT, which fuser does not pass on).
 
-use crate::scenarios::probe::fuse::FuseMount;
+use super::rule::{Rule, hits};
 use anyhow::{Context, bail};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -50,7 +50,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::BufRead;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,80 +58,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const ROOT: u64 = 1;
 /// No caching of entries or attributes: every stat reaches the daemon.
 const TTL: Duration = Duration::ZERO;
-
-/// What to do to one file's requests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rule {
-    /// EIO for a read request whose range holds this byte.
-    pub read_eio: Option<u64>,
-    /// EIO for a write request whose range holds this byte.
-    pub write_eio: Option<u64>,
-    /// Reads answer half of what was asked.
-    pub short_read: bool,
-    /// Each request waits this long first.
-    pub delay: Duration,
-    /// fallocate fails with EIO.
-    pub fallocate_eio: bool,
-    /// SEEK_DATA / SEEK_HOLE fail with EIO.
-    pub lseek_eio: bool,
-    /// The first read or write request whose range holds this byte
-    /// freezes the file (a stall in the middle of an operation).
-    pub freeze_at: Option<u64>,
-}
-
-impl Rule {
-    /// The `KEY=VALUE…` words of a `set` command.
-    pub fn to_words(&self) -> String {
-        let mut w = Vec::new();
-        if let Some(o) = self.read_eio {
-            w.push(format!("read_eio={o}"));
-        }
-        if let Some(o) = self.write_eio {
-            w.push(format!("write_eio={o}"));
-        }
-        if self.short_read {
-            w.push("short_read=1".into());
-        }
-        if !self.delay.is_zero() {
-            w.push(format!("delay_ms={}", self.delay.as_millis()));
-        }
-        if self.fallocate_eio {
-            w.push("fallocate_eio=1".into());
-        }
-        if self.lseek_eio {
-            w.push("lseek_eio=1".into());
-        }
-        if let Some(o) = self.freeze_at {
-            w.push(format!("freeze_at={o}"));
-        }
-        w.join(" ")
-    }
-
-    /// Parses the words [`to_words`](Self::to_words) writes.
-    pub fn parse<'a>(words: impl Iterator<Item = &'a str>) -> anyhow::Result<Rule> {
-        let mut r = Rule::default();
-        for word in words {
-            let (k, v) = word.split_once('=').context("KEY=VALUE")?;
-            let n: u64 = v.parse().with_context(|| format!("{k}: {v:?}"))?;
-            match k {
-                "read_eio" => r.read_eio = Some(n),
-                "write_eio" => r.write_eio = Some(n),
-                "short_read" => r.short_read = n != 0,
-                "delay_ms" => r.delay = Duration::from_millis(n),
-                "fallocate_eio" => r.fallocate_eio = n != 0,
-                "lseek_eio" => r.lseek_eio = n != 0,
-                "freeze_at" => r.freeze_at = Some(n),
-                _ => bail!("unknown key {k:?}"),
-            }
-        }
-        Ok(r)
-    }
-}
-
-/// Whether the request `[offset, offset + len)` holds byte `at`.
-fn hits(at: Option<u64>, offset: u64, len: u64) -> bool {
-    at.is_some_and(|at| offset <= at && at - offset < len)
-}
 
 /// How many faults of each kind the daemon injected.
 #[derive(Debug, Default)]
@@ -1033,136 +959,9 @@ pub fn daemon_main(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A mounted fault-injecting filesystem over a backing directory; its
-/// guard is [`FuseMount`]'s (unmount and reap on drop).
-#[derive(Debug)]
-pub struct FaultMount {
-    fuse: FuseMount,
-    backing: PathBuf,
-}
-
-impl FaultMount {
-    /// Mounts at `mnt` a filesystem passing through to `backing` (created).
-    pub fn start(mnt: &Path, backing: &Path) -> anyhow::Result<FaultMount> {
-        std::fs::create_dir_all(backing).with_context(|| format!("mkdir {}", backing.display()))?;
-        let fuse = FuseMount::spawn(
-            mnt,
-            &["faults-fuse-daemon".into(), backing.as_os_str().to_owned()],
-            true,
-        )?;
-        Ok(FaultMount {
-            fuse,
-            backing: backing.to_owned(),
-        })
-    }
-
-    /// `NAME` through the mount.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.fuse.mountpoint().join(name)
-    }
-
-    /// `NAME` in the backing directory (bypasses every fault).
-    pub fn backing(&self, name: &str) -> PathBuf {
-        self.backing.join(name)
-    }
-
-    /// The backing directory.
-    pub fn backing_dir(&self) -> &Path {
-        &self.backing
-    }
-
-    /// Sets `rule` for `name` (`*`: every file without a rule of its own).
-    pub fn set(&mut self, name: &str, rule: &Rule) -> anyhow::Result<()> {
-        self.fuse
-            .control(&format!("set {name} {}", rule.to_words()))?;
-        Ok(())
-    }
-
-    /// Requests of `name` wait until [`thaw`](Self::thaw).
-    pub fn freeze(&mut self, name: &str) -> anyhow::Result<()> {
-        self.fuse.control(&format!("freeze {name}"))?;
-        Ok(())
-    }
-
-    /// Lets `name`'s held requests go on.
-    pub fn thaw(&mut self, name: &str) -> anyhow::Result<()> {
-        self.fuse.control(&format!("thaw {name}"))?;
-        Ok(())
-    }
-
-    /// No rules, nothing frozen.
-    pub fn clear(&mut self) -> anyhow::Result<()> {
-        self.fuse.control("clear")?;
-        Ok(())
-    }
-
-    /// The daemon's counters, by kind.
-    pub fn stats(&mut self) -> anyhow::Result<HashMap<String, u64>> {
-        let line = self.fuse.control("stats")?;
-        line.split_whitespace()
-            .map(|w| {
-                let (k, v) = w.split_once('=').context("stats KEY=VALUE")?;
-                Ok((k.to_owned(), v.parse()?))
-            })
-            .collect()
-    }
-
-    /// Faults injected so far (every kind; abandoned requests are not faults).
-    pub fn injected(&mut self) -> anyhow::Result<u64> {
-        Ok(self
-            .stats()?
-            .iter()
-            .filter(|(k, _)| k.as_str() != "interrupted")
-            .map(|(_, v)| v)
-            .sum())
-    }
-
-    /// The daemon's process id.
-    pub fn pid(&self) -> u32 {
-        self.fuse.pid()
-    }
-
-    /// The mount point.
-    pub fn mountpoint(&self) -> &Path {
-        self.fuse.mountpoint()
-    }
-
-    /// Unmounts and reaps; reports what went wrong.
-    pub fn teardown(self) -> anyhow::Result<()> {
-        self.fuse.teardown()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rules_round_trip_through_their_words() {
-        let r = Rule {
-            read_eio: Some(1 << 20),
-            write_eio: Some(7),
-            short_read: true,
-            delay: Duration::from_millis(30),
-            fallocate_eio: true,
-            lseek_eio: true,
-            freeze_at: Some(3),
-        };
-        assert_eq!(Rule::parse(r.to_words().split_whitespace()).unwrap(), r);
-        assert_eq!(Rule::parse("".split_whitespace()).unwrap(), Rule::default());
-        assert!(Rule::parse("bogus=1".split_whitespace()).is_err());
-        assert!(Rule::parse("read_eio=x".split_whitespace()).is_err());
-    }
-
-    #[test]
-    fn a_request_hits_the_fault_offset_only_inside_its_range() {
-        assert!(hits(Some(4096), 4096, 1));
-        assert!(hits(Some(8191), 4096, 4096));
-        assert!(!hits(Some(8192), 4096, 4096));
-        assert!(!hits(Some(4095), 4096, 4096));
-        assert!(!hits(None, 0, u64::MAX));
-        assert!(!hits(Some(0), 0, 0));
-    }
 
     #[test]
     fn a_dying_or_missing_thread_counts_as_gone() {
