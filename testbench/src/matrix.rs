@@ -470,6 +470,30 @@ mod tests {
     }
 
     #[test]
+    fn fault_counts_round_trip_and_render_and_old_results_still_parse() {
+        let mut c = column("6.18", &[("ext4", "fiemap", Support::Native)]);
+        c.faults.insert(
+            "ext4".into(),
+            FaultTally {
+                cases: 2,
+                injected: 5,
+                survived: 4,
+                data_lost: 0,
+            },
+        );
+        let mut m = Matrix::default();
+        m.upsert(c);
+        let text = m.write_into("").unwrap();
+        assert!(text.contains("[results.faults.ext4]"), "{text}");
+        assert_eq!(Matrix::parse(&text).unwrap(), m);
+        let md = markdown(&m, &["ext4".into()]);
+        assert!(md.contains("| ext4 | 2 | 5 | 4 | 0 |"), "{md}");
+        // Columns recorded before fault counts existed have none.
+        let committed = Matrix::load(&crate::defs::matrix_path()).unwrap();
+        assert!(committed.columns.iter().all(|c| c.faults.is_empty()));
+    }
+
+    #[test]
     fn dates() {
         let t = today();
         assert_eq!(t.len(), 10);
