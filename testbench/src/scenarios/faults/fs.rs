@@ -14,7 +14,7 @@
 //!   request whose range holds the byte at OFFSET), `short_read=1` (every
 //!   read answers half of what was asked), `delay_ms=N` (each request of
 //!   the file waits N ms), `fallocate_eio=1`, `lseek_eio=1` (SEEK_DATA /
-//!   SEEK_HOLE fail with EIO), `freeze_at=OFFSET` (the first read or write
+//!   SEEK_HOLE fail with EIO), `fsync_eio=1`, `freeze_at=OFFSET` (the first read or write
 //!   request holding that byte freezes the file: a stall mid-operation);
 //! - `freeze NAME` / `thaw NAME`: requests of that file (lookups of its
 //!   name included) wait until thawed (`*`: every file);
@@ -69,6 +69,7 @@ struct Counters {
     frozen: AtomicU64,
     fallocate_eio: AtomicU64,
     lseek_eio: AtomicU64,
+    fsync_eio: AtomicU64,
     /// Requests of a frozen file abandoned by their (killed) caller.
     interrupted: AtomicU64,
 }
@@ -81,7 +82,7 @@ impl Counters {
     fn report(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "read_eio={} write_eio={} short_read={} delayed={} frozen={} fallocate_eio={} lseek_eio={} interrupted={}",
+            "read_eio={} write_eio={} short_read={} delayed={} frozen={} fallocate_eio={} lseek_eio={} fsync_eio={} interrupted={}",
             g(&self.read_eio),
             g(&self.write_eio),
             g(&self.short_read),
@@ -89,6 +90,7 @@ impl Counters {
             g(&self.frozen),
             g(&self.fallocate_eio),
             g(&self.lseek_eio),
+            g(&self.fsync_eio),
             g(&self.interrupted),
         )
     }
@@ -756,8 +758,13 @@ impl Filesystem for FaultFs {
         reply: ReplyEmpty,
     ) {
         let name = self.0.name_of(u64::from(ino));
+        let rule = self.0.rule(name.as_deref());
         self.0.gate(req, name, move |fs, gate| {
             let result = gate.and_then(|()| {
+                if rule.fsync_eio {
+                    Counters::bump(&fs.counters.fsync_eio);
+                    return Err(Errno::EIO);
+                }
                 let file = fs.handle(u64::from(fh)).ok_or(Errno::EBADF)?;
                 if datasync {
                     file.sync_data().map_err(errno)

@@ -124,6 +124,7 @@ fn entries(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
 #[derive(Debug)]
 struct Run {
     code: Option<i32>,
+    stdout: String,
     stderr: String,
     elapsed: Duration,
 }
@@ -141,9 +142,10 @@ impl Cli {
     fn run(&self, args: &[&str], limit: Duration) -> anyhow::Result<Run> {
         let mut argv = vec![self.0.as_str()];
         argv.extend_from_slice(args);
-        let (status, _out, stderr, elapsed) = run_bounded(&argv, limit)?;
+        let (status, stdout, stderr, elapsed) = run_bounded(&argv, limit)?;
         Ok(Run {
             code: status.code(),
+            stdout,
             stderr,
             elapsed,
         })
@@ -315,7 +317,9 @@ pub fn copy_source_read_eio(ctx: &Ctx<'_>) -> ScenarioResult {
 }
 
 /// `faults/copy_destination_write_eio`: EIO writing the (staged)
-/// destination on the fault mount: exit 1 naming EIO and the offset; no
+/// destination on the fault mount, or from its fsync (a write-back error
+/// the copy must not take for success): exit 1 naming EIO (and the offset
+/// of the write); no
 /// destination or the old one unchanged; no temporary file left in the
 /// backing directory (O_TMPFILE is not there, so copy stages under a
 /// visible name that must go); the source unchanged.
@@ -325,12 +329,48 @@ pub fn copy_destination_write_eio(ctx: &Ctx<'_>) -> ScenarioResult {
     let src = model(3);
     let srcp = out.join("src");
     write_sparse(&srcp, &src)?;
+    // Healthy first: the copy stages under a visible name here (FUSE has no
+    // O_TMPFILE), the path whose failures must leave nothing.
+    let healthy = fm.path("healthy");
+    let r = cli.run(&["copy", s(&srcp)?, s(&healthy)?, "--json"], LIMIT)?;
+    no_panic("healthy copy", &r)?;
+    ensure!(
+        r.code == Some(0),
+        "healthy copy to the fault mount: {}",
+        r.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).context("copy --json")?;
+    ensure!(
+        report["staging"] == "named_temp",
+        "want a named staged file on FUSE: {}",
+        r.stdout
+    );
+    ensure!(
+        lost_bytes(&fm.backing("healthy"), &src) == 0,
+        "the healthy copy differs"
+    );
+    std::fs::remove_file(fm.backing("healthy"))?;
     let old = model(4);
     let fault = 2 * MIB + 12345;
-    for (label, existing, cache) in [
-        ("new destination", false, "auto"),
-        ("existing destination", true, "auto"),
-        ("new destination, --cache keep", false, "keep"),
+    let eio_at = Rule {
+        write_eio: Some(fault),
+        ..Rule::default()
+    };
+    let fsync_eio = Rule {
+        fsync_eio: true,
+        ..Rule::default()
+    };
+    for (label, existing, cache, rule) in [
+        ("new destination", false, "auto", &eio_at),
+        ("existing destination", true, "auto", &eio_at),
+        ("new destination, --cache keep", false, "keep", &eio_at),
+        ("new destination, fsync failing", false, "keep", &fsync_eio),
+        (
+            "existing destination, fsync failing",
+            true,
+            "auto",
+            &fsync_eio,
+        ),
     ] {
         let _ = std::fs::remove_file(fm.backing("dst"));
         if existing {
@@ -342,13 +382,7 @@ pub fn copy_destination_write_eio(ctx: &Ctx<'_>) -> ScenarioResult {
             &format!("copy to the fault mount, {label}"),
             |fm| {
                 // The staged file's name is not known in advance: every file.
-                fm.set(
-                    "*",
-                    &Rule {
-                        write_eio: Some(fault),
-                        ..Rule::default()
-                    },
-                )?;
+                fm.set("*", rule)?;
                 let dstp = fm.path("dst");
                 let r = cli.run(&["copy", s(&srcp)?, s(&dstp)?, "--cache", cache], LIMIT)?;
                 let mut lost = lost_bytes(&srcp, &src);
@@ -356,7 +390,7 @@ pub fn copy_destination_write_eio(ctx: &Ctx<'_>) -> ScenarioResult {
                     lost += lost_bytes(&fm.backing("dst"), &old);
                 }
                 let checks = (|| {
-                    clear_eio("copy", &r, s(&dstp)?, Some(fault))?;
+                    clear_eio("copy", &r, s(&dstp)?, rule.write_eio)?;
                     ensure!(
                         existing || !fm.backing("dst").exists(),
                         "a destination was left after a failed copy"
@@ -612,14 +646,14 @@ fn shift_eio(ctx: &Ctx<'_>, cmd: &str) -> ScenarioResult {
     };
     let rules = [
         (
-            "first read",
+            "the first read",
             Rule {
                 read_eio: Some(first_read),
                 ..Rule::default()
             },
         ),
         (
-            "any write",
+            "a write",
             Rule {
                 write_eio: Some(if cmd == "collapse" {
                     offset
@@ -634,7 +668,7 @@ fn shift_eio(ctx: &Ctx<'_>, cmd: &str) -> ScenarioResult {
         write_sparse(&fm.backing("f"), &bytes)?;
         case(
             &mut fm,
-            &format!("{cmd} (emulated), EIO on the {label}"),
+            &format!("{cmd} (emulated), EIO on {label}"),
             |fm| {
                 fm.set("f", &rule)?;
                 let p = fm.path("f");
@@ -709,15 +743,8 @@ pub fn caps_write_eio(ctx: &Ctx<'_>) -> ScenarioResult {
         case(&mut fm, what, |fm| {
             fm.set("*", &rule)?;
             let dir = fm.mountpoint().to_owned();
-            let argv = ["caps", s(&dir)?, "--json"];
-            let mut argv_full = vec![cli.0.as_str()];
-            argv_full.extend(argv);
-            let (status, out, stderr, _) = run_bounded(&argv_full, LIMIT)?;
-            let r = Run {
-                code: status.code(),
-                stderr,
-                elapsed: Duration::ZERO,
-            };
+            let r = cli.run(&["caps", s(&dir)?, "--json"], LIMIT)?;
+            let out = &r.stdout;
             let checks = (|| {
                 no_panic("caps", &r)?;
                 ensure!(
@@ -727,7 +754,7 @@ pub fn caps_write_eio(ctx: &Ctx<'_>) -> ScenarioResult {
                     r.stderr
                 );
                 if r.code == Some(0) {
-                    let v: serde_json::Value = serde_json::from_str(&out).context("caps --json")?;
+                    let v: serde_json::Value = serde_json::from_str(out).context("caps --json")?;
                     let text = v.to_string();
                     for cap in ["punch_hole", "zero_range"] {
                         let cell = find_cap(&v, cap);

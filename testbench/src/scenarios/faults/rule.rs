@@ -19,6 +19,9 @@ pub struct Rule {
     pub fallocate_eio: bool,
     /// SEEK_DATA / SEEK_HOLE fail with EIO.
     pub lseek_eio: bool,
+    /// fsync / fdatasync fail with EIO (the write-back error a copy must
+    /// not take for success).
+    pub fsync_eio: bool,
     /// The first read or write request whose range holds this byte
     /// freezes the file (a stall in the middle of an operation).
     pub freeze_at: Option<u64>,
@@ -46,6 +49,9 @@ impl Rule {
         if self.lseek_eio {
             w.push("lseek_eio=1".into());
         }
+        if self.fsync_eio {
+            w.push("fsync_eio=1".into());
+        }
         if let Some(o) = self.freeze_at {
             w.push(format!("freeze_at={o}"));
         }
@@ -66,6 +72,7 @@ impl Rule {
                 "fallocate_eio" => r.fallocate_eio = n != 0,
                 "lseek_eio" => r.lseek_eio = n != 0,
                 "freeze_at" => r.freeze_at = Some(n),
+                "fsync_eio" => r.fsync_eio = n != 0,
                 _ => bail!("unknown key {k:?}"),
             }
         }
@@ -92,6 +99,7 @@ mod tests {
             fallocate_eio: true,
             lseek_eio: true,
             freeze_at: Some(3),
+            fsync_eio: true,
         };
         assert_eq!(Rule::parse(r.to_words().split_whitespace()).unwrap(), r);
         assert_eq!(Rule::parse("".split_whitespace()).unwrap(), Rule::default());
