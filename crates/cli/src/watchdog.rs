@@ -3,9 +3,11 @@
 //! A thread watches for progress: explicit ticks (one per extent in `map`,
 //! per progress report in `copy`) and, for the calls that give none (dig,
 //! an emulated collapse, a write-zeros punch), the process's own I/O
-//! counters in `/proc/self/io` (bytes read and written by any thread). A
-//! slow but live mount keeps moving them, so it never times out; a stall
-//! with no progress for the whole timeout exits 3.
+//! counters in `/proc/self/io` (bytes read and written by any thread) and
+//! the page cache of the file being worked on (`cachestat(2)`: pages
+//! arriving inside one long read, which `/proc/self/io` only counts when
+//! the whole read returns). A slow but live mount keeps moving them, so it
+//! never times out; a stall with no progress for the whole timeout exits 3.
 //!
 //! On a stall the watchdog first asks the command to stop by itself (a
 //! copy's interrupt flag, so it cleans up as after Ctrl-C) and gives it a
@@ -16,7 +18,7 @@
 //! the process with exit 3.
 
 use crate::exit::{TIMEOUT, WithExitCode};
-use crate::output::warning;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,6 +72,8 @@ struct Shared {
     /// `Some` while the command runs; taken by whichever of `finish` and
     /// the expiry comes first, so a command that finished is never killed.
     on_stall: Mutex<Option<OnStall>>,
+    /// The files whose page cache shows progress (see [`Watchdog::watch_cache`]).
+    cached: Mutex<Vec<std::fs::File>>,
 }
 
 /// While alive, a blocked write to stdout does not count as a stall.
@@ -115,6 +119,7 @@ impl Watchdog {
                 note: "nothing was changed".into(),
                 ..OnStall::default()
             })),
+            cached: Mutex::new(Vec::new()),
         });
         let watched = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -131,6 +136,16 @@ impl Watchdog {
             if slot.is_some() {
                 *slot = Some(on_stall);
             }
+        }
+    }
+
+    /// Counts changes in `file`'s page cache (pages read in, dirtied,
+    /// written back, evicted) as progress. `cachestat(2)` only looks at the
+    /// cache, so it never blocks on a dead mount; where it is missing
+    /// (before Linux 6.5) this adds nothing.
+    pub(crate) fn watch_cache(&self, file: &std::fs::File) {
+        if let (Some(s), Ok(dup)) = (&self.0, file.try_clone()) {
+            s.cached.lock().unwrap_or_else(|e| e.into_inner()).push(dup);
         }
     }
 
@@ -193,13 +208,21 @@ impl Watchdog {
 fn watch(s: &Arc<Shared>) {
     let poll = (s.timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut io = IoCounters::default();
+    let mut cache = Vec::new();
     loop {
         std::thread::sleep(poll);
         // Only the watchdog holds the last reference: the command is gone.
         if Arc::strong_count(s) == 1 {
             return;
         }
-        if io.moved() || s.paused.load(Ordering::SeqCst) > 0 {
+        let cache_moved = {
+            let files = s.cached.lock().unwrap_or_else(|e| e.into_inner());
+            let now: Vec<_> = files.iter().map(cache_state).collect();
+            let moved = cache.len() == now.len() && cache != now;
+            cache = now;
+            moved
+        };
+        if io.moved() || cache_moved || s.paused.load(Ordering::SeqCst) > 0 {
             s.tick();
         }
         if s.idle() < s.timeout {
@@ -241,13 +264,28 @@ fn watch(s: &Arc<Shared>) {
             Some(left) => format!("{}; {left}", on_stall.note),
             None => on_stall.note,
         };
-        warning!(
-            "{}: no progress for {:?} (--timeout), gave up; {note}",
-            s.what,
-            s.timeout
+        // One write(2) on fd 2 without taking std's stderr lock: the
+        // command's own thread may hold it, blocked.
+        let message = format!(
+            "sparsekit: {}: no progress for {:?} (--timeout), gave up; {note}\n",
+            s.what, s.timeout
         );
+        let _ = rustix::io::write(std::io::stderr().as_fd(), message.as_bytes());
         std::process::exit(i32::from(TIMEOUT));
     }
+}
+
+/// A file's whole page cache state (`len` 0: to the end of the file);
+/// `None` where cachestat is missing.
+fn cache_state(file: &std::fs::File) -> Option<[u64; 5]> {
+    let c = sparsekit_sys::pagecache::cachestat(file, 0, 0).ok()?;
+    Some([
+        c.nr_cache,
+        c.nr_dirty,
+        c.nr_writeback,
+        c.nr_evicted,
+        c.nr_recently_evicted,
+    ])
 }
 
 /// Runs `cleanup` on a helper thread for at most [`CLEANUP_BOUND`].
@@ -348,6 +386,19 @@ mod tests {
         use std::os::unix::fs::FileExt;
         f.write_all_at(b"x", 0).unwrap();
         assert!(io.moved());
+    }
+
+    #[test]
+    fn new_pages_in_the_cache_are_seen() {
+        let f = tempfile::tempfile().unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&[1; 1 << 16], 0).unwrap();
+        let Some(before) = cache_state(&f) else {
+            return; // no cachestat on this kernel: the watchdog adds nothing
+        };
+        assert_eq!(cache_state(&f), Some(before), "no change, no progress");
+        f.write_all_at(&[1; 1 << 16], 1 << 20).unwrap();
+        assert_ne!(cache_state(&f), Some(before));
     }
 
     #[test]

@@ -19,9 +19,6 @@ fn bin() -> Command {
 /// a failure, not a stuck test run.
 fn run_with(mut cmd: Command, args: &[&str]) -> Output {
     cmd.args(args).stdin(Stdio::null());
-    if cmd.get_envs().next().is_none() {
-        cmd.stderr(Stdio::piped());
-    }
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -538,4 +535,94 @@ fn every_command_that_reads_a_file_takes_timeout() {
         let o = sparsekit(&["map", "--timeout", bad, a]);
         assert_eq!(o.status.code(), Some(2), "--timeout {bad}: {}", err(&o));
     }
+}
+
+#[test]
+fn a_full_stderr_never_turns_an_exit_code_into_a_panic() {
+    let (d, a, _) = images();
+    let full = || {
+        std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let code = |args: &[&str]| {
+        bin()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(full())
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(code(&["map", s(&d.path().join("missing"))]), Some(1));
+    assert_eq!(
+        code(&["punch", s(&a), "--offset", "1.5", "--length", "4K"]),
+        Some(2)
+    );
+    // `copy --progress` writes progress (and fallback notes) to stderr.
+    let dst = d.path().join("c.img");
+    assert_eq!(code(&["copy", "--progress", s(&a), s(&dst)]), Some(0));
+    assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&a).unwrap());
+}
+
+#[test]
+fn a_stalled_in_place_copy_exits_3_and_does_not_look_complete() {
+    let (d, src) = big_source();
+    let dst = d.path().join("dst.img");
+    std::fs::write(&dst, pattern(8 << 20)).unwrap();
+    let mut cmd = bin();
+    cmd.env("SPARSEKIT_TEST_FAULTS", "delay-ms=6000");
+    let o = run_with(
+        cmd,
+        &[
+            "copy",
+            "--no-progress",
+            "--in-place",
+            "--reflink",
+            "never",
+            "--strategy",
+            "read-write",
+            "--timeout",
+            "1s",
+            s(&src),
+            s(&dst),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(err(&o).contains("written in place"), "{}", err(&o));
+    // Its first MiB (where image headers live) is zeroed until a copy
+    // finishes, or the file is truncated.
+    let now = std::fs::read(&dst).unwrap();
+    assert!(
+        now.len() < 1 << 20 || now[..1 << 20].iter().all(|&b| b == 0),
+        "the destination looks complete"
+    );
+}
+
+#[test]
+fn a_stdout_nobody_reads_yet_is_not_a_stall() {
+    // 3000 data extents: a table far larger than a pipe's buffer, so map
+    // blocks writing until the reader starts, 1.5 s later, 5x the timeout.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.img");
+    let f = std::fs::File::create(&path).unwrap();
+    for i in 0..3000u64 {
+        f.write_all_at(&[1; B], i * 2 * B as u64).unwrap();
+    }
+    let child = bin()
+        .args(["map", "--method", "seek", "--timeout", "300ms", s(&path)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("many.img: 6000 extents") || text.contains("many.img: 5999 extents"),
+        "{}",
+        text.lines().last().unwrap_or("")
+    );
 }

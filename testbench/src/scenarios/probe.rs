@@ -78,6 +78,10 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "probe/cli_timeouts_on_frozen_fuse",
             run: stalls::cli_timeouts_on_frozen_fuse,
         },
+        Scenario {
+            name: "probe/cli_timeouts_on_slow_fuse",
+            run: stalls::cli_timeouts_on_slow_fuse,
+        },
     ]
 }
 

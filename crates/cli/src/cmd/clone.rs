@@ -139,14 +139,48 @@ fn clone_stall(dst: &Path, ranged: bool) -> OnStall {
             "{} is unchanged until the clone completes; a temporary *.sparsekit-tmp file may be left beside it",
             dst.display()
         ),
-        (false, _) => format!(
-            "{} may have been created, incomplete: remove it",
-            dst.display()
-        ),
+        (false, _) => {
+            let (path, started) = (dst.to_owned(), std::time::SystemTime::now());
+            let if_stuck = format!("{} may be left, incomplete: remove it", dst.display());
+            return OnStall {
+                note: format!("nothing left at {}", dst.display()),
+                soft_stop: None,
+                cleanup: Some((Box::new(move || remove_created(&path, started)), if_stuck)),
+            };
+        }
     };
     OnStall {
         note,
         ..OnStall::default()
+    }
+}
+
+/// Removes a destination this clone created (it did not exist when the
+/// clone started; the clone creates it with `O_EXCL`): only a regular file
+/// of ours whose inode changed after `started`, so a file someone else made
+/// since is never touched. Returns what is left.
+fn remove_created(path: &Path, started: std::time::SystemTime) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?; // nothing was created
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
+    // One second of slack for filesystems with coarse timestamps.
+    let ours = meta.file_type().is_file()
+        && meta.uid() == rustix::process::geteuid().as_raw()
+        && changed + std::time::Duration::from_secs(1) >= started;
+    if !ours {
+        return Some(format!(
+            "{} exists and was not made by this clone: left as it is",
+            path.display()
+        ));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => None,
+        Err(e) => Some(format!(
+            "{} may be incomplete: {}",
+            path.display(),
+            crate::exit::io_error(&path.display().to_string(), "unlink", &e)
+        )),
     }
 }
 
@@ -195,6 +229,8 @@ pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
     );
     let src = open_checked(&args.src, "dedupe", Accept::Regular, false)?;
     let dst = open_checked(&args.dst, "dedupe", Accept::Regular, false)?;
+    watchdog.watch_cache(&src);
+    watchdog.watch_cache(&dst);
     watchdog.on_stall(OnStall {
         note: "no data was changed (dedupe only shares ranges the kernel found equal)".into(),
         ..OnStall::default()
@@ -326,6 +362,23 @@ mod tests {
 
     fn xfs() -> FsType {
         FsType(0x5846_5342)
+    }
+
+    #[test]
+    fn a_stalled_clone_removes_only_the_file_it_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.img");
+        let before = std::time::SystemTime::now();
+        std::fs::write(&path, b"partial").unwrap();
+        assert_eq!(remove_created(&path, before), None);
+        assert!(!path.exists());
+        assert_eq!(remove_created(&path, before), None, "nothing to remove");
+        // A file that was there long before is not ours.
+        std::fs::write(&path, b"someone's").unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let left = remove_created(&path, later).unwrap();
+        assert!(left.contains("not made by this clone"), "{left}");
+        assert!(path.exists());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use crate::exit::{UsageError, WithExitCode};
 use crate::human::human_size;
-use crate::input::{Accept, check};
+use crate::input::{Accept, open_checked};
 use crate::output::{print_report, warning};
 use crate::watchdog::{TimeoutArg, Watchdog};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -108,8 +108,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         format!("{} -> {}: copy", args.src.display(), args.dst.display()),
     );
     // The source is opened by the library: make sure first that opening it
-    // cannot block (a fifo) and that it is something a copy can read.
-    check(&args.src, "copy", Accept::FileOrDevice)?;
+    // cannot block (a fifo) and that it is something a copy can read. This
+    // descriptor only lets the watchdog see pages arriving inside one long
+    // read of a buffered copy.
+    let src_file = open_checked(&args.src, "copy", Accept::FileOrDevice, false)?;
+    watchdog.watch_cache(&src_file);
     super::copy_target::check_destination(&args.dst)?;
     // `cp SRC DIR` semantics: copy into the directory under SRC's name.
     let dst = if args.dst.is_dir() {
@@ -169,7 +172,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let report = result.map_err(|e| {
         if !in_time && matches!(e, CopyError::Interrupted { .. }) {
-            watchdog.timeout_error("nothing left at the destination")
+            watchdog.timeout_error(super::copy_target::left_after_stop(&dst, args.in_place))
         } else {
             copy_error(e)
         }

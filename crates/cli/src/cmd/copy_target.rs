@@ -104,6 +104,18 @@ pub(crate) fn on_stall(dst: &Path, in_place: bool, interrupt: &Interrupt) -> OnS
     }
 }
 
+/// What a copy that stopped by itself (interrupted) leaves at `dst`.
+pub(crate) fn left_after_stop(dst: &Path, in_place: bool) -> &'static str {
+    let is_device = std::fs::metadata(dst).is_ok_and(|m| m.file_type().is_block_device());
+    if is_device {
+        "the device's first MiB is zeroed, so it does not look complete"
+    } else if in_place {
+        "the destination was written in place and is truncated to zero length"
+    } else {
+        "nothing left at the destination"
+    }
+}
+
 /// How many staged names a copy can have made: one per attempt, and a
 /// single copy makes one (more only if a name was taken).
 const STAGED_NAMES: u64 = 64;

@@ -69,6 +69,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         open_for_writing(&args.file, "dig")?
     };
+    watchdog.watch_cache(&file);
     if !args.dry_run {
         watchdog.on_stall(OnStall {
             note: "no byte was changed (dig only punches blocks it read as zeros); some of them may already be holes".into(),

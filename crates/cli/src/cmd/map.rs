@@ -51,6 +51,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Started before the open: on a dead mount the open itself hangs.
     let watchdog = Watchdog::start(args.timeout.timeout, format!("{path}: map"));
     let file = open_checked(&args.file, "map", Accept::FileOrDevice, false)?;
+    watchdog.watch_cache(&file);
     let map = MapOptions::new()
         .method(args.method.into())
         .prefer_fiemap(true)

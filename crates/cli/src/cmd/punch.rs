@@ -166,6 +166,7 @@ fn run<S: Strategy>(
     check_range(&format!("{path}: {op_name}"), args.offset, args.length).map_err(UsageError)?;
     let watchdog = Watchdog::start(args.timeout.timeout, format!("{path}: {op_name}"));
     let file = open_for_writing(&args.file, op_name)?;
+    watchdog.watch_cache(&file);
     watchdog.on_stall(OnStall {
         note: stall_note(operation).into(),
         ..OnStall::default()

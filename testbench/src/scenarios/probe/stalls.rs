@@ -12,6 +12,7 @@
 use super::deadmount::run_bounded;
 use super::fuse::{FILE_SIZE, FuseMount, pattern};
 use crate::scenario::{Ctx, ScenarioResult, Verdict};
+use crate::skip;
 use anyhow::{Context, ensure};
 use std::time::Duration;
 
@@ -104,5 +105,74 @@ pub fn cli_timeouts_on_frozen_fuse(ctx: &Ctx<'_>) -> ScenarioResult {
     );
     fuse.thaw()?;
     fuse.teardown()?;
+    Ok(Verdict::Pass)
+}
+
+/// `probe/cli_timeouts_on_slow_fuse`: every read of the FUSE file answers
+/// only after 150 ms, so reading it all takes seconds; `map`, `dig
+/// --dry-run` and `copy` with `--timeout 1s` must still succeed, since they
+/// keep making progress (the watchdog sees the bytes read).
+pub fn cli_timeouts_on_slow_fuse(ctx: &Ctx<'_>) -> ScenarioResult {
+    let bin = crate::bench::measure::sparsekit_bin()?;
+    let bin = bin.to_str().context("binary path")?.to_owned();
+    let fuse = FuseMount::start_slow(&ctx.path("fuse-slow"), TTL, Duration::from_millis(150))?;
+    let file = fuse.file();
+    let file = file.to_str().context("path")?.to_owned();
+    let dst = ctx.path("slow-copy.img");
+    let dst = dst.to_str().context("path")?.to_owned();
+    let mut report = Vec::new();
+    let mut slow = 0;
+    for args in [
+        vec!["map", "--timeout", "1s", &file],
+        vec!["dig", "--dry-run", "--timeout", "1s", &file],
+        vec!["copy", "--no-progress", "--timeout", "1s", &file, &dst],
+        // Buffered: 1 MiB reads of 128 KiB requests, each longer than the
+        // timeout; the pages arriving show the progress.
+        vec![
+            "copy",
+            "--no-progress",
+            "--cache",
+            "keep",
+            "--strategy",
+            "read-write",
+            "--timeout",
+            "1s",
+            &file,
+            &dst,
+        ],
+    ] {
+        let mut argv = vec![bin.as_str()];
+        argv.extend(&args);
+        let (status, _, err, elapsed) = run_bounded(&argv, Duration::from_secs(120))?;
+        ensure!(
+            status.success(),
+            "{} --timeout 1s on a slow but live mount: {status} after {elapsed:?}: {err}",
+            args[0]
+        );
+        if elapsed > Duration::from_millis(1500) {
+            slow += 1;
+        }
+        report.push(format!("{} {:.2} s", args[0], elapsed.as_secs_f64()));
+    }
+    let copied = std::fs::read(&dst)?;
+    ensure!(
+        copied.len() as u64 == FILE_SIZE
+            && copied
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == pattern(i as u64)),
+        "the slow copy differs from the FUSE file"
+    );
+    fuse.teardown()?;
+    if slow == 0 {
+        skip!(
+            "no command took longer than 1.5 s here (the page cache answered), so the timeout was never at stake: {}",
+            report.join(", ")
+        );
+    }
+    println!(
+        "    probe: slow FUSE (150 ms per read): --timeout 1s never fired: {}",
+        report.join(", ")
+    );
     Ok(Verdict::Pass)
 }
