@@ -182,6 +182,7 @@ mod tests {
             machine: machine.into(),
             recorded: recorded.into(),
             scenarios: BTreeMap::new(),
+            faults: BTreeMap::new(),
             filesystems: BTreeMap::new(),
         }
     }

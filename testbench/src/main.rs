@@ -78,6 +78,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
             scenarios::probe::fuse::daemon_main(&args[1..])?;
             Ok(ExitCode::SUCCESS)
         }
+        // The fault-injecting FUSE daemon (scenarios/faults/fs.rs).
+        Some("faults-fuse-daemon") => {
+            scenarios::faults::fs::daemon_main(&args[1..])?;
+            Ok(ExitCode::SUCCESS)
+        }
         // The self-test's child process (see selftest.rs).
         Some("selftest-child") => {
             let [_, mode, fs] = &args[..] else {

@@ -108,6 +108,31 @@ pub fn markdown(matrix: &Matrix, fs_order: &[String]) -> String {
         }
     }
 
+    if cols.iter().any(|c| !c.faults.is_empty()) {
+        out += "\n#### Fault injection\n\nA FUSE filesystem over each one failing, shortening, \
+                slowing and freezing requests under the CLI: cases / faults injected / \
+                survived / bytes of data lost (must be 0).\n\n| kernel |";
+        for f in &fss {
+            let _ = write!(out, " {f} |");
+        }
+        out += "\n|---|";
+        out += &"---|".repeat(fss.len());
+        out += "\n";
+        for c in cols.iter().filter(|c| !c.faults.is_empty()) {
+            let _ = write!(out, "| {} |", c.kernel);
+            for f in &fss {
+                let cell = c.faults.get(*f).map_or("–".to_owned(), |t| {
+                    format!(
+                        "{} / {} / {} / {}",
+                        t.cases, t.injected, t.survived, t.data_lost
+                    )
+                });
+                let _ = write!(out, " {cell} |");
+            }
+            out += "\n";
+        }
+    }
+
     if cols.len() > 1 {
         out += "\n#### What changed between kernels\n";
         for pair in cols.windows(2) {
@@ -238,6 +263,7 @@ mod tests {
             machine: "m".into(),
             recorded: "2026-12-01".into(),
             scenarios: BTreeMap::new(),
+            faults: BTreeMap::new(),
             filesystems,
         }
     }

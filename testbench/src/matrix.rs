@@ -11,6 +11,7 @@
 //! the README shows between [`README_START`] and [`README_END`].
 
 use crate::identity;
+pub use crate::scenarios::faults::tally::FaultTally;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 pub use sparsekit_caps::{Cell, Support};
@@ -48,6 +49,10 @@ pub struct Column {
     pub scenarios: BTreeMap<String, Counts>,
     /// Filesystem name → capability name → cell.
     pub filesystems: BTreeMap<String, BTreeMap<String, Cell>>,
+    /// Filesystem name → the fault scenarios' counts (faults injected,
+    /// survived, bytes of data lost).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub faults: BTreeMap<String, FaultTally>,
 }
 
 impl Column {
@@ -117,6 +122,7 @@ impl Matrix {
                 existing.package = column.package;
                 existing.filesystems.extend(column.filesystems);
                 existing.scenarios.extend(column.scenarios);
+                existing.faults.extend(column.faults);
             }
             None => self.columns.push(column),
         }
@@ -402,6 +408,7 @@ mod tests {
             recorded: "2026-11-25".into(),
             scenarios: BTreeMap::new(),
             filesystems,
+            faults: BTreeMap::new(),
         }
     }
 
@@ -559,6 +566,30 @@ mod tests {
         let better = column("6.18.44-fc-v857", &[("ext4", "cachestat", Support::Native)]);
         assert!(committed.judge(&better).passes());
         assert!(Matrix::default().judge(&better).baseline.is_none());
+    }
+
+    #[test]
+    fn fault_counts_round_trip_and_render_and_old_results_still_parse() {
+        let mut c = column("6.18", &[("ext4", "fiemap", Support::Native)]);
+        c.faults.insert(
+            "ext4".into(),
+            FaultTally {
+                cases: 2,
+                injected: 5,
+                survived: 4,
+                data_lost: 0,
+            },
+        );
+        let mut m = Matrix::default();
+        m.upsert(c);
+        let text = m.write_into("").unwrap();
+        assert!(text.contains("[results.faults.ext4]"), "{text}");
+        assert_eq!(Matrix::parse(&text).unwrap(), m);
+        let md = markdown(&m, &["ext4".into()]);
+        assert!(md.contains("| 6.18 | 2 / 5 / 4 / 0 |"), "{md}");
+        // Columns recorded before fault counts existed have none.
+        let committed = Matrix::load(&crate::defs::matrix_path()).unwrap();
+        assert!(committed.columns.iter().all(|c| c.faults.is_empty()));
     }
 
     #[test]

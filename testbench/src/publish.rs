@@ -46,6 +46,10 @@ pub fn column(reports: &[FsReport]) -> Column {
             .iter()
             .filter_map(|r| Some((r.fs.clone(), r.caps.as_ref()?.capabilities.clone())))
             .collect(),
+        faults: reports
+            .iter()
+            .filter_map(|r| Some((r.fs.clone(), r.faults?)))
+            .collect(),
     }
 }
 
@@ -175,7 +179,7 @@ fn json_report(col: &Column, reports: &[FsReport]) -> serde_json::Value {
                 .collect();
             (
                 r.fs.as_str(),
-                serde_json::json!({"passed": p, "failed": f, "skipped": s, "seconds": r.elapsed.as_secs_f64(), "records": records}),
+                serde_json::json!({"passed": p, "failed": f, "skipped": s, "seconds": r.elapsed.as_secs_f64(), "faults": r.faults, "records": records}),
             )
         })
         .collect();

@@ -7,6 +7,7 @@ pub mod clone;
 pub mod copy;
 pub mod dig_writers;
 pub mod extents;
+pub mod faults;
 pub mod probe;
 pub mod punch;
 
@@ -20,5 +21,6 @@ pub fn all() -> Vec<Scenario> {
     v.extend(dig_writers::scenarios());
     v.extend(copy::scenarios());
     v.extend(probe::scenarios());
+    v.extend(faults::scenarios());
     v
 }

@@ -18,9 +18,10 @@ use fuser::{
 };
 use rustix::process::{Pid, Signal};
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The name of the one file.
@@ -162,12 +163,17 @@ pub fn daemon_main(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A mounted pattern filesystem and its daemon process; see the module docs.
+/// A mounted FUSE filesystem and its daemon process (this bench binary run
+/// with a daemon subcommand); see the module docs. Also the guard of the
+/// fault-injecting filesystem (`scenarios::faults::fs`), whose daemon takes
+/// commands on its stdin ([`FuseMount::control`]).
 #[derive(Debug)]
 pub struct FuseMount {
     child: Option<Child>,
     mnt: PathBuf,
     reg: Option<Registration>,
+    /// The daemon's stdin and stdout, for daemons that take commands.
+    control: Option<(ChildStdin, BufReader<ChildStdout>)>,
 }
 
 /// Whether `mnt` is a mount point now (from /proc/self/mountinfo, which
@@ -190,7 +196,7 @@ pub fn proc_state(pid: u32) -> Option<char> {
 }
 
 impl FuseMount {
-    /// Creates `mnt` and mounts the filesystem there, served by a new daemon.
+    /// Creates `mnt` and mounts the pattern filesystem there, served by a new daemon.
     pub fn start(mnt: &Path, ttl: Duration) -> anyhow::Result<FuseMount> {
         Self::start_slow(mnt, ttl, Duration::ZERO)
     }
@@ -202,14 +208,34 @@ impl FuseMount {
         ttl: Duration,
         read_delay: Duration,
     ) -> anyhow::Result<FuseMount> {
+        Self::spawn(
+            mnt,
+            &[
+                "probe-fuse-daemon".into(),
+                ttl.as_millis().to_string().into(),
+                read_delay.as_millis().to_string().into(),
+            ],
+            false,
+        )
+    }
+
+    /// Creates `mnt` and runs `bench-binary ARGS[0] MNT ARGS[1..]`, a daemon
+    /// that mounts there and prints `READY`. With `control`, its stdin stays
+    /// open for [`control`](Self::control) (closing it is the daemon's
+    /// signal to stop injecting anything, sent first on teardown).
+    pub fn spawn(mnt: &Path, args: &[OsString], control: bool) -> anyhow::Result<FuseMount> {
         std::fs::create_dir_all(mnt).with_context(|| format!("mkdir {}", mnt.display()))?;
         let exe = std::env::current_exe()?;
+        let (sub, rest) = args.split_first().context("no daemon subcommand")?;
         let child = Command::new(exe)
-            .arg("probe-fuse-daemon")
+            .arg(sub)
             .arg(mnt)
-            .arg(ttl.as_millis().to_string())
-            .arg(read_delay.as_millis().to_string())
-            .stdin(Stdio::null())
+            .args(rest)
+            .stdin(if control {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -219,10 +245,15 @@ impl FuseMount {
             child: Some(child),
             mnt: mnt.to_owned(),
             reg: Some(reg),
+            control: None,
         };
         let child = me.child.as_mut().expect("child");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line)?;
+        if let Some(stdin) = child.stdin.take() {
+            me.control = Some((stdin, stdout));
+        }
         if line.trim() != "READY" {
             let _ = child.kill();
             let out = child.wait_with_output_taken();
@@ -247,6 +278,24 @@ impl FuseMount {
     /// The path of [`FILE`].
     pub fn file(&self) -> PathBuf {
         self.mnt.join(FILE)
+    }
+
+    /// Sends one command line to a daemon started with `control` and returns
+    /// its answer (a line starting with `OK`; `ERR …` becomes an error).
+    pub fn control(&mut self, command: &str) -> anyhow::Result<String> {
+        let (stdin, stdout) = self
+            .control
+            .as_mut()
+            .context("this FUSE daemon takes no commands")?;
+        writeln!(stdin, "{command}").with_context(|| format!("send {command:?} to the daemon"))?;
+        stdin.flush()?;
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let line = line.trim();
+        match line.strip_prefix("OK") {
+            Some(rest) => Ok(rest.trim().to_owned()),
+            None => bail!("FUSE daemon: {command:?}: {line:?}"),
+        }
     }
 
     /// The daemon's process id.
@@ -287,6 +336,9 @@ impl FuseMount {
             return Ok(());
         };
         let mut problems = Vec::new();
+        // EOF on its stdin: a controlled daemon stops injecting and answers
+        // every request it holds, so nothing is busy when we unmount.
+        drop(self.control.take());
         if let Ok(pid) = i32::try_from(child.id()) {
             if let Some(pid) = Pid::from_raw(pid) {
                 // Pending requests are answered, so unmounting is not busy.
