@@ -6,6 +6,7 @@
 mod dig;
 mod errors;
 mod punch;
+mod resume;
 mod shift;
 
 use rustix::fs::{MemfdFlags, memfd_create};
