@@ -67,7 +67,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .open(&args.file)
             .map_err(|e| open_error(&path, &e))?
     } else {
-        open_for_writing(&args.file, &path)?
+        let file = open_for_writing(&args.file, &path)?;
+        super::shift::refuse_if_pending(&args.file, &path)?;
+        file
     };
     let options = DigOptions::new()
         .min_hole(args.min_hole.unwrap_or(0))

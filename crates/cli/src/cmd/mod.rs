@@ -6,4 +6,5 @@ pub(crate) mod copy;
 pub(crate) mod dig;
 pub(crate) mod map;
 pub(crate) mod punch;
+pub(crate) mod shift;
 pub(crate) mod stat;
