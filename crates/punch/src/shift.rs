@@ -148,7 +148,6 @@ pub struct ShiftOptions {
 
 /// What [`ShiftOptions::resume`] found and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Resumed {
     /// There was no journal: nothing was unfinished.
     Nothing,

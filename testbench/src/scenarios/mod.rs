@@ -8,6 +8,7 @@ pub mod copy;
 pub mod extents;
 pub mod probe;
 pub mod punch;
+pub mod shift_kill;
 
 /// All scenarios, in run order.
 pub fn all() -> Vec<Scenario> {
@@ -16,6 +17,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(extents::scenarios());
     v.extend(clone::scenarios());
     v.extend(punch::scenarios());
+    v.extend(shift_kill::scenarios());
     v.extend(copy::scenarios());
     v.extend(probe::scenarios());
     v
