@@ -21,7 +21,7 @@ use crate::journal::{Header, Open, Saved, ShiftJournal};
 use crate::punch::punch_in;
 use crate::{Operation, PunchError, PunchStrategy};
 use rustix::fs::{fdatasync, fstat, fsync, ftruncate};
-use sparsekit_extents::{Extent, ExtentKind, MapOptions};
+use sparsekit_extents::{Extent, ExtentKind, ExtentMap, MapOptions};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +32,15 @@ const SAVED_SEGMENT: u64 = 8 << 20;
 /// The largest segment moved without saving (a shift at least this long):
 /// larger segments mean fewer syncs.
 const MAX_SEGMENT: u64 = 64 << 20;
+/// How much an insert maps at a time (it walks down, and the extent map
+/// only walks up). Mapping every segment afresh would cost a SEEK_HOLE per
+/// segment that runs to the next hole: tmpfs's walks the page cache, 2.8 ms
+/// per call on a 1 GiB file of data (measured), 190 calls per GiB shifted.
+#[cfg(not(test))]
+const INSERT_WINDOW: u64 = 64 << 20;
+/// Two test segments, so unit-test inserts cross windows.
+#[cfg(test)]
+const INSERT_WINDOW: u64 = 32 << 10;
 
 /// What to move where: the operation, and its grid of segments.
 #[derive(Clone, Copy, Debug)]
@@ -231,6 +240,23 @@ pub(crate) struct Mover<'a, 'fd> {
     done: u64,
     written: u64,
     changed: bool,
+    extents: Extents<'a>,
+}
+
+/// Where segments get their extents: a collapse consumes one lazy map of
+/// the rest of the span upwards (every write lands below the map's
+/// position, so what it has yet to read is untouched source); an insert
+/// maps windows downwards and consumes each from the top (every write lands
+/// at or above the part consumed).
+#[derive(Default)]
+struct Extents<'a> {
+    up: Option<ExtentMap<'a>>,
+    /// Where the next segment of `up` must start.
+    up_at: u64,
+    /// An extent of `up` that reaches into the next segment: the rest of it.
+    carry: Option<Extent>,
+    window: Vec<Extent>,
+    window_range: Range<u64>,
 }
 
 impl<'a, 'fd> Mover<'a, 'fd> {
@@ -252,6 +278,7 @@ impl<'a, 'fd> Mover<'a, 'fd> {
             done: plan.first(),
             written: 0,
             changed: false,
+            extents: Extents::default(),
         }
     }
 
@@ -409,18 +436,62 @@ impl<'a, 'fd> Mover<'a, 'fd> {
         Ok(())
     }
 
-    fn map(&self, seg: &Range<u64>) -> Result<Vec<Extent>, PunchError> {
-        let err = |source| PunchError::Map {
-            op: self.t.op,
-            source,
-        };
-        let fd = self.t.fd;
-        MapOptions::new()
-            .range(seg.clone())
-            .map(&fd)
-            .map_err(err)?
-            .map(|e| e.map_err(err))
-            .collect()
+    /// The extents of `seg`, clipped to it.
+    fn map(&mut self, seg: &Range<u64>) -> Result<Vec<Extent>, PunchError> {
+        let op = self.t.op;
+        let err = |source| PunchError::Map { op, source };
+        let fd = &self.t.fd;
+        let x = &mut self.extents;
+        let mut out = Vec::new();
+        if self.plan.op == Operation::Collapse {
+            if x.up.is_none() || x.up_at != seg.start {
+                let range = seg.start..self.plan.size_before;
+                x.up = Some(MapOptions::new().range(range).map(fd).map_err(err)?);
+                x.carry = None;
+            }
+            let map = x.up.as_mut().expect("mapped above");
+            loop {
+                let ext = match x.carry.take() {
+                    Some(ext) => ext,
+                    None => match map.next() {
+                        Some(ext) => ext.map_err(err)?,
+                        None => break,
+                    },
+                };
+                if ext.end() > seg.end {
+                    if ext.offset < seg.end {
+                        out.push(Extent::new(ext.offset..seg.end, ext.kind));
+                    }
+                    let rest = ext.offset.max(seg.end)..ext.end();
+                    x.carry = Some(Extent::new(rest, ext.kind));
+                    break;
+                }
+                out.push(ext);
+            }
+            x.up_at = seg.end;
+            return Ok(out);
+        }
+        if seg.start < x.window_range.start || seg.end > x.window_range.end {
+            let lo = align_down(
+                seg.end.saturating_sub(INSERT_WINDOW.max(self.plan.segment)),
+                self.plan.segment,
+            )
+            .clamp(self.plan.offset, seg.start);
+            x.window_range = lo..seg.end;
+            x.window = MapOptions::new()
+                .range(x.window_range.clone())
+                .map(fd)
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+        }
+        for ext in &x.window {
+            let (lo, hi) = (ext.offset.max(seg.start), ext.end().min(seg.end));
+            if lo < hi {
+                out.push(Extent::new(lo..hi, ext.kind));
+            }
+        }
+        Ok(out)
     }
 
     /// Reads the segment's data extents into memory (at most a segment).

@@ -122,7 +122,15 @@ fn run(opts: &ShiftOptions, file: &File, op: &Op) -> Result<Report<ShiftStrategy
 /// The file holds the model's bytes, no more blocks than the model allows
 /// (holes stayed holes), and the journal is gone.
 fn check_final(s: &Scratch, expected: &Model, what: &str) {
-    assert_eq!(contents(&s.file), expected.bytes(), "{what}: content");
+    let got = contents(&s.file);
+    assert_eq!(got.len(), expected.bytes().len(), "{what}: size");
+    if let Some(i) = got.iter().zip(expected.bytes()).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: byte {i} is {:#04x}, the model's {:#04x}",
+            got[i],
+            expected.bytes()[i]
+        );
+    }
     assert!(
         allocated(&s.file) <= expected.allocation_bound(B),
         "{what}: {} bytes allocated, the model allows {}",
