@@ -177,7 +177,8 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
     let mut rng = Rng(seed);
 
     // Calibrate: a file whose shift takes 0.3 s or more (capped at 128 MiB,
-    // a quarter of the bench's images, so btrfs's copy-on-write has room).
+    // a quarter of the bench's images, so btrfs's copy-on-write has room,
+    // and the journal and an insert's growth fit on the 512 MiB tmpfs).
     let mut layout = Layout {
         size: 32 * MIB + 100,
     };
@@ -185,7 +186,7 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
         layout.write(&f)?;
         let took = run_to_end(&bin, &shift_args(&path, true, LENGTHS[0]))?;
         run_to_end(&bin, &shift_args(&path, false, LENGTHS[0]))?;
-        if took >= Duration::from_millis(300) || layout.size > 64 * MIB {
+        if took >= Duration::from_millis(300) || layout.size > 128 * MIB {
             break took;
         }
         layout.size = (layout.size - 100) * 2 + 100;
