@@ -88,7 +88,7 @@ impl ShiftJournal {
     /// The journal exists but cannot be opened or read
     /// ([`PunchError::Journal`]).
     pub fn pending(&self) -> Result<Option<Pending>, PunchError> {
-        let Some(open) = Open::existing(self, Operation::Collapse)? else {
+        let Some(open) = Open::existing(self, Operation::Collapse, OFlags::RDONLY)? else {
             return Ok(None);
         };
         Ok(Some(match open.latest()? {
@@ -277,14 +277,16 @@ impl<'j> Open<'j> {
         Ok(open)
     }
 
-    /// Opens an existing journal; `None` when there is none.
+    /// Opens an existing journal (`RDONLY` to look, `RDWR` to resume);
+    /// `None` when there is none.
     pub(crate) fn existing(
         journal: &'j ShiftJournal,
         op: Operation,
+        mode: OFlags,
     ) -> Result<Option<Self>, PunchError> {
         match fs::open(
             &journal.path,
-            OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            mode | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
         ) {
             Ok(fd) => Ok(Some(Open { journal, fd, op })),

@@ -293,7 +293,8 @@ impl ShiftOptions {
                 what: "resuming needs the journal the operation was recorded in",
             });
         };
-        let Some(open) = Open::existing(journal, Operation::Collapse)? else {
+        let Some(open) = Open::existing(journal, Operation::Collapse, rustix::fs::OFlags::RDWR)?
+        else {
             return Ok(Resumed::Nothing);
         };
         let Some(header) = open.latest()? else {

@@ -168,7 +168,9 @@ enum Damage {
 
 fn damage(s: &Scratch, how: Damage) {
     let j = journal(&s.path);
-    let open = Open::existing(&j, Operation::Collapse).unwrap().unwrap();
+    let open = Open::existing(&j, Operation::Collapse, rustix::fs::OFlags::RDONLY)
+        .unwrap()
+        .unwrap();
     let h = open.latest().unwrap().expect("a header");
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -313,7 +315,7 @@ fn a_stop_flag_stops_at_a_segment_boundary_and_resuming_finishes() {
             // A stop leaves no half-moved segment: the newest header names
             // a segment that is moved and synced.
             let j = journal(&s.path);
-            let h = Open::existing(&j, Operation::Collapse)
+            let h = Open::existing(&j, Operation::Collapse, rustix::fs::OFlags::RDONLY)
                 .unwrap()
                 .unwrap()
                 .latest()
