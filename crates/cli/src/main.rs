@@ -3,7 +3,8 @@
 //! Exit codes: 0 success (or the reader of a pipe left), 1 the operation
 //! failed (also a missing file, a dangling link, a stdout that cannot be
 //! written), 2 usage error (nothing touched), 3 `--timeout`, 130 interrupted
-//! (SIGINT/SIGTERM). Only this crate prints, and only through `output`.
+//! (SIGINT/SIGTERM; and SIGHUP for collapse, insert and resume). Only this
+//! crate prints, and only through `output`.
 
 mod cmd;
 mod exit;
@@ -40,10 +41,15 @@ enum Command {
     Punch(cmd::punch::PunchArgs),
     /// Make a range read as zeros and keep it allocated; the size stays.
     Zero(cmd::punch::ZeroArgs),
-    /// Remove a block-aligned range, shifting the rest of the file down.
-    Collapse(cmd::punch::ShiftArgs),
-    /// Insert a block-aligned hole, shifting the rest of the file up.
-    Insert(cmd::punch::ShiftArgs),
+    /// Remove a block-aligned range, shifting the rest of the file down
+    /// (interrupted: finish with `sparsekit resume FILE`).
+    Collapse(cmd::shift::ShiftArgs),
+    /// Insert a block-aligned hole, shifting the rest of the file up
+    /// (interrupted: finish with `sparsekit resume FILE`).
+    Insert(cmd::shift::ShiftArgs),
+    /// Finish a collapse or insert that a signal, SIGKILL or crash
+    /// interrupted, from its journal (.NAME.sparsekit-shift beside FILE).
+    Resume(cmd::shift::ResumeArgs),
     /// Punch the all-zero blocks inside the data; no byte changes.
     ///
     /// Other writers are kept out with a write lease (fcntl F_SETLEASE): dig
@@ -73,8 +79,9 @@ fn main() -> ExitCode {
         Command::Dedupe(args) => cmd::clone::run_dedupe(args),
         Command::Punch(args) => cmd::punch::run_punch(args),
         Command::Zero(args) => cmd::punch::run_zero(args),
-        Command::Collapse(args) => cmd::punch::run_collapse(args),
-        Command::Insert(args) => cmd::punch::run_insert(args),
+        Command::Collapse(args) => cmd::shift::run_collapse(args),
+        Command::Insert(args) => cmd::shift::run_insert(args),
+        Command::Resume(args) => cmd::shift::run_resume(args),
         Command::Dig(args) => cmd::dig::run(args),
         Command::Copy(args) => cmd::copy::run(args),
         Command::Caps(args) => cmd::caps::run(args),

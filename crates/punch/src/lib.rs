@@ -56,6 +56,8 @@ mod dig;
 mod error;
 mod exclusive;
 mod file;
+mod journal;
+mod mover;
 mod punch;
 mod report;
 mod shift;
@@ -66,9 +68,10 @@ pub mod model;
 pub use dig::{CacheOutcome, DigOptions, Dug, dig_holes, dig_holes_excluding};
 pub use error::{Operation, PunchError, RangeProblem};
 pub use exclusive::{Breaker, Broken, Exclusion, LeaseError, WriteLease, lease_refusal};
+pub use journal::{Pending, ShiftJournal};
 pub use punch::{punch_hole, zero_range};
 pub use report::{Fallback, PunchStrategy, Report, ShiftStrategy, Strategy, ZeroStrategy};
-pub use shift::{collapse_range, insert_range};
+pub use shift::{Resumed, ShiftOptions, collapse_range, insert_range};
 
 #[cfg(test)]
 mod tests;

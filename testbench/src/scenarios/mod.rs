@@ -10,6 +10,7 @@ pub mod extents;
 pub mod faults;
 pub mod probe;
 pub mod punch;
+pub mod shift_kill;
 
 /// All scenarios, in run order.
 pub fn all() -> Vec<Scenario> {
@@ -19,6 +20,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(clone::scenarios());
     v.extend(punch::scenarios());
     v.extend(dig_writers::scenarios());
+    v.extend(shift_kill::scenarios());
     v.extend(copy::scenarios());
     v.extend(probe::scenarios());
     v.extend(faults::scenarios());

@@ -138,7 +138,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let file = if args.dry_run {
         open_checked(&args.file, "dig", Accept::Regular, false)?
     } else {
-        open_for_writing(&args.file, "dig")?
+        let file = open_for_writing(&args.file, "dig")?;
+        super::shift::refuse_if_pending(&args.file, &path)?;
+        file
     };
     watchdog.watch_cache(&file);
     if !args.dry_run {

@@ -7,4 +7,5 @@ pub(crate) mod copy_target;
 pub(crate) mod dig;
 pub(crate) mod map;
 pub(crate) mod punch;
+pub(crate) mod shift;
 pub(crate) mod stat;

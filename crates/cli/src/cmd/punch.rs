@@ -1,5 +1,6 @@
 //! `sparsekit punch|zero|collapse|insert FILE --offset SIZE --length SIZE
-//! [--strategy …] [--json]`
+//! [--strategy …] [--json]` (collapse and insert run through
+//! [`super::shift`], which adds the journal and signals)
 //!
 //! Each prints what was done and the strategy used; the strategies `auto`
 //! left behind are named on stderr with their errno. A bad range, a file of
@@ -24,20 +25,20 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub(crate) struct RangeArgs {
     /// The file to change (a regular file).
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Start of the range (bytes, or K/M/G/T).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    offset: u64,
+    pub(crate) offset: u64,
     /// Length of the range (bytes, or K/M/G/T).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    length: u64,
+    pub(crate) length: u64,
     /// Print JSON: {"file","operation","strategy","fallbacks":[{"strategy","errno"}],
     /// "offset","length","block_size","size_before","size_after",
     /// "allocated_before","allocated_after","bytes_freed","bytes_written"}.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     #[command(flatten)]
-    timeout: TimeoutArg,
+    pub(crate) timeout: TimeoutArg,
 }
 
 /// `sparsekit punch`.
@@ -62,17 +63,6 @@ pub(crate) struct ZeroArgs {
     strategy: ZeroArg,
 }
 
-/// `sparsekit collapse` and `sparsekit insert`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ShiftArgs {
-    #[command(flatten)]
-    range: RangeArgs,
-    /// native remaps extents (ext4, xfs); move-data moves the data in
-    /// chunks, keeping holes. auto tries native first.
-    #[arg(long, value_enum, default_value_t = ShiftArg::Auto)]
-    strategy: ShiftArg,
-}
-
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum PunchArg {
     Auto,
@@ -90,7 +80,7 @@ enum ZeroArg {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ShiftArg {
+pub(crate) enum ShiftArg {
     Auto,
     Native,
     MoveData,
@@ -142,20 +132,6 @@ pub(crate) fn run_zero(args: ZeroArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub(crate) fn run_collapse(args: ShiftArgs) -> anyhow::Result<ExitCode> {
-    let r = &args.range;
-    run(r, Operation::Collapse, |f| {
-        sparsekit_punch::collapse_range(f, r.offset, r.length, args.strategy.into())
-    })
-}
-
-pub(crate) fn run_insert(args: ShiftArgs) -> anyhow::Result<ExitCode> {
-    let r = &args.range;
-    run(r, Operation::Insert, |f| {
-        sparsekit_punch::insert_range(f, r.offset, r.length, args.strategy.into())
-    })
-}
-
 fn run<S: Strategy>(
     args: &RangeArgs,
     operation: Operation,
@@ -171,6 +147,7 @@ fn run<S: Strategy>(
         note: stall_note(operation).into(),
         ..OnStall::default()
     });
+    super::shift::refuse_if_pending(&args.file, &path)?;
     let report = op(&file).map_err(|e| punch_error(&path, e))?;
     watchdog.finish();
     for fallback in &report.fallbacks {
@@ -214,7 +191,7 @@ pub(crate) fn punch_error(path: &str, e: PunchError) -> anyhow::Error {
 }
 
 /// `disk.img: punched 1.0 MiB at offset 4096 with punch_hole; 1.0 MiB freed, size 8.0 GiB`
-fn report_line<S: Strategy>(path: &str, r: &Report<S>) -> String {
+pub(crate) fn report_line<S: Strategy>(path: &str, r: &Report<S>) -> String {
     let len = human_size(r.length);
     let what = match r.operation {
         Operation::Punch => format!("punched {len}"),
@@ -242,7 +219,7 @@ fn report_line<S: Strategy>(path: &str, r: &Report<S>) -> String {
 }
 
 /// The stable JSON document documented on `--json`.
-fn report_json<S: Strategy>(path: &str, r: &Report<S>) -> serde_json::Value {
+pub(crate) fn report_json<S: Strategy>(path: &str, r: &Report<S>) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()

@@ -7,6 +7,7 @@ mod dig;
 mod errors;
 mod lease;
 mod punch;
+mod resume;
 mod shift;
 
 use rustix::fs::{MemfdFlags, memfd_create};
