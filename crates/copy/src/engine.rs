@@ -250,7 +250,12 @@ pub(crate) fn copy(
         let hot = if opts.cache == CachePolicy::Keep || source_before == Some(0) {
             Residency::Known(Vec::new())
         } else {
-            Residency::snapshot(src_fd, size)
+            // Its only error is the interrupt (an unknown residency is a value).
+            Residency::snapshot(src_fd, size, opts.interrupt.as_ref()).map_err(|_| {
+                CopyError::Interrupted {
+                    path: src_path.to_owned(),
+                }
+            })?
         };
 
         // 2. The destination writer; an in-place destination loses its
@@ -274,6 +279,7 @@ pub(crate) fn copy(
             block,
             opts.buffer_size,
         );
+        dst.interrupt = opts.interrupt.clone();
         #[cfg(any(test, feature = "fault-injection"))]
         {
             dst.faults = opts.faults.clone();
@@ -303,7 +309,13 @@ pub(crate) fn copy(
             };
             (p, p)
         } else {
-            resolve_sides(opts, src_fd, src_path, dst_fd, target.path, &mut fallbacks)?
+            resolve_sides(
+                opts,
+                (src_fd, src_path),
+                (dst_fd, target.path),
+                size,
+                &mut fallbacks,
+            )?
         };
         if target.kind == DestinationKind::NewFile {
             // Undo the probe writes.
@@ -475,19 +487,27 @@ pub(crate) fn copy(
 
 fn resolve_sides(
     opts: &CopyOptions,
-    src_fd: BorrowedFd<'_>,
-    src_path: &Path,
-    dst_fd: BorrowedFd<'_>,
-    dst_path: &Path,
+    (src_fd, src_path): (BorrowedFd<'_>, &Path),
+    (dst_fd, dst_path): (BorrowedFd<'_>, &Path),
+    size: u64,
     fallbacks: &mut Vec<Fallback>,
 ) -> Result<(SidePolicy, SidePolicy), CopyError> {
     let fake = opts.fake_unsupported_cache();
-    let s = cache::resolve(opts.cache, Side::Source, src_fd, src_path, fallbacks, fake)?;
+    let s = cache::resolve(
+        opts.cache,
+        Side::Source,
+        src_fd,
+        src_path,
+        size,
+        fallbacks,
+        fake,
+    )?;
     let d = cache::resolve(
         opts.cache,
         Side::Destination,
         dst_fd,
         dst_path,
+        size,
         fallbacks,
         fake,
     );
