@@ -194,7 +194,13 @@ pub(crate) fn copy(
         fallbacks: Vec::new(),
     };
 
+    let streamed = crate::stream::needed(src_fd, &src_st);
     let result = (|| {
+        // 0. A source whose size does not describe its content is read to
+        //    its end: no map, no reflink, no copy_file_range.
+        if streamed.is_some() {
+            return copy_streamed(opts, src_fd, src_path, &target, &mut report);
+        }
         // 1. A whole-file reflink, where it may apply.
         let try_reflink = match opts.reflink {
             ReflinkMode::Never => false,
@@ -483,6 +489,64 @@ pub(crate) fn copy(
     };
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// [`crate::stream`]: the source read until EOF into the destination, then
+/// the usual fsync. An existing destination is emptied first, so nothing
+/// of it survives past the streamed end.
+fn copy_streamed(
+    opts: &CopyOptions,
+    src_fd: BorrowedFd<'_>,
+    src_path: &Path,
+    target: &Target<'_>,
+    report: &mut CopyReport,
+) -> Result<(), CopyError> {
+    // Neither applies to bytes that exist only when read.
+    if opts.reflink == ReflinkMode::Always {
+        return Err(CopyError::ReflinkUnsupported {
+            src: src_path.to_owned(),
+            dst: target.path.to_owned(),
+            errno: Errno::OPNOTSUPP,
+        });
+    }
+    if opts.data == DataStrategy::CopyFileRange {
+        return Err(CopyError::StrategyUnsupported {
+            src: src_path.to_owned(),
+            dst: target.path.to_owned(),
+            strategy: DataStrategy::CopyFileRange,
+            errno: Errno::OPNOTSUPP,
+        });
+    }
+    let dst_fd = target.file.as_fd();
+    let truncate = |len| {
+        ftruncate(dst_fd, len).map_err(|errno| CopyError::Io {
+            path: target.path.to_owned(),
+            op: "ftruncate",
+            offset: None,
+            errno,
+        })
+    };
+    if target.kind == DestinationKind::ExistingFile {
+        truncate(0)?;
+    }
+    let copied = crate::stream::copy(
+        src_fd,
+        src_path,
+        dst_fd,
+        target.path,
+        opts.buffer_size,
+        opts.interrupt.as_ref(),
+    )?;
+    if target.kind != DestinationKind::BlockDevice {
+        truncate(copied)?;
+    }
+    report.strategy = Strategy::Stream;
+    report.map_method = Method::AllData;
+    report.size = copied;
+    report.bytes_copied = copied;
+    report.cache_source = Some(CachePolicy::Keep);
+    report.cache_destination = Some(CachePolicy::Drop);
+    finish(opts, target, copied, Some(CachePolicy::Drop), report)
 }
 
 fn resolve_sides(

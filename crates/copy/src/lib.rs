@@ -139,6 +139,7 @@ mod pipeline;
 mod plan;
 mod report;
 mod staging;
+mod stream;
 
 pub use error::CopyError;
 pub use interrupt::{Interrupt, SignalRegistration};
