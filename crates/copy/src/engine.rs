@@ -183,6 +183,7 @@ pub(crate) fn copy(
         staging: target.staging,
         destination: target.kind,
         map_method: opts.map_method,
+        snapshot: opts.snapshot,
         size,
         bytes_copied: 0,
         bytes_skipped_as_holes: 0,

@@ -138,6 +138,7 @@ mod options;
 mod pipeline;
 mod plan;
 mod report;
+mod snapshot;
 mod staging;
 mod stream;
 

@@ -133,6 +133,9 @@ pub struct CopyReport {
     pub destination: DestinationKind,
     /// How the source was mapped.
     pub map_method: Method,
+    /// Whether the data came from a reflinked snapshot of the source
+    /// ([`CopyOptions::snapshot`](crate::CopyOptions::snapshot)).
+    pub snapshot: bool,
     /// Source size in bytes (= destination size, for files).
     pub size: u64,
     /// Data bytes written (or shared, for a reflink) to the destination.
