@@ -140,7 +140,7 @@ fn writing_the_holes_of_the_largest_file_stops_on_interrupt() {
     let stop = Interrupt::new();
     let trigger = stop.clone();
     let timer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(20));
         trigger.trigger();
     });
     let started = Instant::now();
