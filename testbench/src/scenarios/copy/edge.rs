@@ -11,7 +11,7 @@ use rustix::io::Errno;
 use sparsekit_copy::{
     CachePolicy, CopyError, CopyOptions, DataStrategy, Interrupt, ReflinkMode, SparseMode,
 };
-use sparsekit_extents::{ExtentKind, MapOptions};
+use sparsekit_extents::{ExtentKind, MapError, MapOptions, Method};
 use sparsekit_sys::ErrnoName;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -45,16 +45,27 @@ fn largest(ctx: &Ctx<'_>, data: &[(u64, &[u8])]) -> ScenarioResult {
     if let Err(errno) = huge(&src, data)? {
         skip!("a file of {HUGE} bytes: {}", ErrnoName(errno));
     }
-    // The map sees every byte.
+    // The map sees every byte, with each method that works here (FIEMAP's
+    // offset arithmetic near 2^63 included).
     let f = File::open(&src)?;
-    let map: Vec<_> = MapOptions::new().map(&f)?.collect::<Result<_, _>>()?;
-    for &(off, bytes) in data {
-        let end = off + bytes.len() as u64;
+    for method in [Method::Auto, Method::Seek, Method::Fiemap] {
+        let map = match MapOptions::new().method(method).map(&f) {
+            Err(MapError::Unsupported { .. }) => continue,
+            r => r?,
+        };
+        let map: Vec<_> = map.collect::<Result<_, _>>()?;
         ensure!(
-            map.iter()
-                .any(|e| e.kind == ExtentKind::Data && e.offset <= off && e.end() >= end),
-            "map misses the data at {off}: {map:?}"
+            map.last().map(|e| e.end()) == Some(HUGE),
+            "{method}: {map:?}"
         );
+        for &(off, bytes) in data {
+            let end = off + bytes.len() as u64;
+            ensure!(
+                map.iter()
+                    .any(|e| e.kind == ExtentKind::Data && e.offset <= off && e.end() >= end),
+                "{method} misses the data at {off}: {map:?}"
+            );
+        }
     }
     let variants = [
         ("auto", CopyOptions::new()),
