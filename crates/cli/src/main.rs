@@ -1,11 +1,16 @@
 //! `sparsekit`: map, punch, copy, clone and probe large sparse files.
 //!
-//! Exit codes: 0 success, 1 the operation failed, 2 usage error (nothing
-//! touched), 3 timeout, 130 interrupted (SIGINT/SIGTERM). Only this crate prints.
+//! Exit codes: 0 success (or the reader of a pipe left), 1 the operation
+//! failed (also a missing file, a dangling link, a stdout that cannot be
+//! written), 2 usage error (nothing touched), 3 `--timeout`, 130 interrupted
+//! (SIGINT/SIGTERM). Only this crate prints, and only through `output`.
 
 mod cmd;
 mod exit;
 mod human;
+mod input;
+mod output;
+mod watchdog;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -10,13 +10,16 @@
 
 use crate::exit::{UsageError, WithExitCode};
 use crate::human::human_size;
+use crate::input::{Accept, open_checked};
+use crate::output::{print_report, warning};
+use crate::watchdog::{TimeoutArg, Watchdog};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use sparsekit_copy::{
     CachePolicy, CopyError, CopyOptions, CopyReport, DataStrategy, HoleMethod, Interrupt, Progress,
     ReflinkMode, SparseMode, Staging,
 };
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -82,6 +85,8 @@ pub(crate) struct Args {
     /// Skip the fsync of the destination (and its directory) before success.
     #[arg(long)]
     no_sync: bool,
+    #[command(flatten)]
+    timeout: TimeoutArg,
 }
 
 macro_rules! value_enum {
@@ -104,6 +109,17 @@ value_enum!(StrategyArg => DataStrategy { Auto, CopyFileRange, ReadWrite });
 value_enum!(HolesArg => HoleMethod { Auto, Punch, ZeroRange, ZeroOut, WriteZeros });
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let watchdog = Watchdog::start(
+        args.timeout.timeout,
+        format!("{} -> {}: copy", args.src.display(), args.dst.display()),
+    );
+    // The source is opened by the library: make sure first that opening it
+    // cannot block (a fifo) and that it is something a copy can read. This
+    // descriptor only lets the watchdog see pages arriving inside one long
+    // read of a buffered copy.
+    let src_file = open_checked(&args.src, "copy", Accept::FileOrDevice, false)?;
+    watchdog.watch_cache(&src_file);
+    super::copy_target::check_destination(&args.dst)?;
     // `cp SRC DIR` semantics: copy into the directory under SRC's name.
     let dst = if args.dst.is_dir() {
         let name = args.src.file_name().ok_or_else(|| {
@@ -117,6 +133,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.dst.clone()
     };
+    super::copy_target::check_destination(&dst)?;
     let interrupt = Interrupt::new();
     let _signals = interrupt
         .register_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
@@ -135,31 +152,47 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .sync(!args.no_sync)
         .snapshot(args.snapshot)
-        .interrupt(interrupt)
+        .interrupt(interrupt.clone())
         .faults_from_env()
         .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
     let show = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
     let progress = show.then(|| Reporter::new(&dst, std::io::stderr().is_terminal()));
-    if let Some(reporter) = &progress {
-        let reporter = reporter.clone();
-        options = options.progress(move |p| reporter.update(p));
-    }
+    // Every progress report is progress for the watchdog too.
+    let tick = watchdog.ticker();
+    let reporter = progress.clone();
+    options = options.progress(move |p| {
+        tick();
+        if let Some(reporter) = &reporter {
+            reporter.update(p);
+        }
+    });
+    watchdog.on_stall(super::copy_target::on_stall(
+        &dst,
+        args.in_place,
+        &interrupt,
+    ));
 
     let result = options.copy(&args.src, &dst);
+    let in_time = watchdog.finish();
     if let Some(reporter) = &progress {
         reporter.finish();
     }
-    let report = result.map_err(copy_error)?;
+    let report = result.map_err(|e| {
+        if !in_time && matches!(e, CopyError::Interrupted { .. }) {
+            watchdog.timeout_error(super::copy_target::left_after_stop(&dst, args.in_place))
+        } else {
+            copy_error(e)
+        }
+    })?;
+    let line = summary(&dst, &report);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&json_report(&args.src, &dst, &report))?
-        );
+        let doc = serde_json::to_string(&json_report(&args.src, &dst, &report))?;
+        print_report(&doc, Some(&line))?;
     } else {
         for fallback in &report.fallbacks {
-            eprintln!("sparsekit: {}: {fallback}, fell back", dst.display());
+            warning!("{}: {fallback}, fell back", dst.display());
         }
-        println!("{}", summary(&dst, &report));
+        print_report(&line, Some(&line))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -305,7 +338,9 @@ impl Reporter {
             } else {
                 p.data_done as f64 * 100.0 / p.data_total as f64
             };
-            eprintln!(
+            // Never a panic on a full or closed stderr.
+            let _ = writeln!(
+                std::io::stderr(),
                 "{}: {} of {} ({pct:.0}%)",
                 plain.1,
                 human_size(p.data_done),

@@ -4,13 +4,14 @@
 //! Punches the all-zero blocks inside a file's data extents without
 //! changing a byte, dropping what it reads from the page cache.
 
-use super::punch::{open_error, open_for_writing, punch_error};
+use super::punch::{open_for_writing, punch_error};
 use crate::human::{human_size, parse_size};
+use crate::input::{Accept, open_checked};
+use crate::output::{print_report, warning};
+use crate::watchdog::{OnStall, TimeoutArg, Watchdog};
 use serde_json::json;
 use sparsekit_extents::Method;
 use sparsekit_punch::{CacheOutcome, DigOptions, Dug};
-use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -37,6 +38,8 @@ pub(crate) struct Args {
     /// Leave the pages read in the page cache (default: drop them).
     #[arg(long)]
     keep_cache: bool,
+    #[command(flatten)]
+    timeout: TimeoutArg,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -60,15 +63,19 @@ impl From<MethodArg> for Method {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.file.display().to_string();
+    let watchdog = Watchdog::start(args.timeout.timeout, format!("{path}: dig"));
     let file = if args.dry_run {
-        File::options()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open(&args.file)
-            .map_err(|e| open_error(&path, &e))?
+        open_checked(&args.file, "dig", Accept::Regular, false)?
     } else {
-        open_for_writing(&args.file, &path)?
+        open_for_writing(&args.file, "dig")?
     };
+    watchdog.watch_cache(&file);
+    if !args.dry_run {
+        watchdog.on_stall(OnStall {
+            note: "no byte was changed (dig only punches blocks it read as zeros); some of them may already be holes".into(),
+            ..OnStall::default()
+        });
+    }
     let options = DigOptions::new()
         .min_hole(args.min_hole.unwrap_or(0))
         .dry_run(args.dry_run)
@@ -76,20 +83,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .drop_cache(!args.keep_cache);
     let start = Instant::now();
     let dug = options.dig(&file).map_err(|e| punch_error(&path, e))?;
+    watchdog.finish();
     let seconds = start.elapsed().as_secs_f64();
     for fallback in &dug.fallbacks {
-        eprintln!("sparsekit: {path}: method {fallback}, falling back");
+        warning!("{path}: method {fallback}, falling back");
     }
     if let CacheOutcome::Failed(errno) = dug.cache {
-        eprintln!(
-            "sparsekit: {path}: warning: posix_fadvise: {}; pages read were left in the page cache",
+        warning!(
+            "{path}: warning: posix_fadvise: {}; pages read were left in the page cache",
             sparsekit_sys::ErrnoName(errno)
         );
     }
+    let line = dug_line(&path, &dug, seconds);
+    let done = (!args.dry_run).then_some(line.as_str());
     if args.json {
-        println!("{}", dug_json(&path, &dug, seconds));
+        print_report(&dug_json(&path, &dug, seconds).to_string(), done)?;
     } else {
-        println!("{}", dug_line(&path, &dug, seconds));
+        print_report(&line, done)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 pub(crate) mod caps;
 pub(crate) mod clone;
 pub(crate) mod copy;
+pub(crate) mod copy_target;
 pub(crate) mod dig;
 pub(crate) mod map;
 pub(crate) mod punch;

@@ -7,14 +7,16 @@
 //! nothing touched; a failing call exits 1 naming the file, offset and
 //! errno (and, if the file was changed part-way, what it now holds).
 
-use crate::exit::{UsageError, io_error};
-use crate::human::{human_size, parse_size};
+use crate::exit::UsageError;
+use crate::human::{check_range, human_size, parse_size};
+use crate::input::{Accept, open_checked};
+use crate::output::{print_report, warning};
+use crate::watchdog::{OnStall, TimeoutArg, Watchdog};
 use serde_json::json;
 use sparsekit_punch::{
     Operation, PunchError, PunchStrategy, Report, ShiftStrategy, Strategy, ZeroStrategy,
 };
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -34,6 +36,8 @@ pub(crate) struct RangeArgs {
     /// "allocated_before","allocated_after","bytes_freed","bytes_written"}.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    timeout: TimeoutArg,
 }
 
 /// `sparsekit punch`.
@@ -126,69 +130,78 @@ impl From<ShiftArg> for ShiftStrategy {
 
 pub(crate) fn run_punch(args: PunchArgs) -> anyhow::Result<ExitCode> {
     let r = &args.range;
-    run(r, |f| {
+    run(r, Operation::Punch, |f| {
         sparsekit_punch::punch_hole(f, r.offset, r.length, args.strategy.into())
     })
 }
 
 pub(crate) fn run_zero(args: ZeroArgs) -> anyhow::Result<ExitCode> {
     let r = &args.range;
-    run(r, |f| {
+    run(r, Operation::Zero, |f| {
         sparsekit_punch::zero_range(f, r.offset, r.length, args.strategy.into())
     })
 }
 
 pub(crate) fn run_collapse(args: ShiftArgs) -> anyhow::Result<ExitCode> {
     let r = &args.range;
-    run(r, |f| {
+    run(r, Operation::Collapse, |f| {
         sparsekit_punch::collapse_range(f, r.offset, r.length, args.strategy.into())
     })
 }
 
 pub(crate) fn run_insert(args: ShiftArgs) -> anyhow::Result<ExitCode> {
     let r = &args.range;
-    run(r, |f| {
+    run(r, Operation::Insert, |f| {
         sparsekit_punch::insert_range(f, r.offset, r.length, args.strategy.into())
     })
 }
 
 fn run<S: Strategy>(
     args: &RangeArgs,
+    operation: Operation,
     op: impl FnOnce(&File) -> Result<Report<S>, PunchError>,
 ) -> anyhow::Result<ExitCode> {
     let path = args.file.display().to_string();
-    let file = open_for_writing(&args.file, &path)?;
+    let op_name = operation.as_str();
+    check_range(&format!("{path}: {op_name}"), args.offset, args.length).map_err(UsageError)?;
+    let watchdog = Watchdog::start(args.timeout.timeout, format!("{path}: {op_name}"));
+    let file = open_for_writing(&args.file, op_name)?;
+    watchdog.watch_cache(&file);
+    watchdog.on_stall(OnStall {
+        note: stall_note(operation).into(),
+        ..OnStall::default()
+    });
     let report = op(&file).map_err(|e| punch_error(&path, e))?;
+    watchdog.finish();
     for fallback in &report.fallbacks {
-        eprintln!("sparsekit: {path}: {fallback}, falling back");
+        warning!("{path}: {fallback}, falling back");
     }
+    let line = report_line(&path, &report);
     if args.json {
-        println!("{}", report_json(&path, &report));
+        print_report(&report_json(&path, &report).to_string(), Some(&line))?;
     } else {
-        println!("{}", report_line(&path, &report));
+        print_report(&line, Some(&line))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Read-write, never created, non-blocking so a fifo cannot hang the open
-/// (the library then refuses it as not a regular file).
-pub(crate) fn open_for_writing(file: &Path, path: &str) -> anyhow::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(file)
-        .map_err(|e| open_error(path, &e))
+/// What a request stuck in the kernel may leave: it can still complete
+/// after we exit (the filesystem holds it), or have done part of its work.
+fn stall_note(op: Operation) -> &'static str {
+    match op {
+        Operation::Collapse | Operation::Insert => {
+            "the file may be partly shifted: a native request may still complete, a move-data one stopped between chunks"
+        }
+        _ => {
+            "the range may be partly done, and the request may still complete when the filesystem answers"
+        }
+    }
 }
 
-/// A directory is the wrong kind of argument (exit 2); anything else is an
-/// operation failure naming the errno.
-pub(crate) fn open_error(path: &str, e: &std::io::Error) -> anyhow::Error {
-    if e.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()) {
-        UsageError(format!("{path}: not a regular file (it is a directory)")).into()
-    } else {
-        io_error(path, "open", e)
-    }
+/// Read-write, never created, checked first so a fifo or device cannot
+/// hang the open (see [`crate::input`]).
+pub(crate) fn open_for_writing(file: &Path, op: &str) -> anyhow::Result<File> {
+    open_checked(file, op, Accept::Regular, true)
 }
 
 /// Bad input exits 2 (nothing was touched); the rest exits 1.

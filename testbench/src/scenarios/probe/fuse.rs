@@ -37,6 +37,8 @@ pub fn pattern(i: u64) -> u8 {
 struct PatternFs {
     ttl: Duration,
     started: SystemTime,
+    /// Sleep before answering each read: a slow but live mount.
+    read_delay: Duration,
 }
 
 impl PatternFs {
@@ -98,6 +100,7 @@ impl Filesystem for PatternFs {
         if u64::from(ino) != FILE_INO {
             return reply.error(Errno::EISDIR);
         }
+        std::thread::sleep(self.read_delay);
         let end = FILE_SIZE.min(offset.saturating_add(u64::from(size)));
         let data: Vec<u8> = (offset.min(end)..end).map(pattern).collect();
         reply.data(&data);
@@ -128,11 +131,13 @@ impl Filesystem for PatternFs {
     }
 }
 
-/// The daemon side (`probe-fuse-daemon MOUNTPOINT TTL_MS`): mounts, says
-/// `READY`, serves until unmounted.
+/// The daemon side (`probe-fuse-daemon MOUNTPOINT TTL_MS [READ_DELAY_MS]`):
+/// mounts, says `READY`, serves until unmounted.
 pub fn daemon_main(args: &[String]) -> anyhow::Result<()> {
-    let [mnt, ttl_ms] = args else {
-        bail!("usage: probe-fuse-daemon MOUNTPOINT TTL_MS");
+    let (mnt, ttl_ms, delay_ms) = match args {
+        [mnt, ttl_ms] => (mnt, ttl_ms, "0"),
+        [mnt, ttl_ms, delay_ms] => (mnt, ttl_ms, delay_ms.as_str()),
+        _ => bail!("usage: probe-fuse-daemon MOUNTPOINT TTL_MS [READ_DELAY_MS]"),
     };
     // Never outlive the bench, even as a stopped process: SIGKILL ends a
     // stopped process too.
@@ -141,6 +146,7 @@ pub fn daemon_main(args: &[String]) -> anyhow::Result<()> {
     let fs = PatternFs {
         ttl,
         started: SystemTime::now(),
+        read_delay: Duration::from_millis(delay_ms.parse().context("READ_DELAY_MS")?),
     };
     let mut config = Config::default();
     config.mount_options = vec![
@@ -186,12 +192,23 @@ pub fn proc_state(pid: u32) -> Option<char> {
 impl FuseMount {
     /// Creates `mnt` and mounts the filesystem there, served by a new daemon.
     pub fn start(mnt: &Path, ttl: Duration) -> anyhow::Result<FuseMount> {
+        Self::start_slow(mnt, ttl, Duration::ZERO)
+    }
+
+    /// Like [`start`](Self::start), with every read answered only after
+    /// `read_delay`: a slow but live mount.
+    pub fn start_slow(
+        mnt: &Path,
+        ttl: Duration,
+        read_delay: Duration,
+    ) -> anyhow::Result<FuseMount> {
         std::fs::create_dir_all(mnt).with_context(|| format!("mkdir {}", mnt.display()))?;
         let exe = std::env::current_exe()?;
         let child = Command::new(exe)
             .arg("probe-fuse-daemon")
             .arg(mnt)
             .arg(ttl.as_millis().to_string())
+            .arg(read_delay.as_millis().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
