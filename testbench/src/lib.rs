@@ -31,6 +31,8 @@ pub mod bench;
 pub mod cleanup;
 pub mod defs;
 pub mod fixture;
+pub mod identity;
+pub mod markdown;
 pub mod matrix;
 pub mod proptest_support;
 pub mod publish;

@@ -3,6 +3,7 @@
 //! (and the README's tables); and the `matrix` subcommands.
 
 use crate::defs::{self, FsDef};
+use crate::identity;
 use crate::matrix::{self, Column, Matrix};
 use crate::runner::{FsReport, Outcome};
 use anyhow::{Context, bail};
@@ -20,10 +21,27 @@ fn readme_path() -> PathBuf {
 
 /// The column this run observed.
 pub fn column(reports: &[FsReport]) -> Column {
+    let (kernel, version, package) = matrix::kernel_identity();
     Column {
-        kernel: matrix::kernel_release(),
+        kernel,
+        version,
+        package,
         machine: matrix::machine_label(),
         recorded: matrix::today(),
+        scenarios: reports
+            .iter()
+            .map(|r| {
+                let (passed, failed, skipped) = r.counts();
+                (
+                    r.fs.clone(),
+                    matrix::Counts {
+                        passed,
+                        failed,
+                        skipped,
+                    },
+                )
+            })
+            .collect(),
         filesystems: reports
             .iter()
             .filter_map(|r| Some((r.fs.clone(), r.caps.as_ref()?.capabilities.clone())))
@@ -31,13 +49,30 @@ pub fn column(reports: &[FsReport]) -> Column {
     }
 }
 
-/// Writes matrix.{toml,md,json} under [`out_dir`], compares with the
-/// committed column for this kernel, blesses if asked. Returns whether
-/// there was no regression.
-pub fn after_run(reports: &[FsReport], defs: &[FsDef], bless: bool) -> anyhow::Result<bool> {
+/// What to do with a run's results.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// Where matrix.{toml,md,json} go ([`out_dir`] by default; a VM guest
+    /// writes into its shared directory, the workspace being read-only there).
+    pub out: PathBuf,
+    /// Compare with the committed matrix (a guest leaves that to the host's
+    /// `collect`, which alone can bless).
+    pub compare: bool,
+    /// Write the column into matrix.toml and the README.
+    pub bless: bool,
+}
+
+/// Writes matrix.{toml,md,json} under `opts.out`, then (unless told not
+/// to) compares with the committed matrix and blesses if asked. Returns
+/// whether there was no regression.
+pub fn after_run(
+    reports: &[FsReport],
+    defs: &[FsDef],
+    opts: &PublishOptions,
+) -> anyhow::Result<bool> {
     let observed = column(reports);
-    let dir = out_dir();
-    std::fs::create_dir_all(&dir)?;
+    let dir = &opts.out;
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     let mut this_run = Matrix::default();
     this_run.upsert(observed.clone());
     let order: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
@@ -51,37 +86,51 @@ pub fn after_run(reports: &[FsReport], defs: &[FsDef], bless: bool) -> anyhow::R
         "\nmatrix of this run: {}/matrix.{{toml,md,json}}",
         dir.display()
     );
+    if !opts.compare {
+        return Ok(true);
+    }
+    judge(&observed, defs, opts.bless)
+}
 
+/// Compares `observed` with the committed column [`Matrix::baseline`]
+/// picks, prints which and why, and blesses if asked. Returns whether
+/// there was no regression: less support fails only against the same
+/// release or series ([`Basis::gates`](crate::identity::Basis::gates)).
+pub fn judge(observed: &Column, defs: &[FsDef], bless: bool) -> anyhow::Result<bool> {
     let path = defs::matrix_path();
     let text = std::fs::read_to_string(&path)?;
     let mut committed = Matrix::parse(&text)?;
-    let mut ok = true;
-    match committed.baseline(&observed.kernel, &observed.machine) {
+    println!("this run: {}", observed.label());
+    let judgement = committed.judge(observed);
+    let ok = judgement.passes();
+    match judgement.baseline {
         None => println!(
-            "no committed results for Linux {}: nothing to compare (record them with `cargo xtask testbench --bless`)",
-            observed.kernel
+            "matrix.toml holds no results yet: nothing to compare (record them with `cargo xtask testbench --bless`)"
         ),
-        Some(base) => {
-            let diffs = matrix::compare(base, &observed);
+        Some((basis, base)) => {
+            let why = basis.describe(&identity::column_version(observed));
+            println!("compared with {} — {why}", base.label());
+            let diffs = &judgement.differences;
             if diffs.is_empty() {
-                println!(
-                    "matrix: identical to the committed results for Linux {} ({})",
-                    base.kernel, base.machine
-                );
-            } else {
-                println!(
-                    "matrix: differences from the committed results for Linux {} ({}):",
-                    base.kernel, base.machine
-                );
-                for d in &diffs {
+                println!("matrix: identical");
+            } else if basis.gates() {
+                println!("matrix: differences (less support fails the run):");
+                for d in diffs {
                     println!("  {d}");
                 }
+            } else {
+                println!("matrix: kernel differences (another series: reported, not failed):");
+                for d in diffs {
+                    println!(
+                        "  {}",
+                        d.to_string().replace("  (REGRESSION)", "  (less support)")
+                    );
+                }
             }
-            ok = !diffs.iter().any(|d| d.is_regression());
         }
     }
     if bless {
-        committed.upsert(observed);
+        committed.upsert(observed.clone());
         std::fs::write(&path, committed.write_into(&text)?)?;
         update_readme(&committed, defs, false)?;
         println!(
@@ -90,6 +139,21 @@ pub fn after_run(reports: &[FsReport], defs: &[FsDef], bless: bool) -> anyhow::R
         );
     }
     Ok(ok)
+}
+
+/// The host's side of a VM run: reads the column a guest wrote into `dir`
+/// (its `matrix.toml`), then [`judge`]s it.
+pub fn collect(dir: &Path, defs: &[FsDef], bless: bool) -> anyhow::Result<bool> {
+    let path = dir.join("matrix.toml");
+    let m = Matrix::load(&path)?;
+    let [observed] = &m.columns[..] else {
+        bail!(
+            "{}: expected the one column of a run, found {}",
+            path.display(),
+            m.columns.len()
+        );
+    };
+    judge(observed, defs, bless)
 }
 
 fn json_report(col: &Column, reports: &[FsReport]) -> serde_json::Value {
@@ -137,7 +201,8 @@ pub fn update_readme(matrix: &Matrix, defs: &[FsDef], check: bool) -> anyhow::Re
     Ok(())
 }
 
-/// `matrix readme [--check]` and `matrix merge FILE…`.
+/// `matrix readme [--check]`, `matrix merge FILE…` and `matrix diff A B`
+/// (A and B: a release, a version or a major.minor series).
 pub fn matrix_command(args: &[String], defs: &[FsDef]) -> anyhow::Result<()> {
     let path = defs::matrix_path();
     match args.first().map(String::as_str) {
@@ -167,6 +232,14 @@ pub fn matrix_command(args: &[String], defs: &[FsDef]) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        _ => bail!("usage: matrix readme [--check] | matrix merge FILE…"),
+        Some("diff") if args.len() == 3 => {
+            let m = Matrix::load(&path)?;
+            let a = crate::markdown::select(&m, &args[1])?;
+            let b = crate::markdown::select(&m, &args[2])?;
+            println!("from {}\nto   {}", a.label(), b.label());
+            print!("{}", crate::markdown::diff_text(a, b));
+            Ok(())
+        }
+        _ => bail!("usage: matrix readme [--check] | matrix merge FILE… | matrix diff A B"),
     }
 }

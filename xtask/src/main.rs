@@ -2,27 +2,33 @@
 //!
 //! - `ci`: what CI runs — fmt check, clippy, unit tests, rustdoc, then the
 //!   test bench (root) — the README's test command.
-//! - `testbench [ARGS]`: the privileged bench on every filesystem of matrix.toml.
+//! - `testbench [ARGS]`: the privileged bench on every filesystem of matrix.toml;
+//!   with `--kernel SPEC[,SPEC…]` on other kernels in a VM (see `kernel`).
+//! - `kernel-selftest`: a kernel that cannot boot fails cleanly.
 //! - `bench [NAME…]`: benchmarks against peer tools (root).
 //! - `matrix readme [--check]`, `matrix merge FILE…`: the published matrix.
 
 mod ci;
+mod kernel;
 mod setup;
 mod util;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: cargo xtask ci [--no-bench]
-       cargo xtask testbench [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest]
+usage: cargo xtask ci [--no-bench] [--no-kernel]
+       cargo xtask testbench [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest] [--bless]
+                             [--kernel debian:6.1|debian:6.12|host|PATH/vmlinuz-REL[,…] [--run-timeout SECONDS]]
+       cargo xtask kernel-selftest
        cargo xtask bench [NAME…]
-       cargo xtask matrix readme [--check] | matrix merge FILE…";
+       cargo xtask matrix readme [--check] | matrix merge FILE… | matrix diff A B";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run_ci(&args[1..]),
         Some("testbench") => ci::testbench(&args[1..]),
+        Some("kernel-selftest") => kernel::selftest(),
         Some("bench") => ci::bench(&args[1..]),
         Some("matrix") => ci::matrix(&args[1..]),
         _ => {

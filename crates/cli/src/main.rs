@@ -45,6 +45,12 @@ enum Command {
     /// Insert a block-aligned hole, shifting the rest of the file up.
     Insert(cmd::punch::ShiftArgs),
     /// Punch the all-zero blocks inside the data; no byte changes.
+    ///
+    /// Other writers are kept out with a write lease (fcntl F_SETLEASE): dig
+    /// refuses (exit 1) if another process has the file open or the
+    /// filesystem has no leases, unless --force; if another process opens
+    /// the file while dig runs, dig stops before its next punch, releases
+    /// the file to it and exits 1 (nothing it writes is lost; run dig again).
     Dig(cmd::dig::Args),
     /// Copy a file or block device, keeping holes, sparing the page cache,
     /// and leaving nothing that looks complete if it fails.

@@ -201,6 +201,23 @@ pub enum PunchError {
         #[source]
         source: MapError,
     },
+    /// Another process opened (or truncated) the file while the operation
+    /// held a [`WriteLease`](crate::WriteLease) on it: the operation stopped
+    /// before its next write at `offset` and released the lease, so nothing
+    /// the other process writes is lost. `state` says what was done before.
+    #[error("{op}: {broken}; stopped before offset {offset}: {state}")]
+    LeaseBroken {
+        /// The operation.
+        op: Operation,
+        /// Where the next write would have gone; every write made was below it.
+        offset: u64,
+        /// Who broke the lease, and when.
+        broken: crate::Broken,
+        /// What the file holds now and how to finish.
+        state: String,
+        /// Whether anything was written before the break.
+        changed: bool,
+    },
     /// A multi-step strategy failed after it had changed the file; `state`
     /// says exactly what the file holds now and how to finish.
     #[error("{op} stopped part-way: {source}; {state}")]
@@ -222,6 +239,10 @@ impl PunchError {
             PunchError::Unsupported { errno, .. } | PunchError::Io { errno, .. } => Some(*errno),
             PunchError::Map { source, .. } => source.errno(),
             PunchError::Partial { source, .. } => source.errno(),
+            PunchError::LeaseBroken { broken, .. } => match broken.by {
+                crate::Breaker::Unknown(errno) => Some(errno),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -229,7 +250,10 @@ impl PunchError {
     /// Whether the file may have been changed before the error
     /// ([`PunchError::Partial`]); every other error leaves it untouched.
     pub fn changed_file(&self) -> bool {
-        matches!(self, PunchError::Partial { .. })
+        matches!(
+            self,
+            PunchError::Partial { .. } | PunchError::LeaseBroken { changed: true, .. }
+        )
     }
 
     /// Whether the caller's input was at fault (a bad range or option, or

@@ -5,6 +5,7 @@ use crate::scenario::Scenario;
 pub mod caps;
 pub mod clone;
 pub mod copy;
+pub mod dig_writers;
 pub mod extents;
 pub mod probe;
 pub mod punch;
@@ -16,6 +17,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(extents::scenarios());
     v.extend(clone::scenarios());
     v.extend(punch::scenarios());
+    v.extend(dig_writers::scenarios());
     v.extend(copy::scenarios());
     v.extend(probe::scenarios());
     v

@@ -5,6 +5,7 @@
 
 mod dig;
 mod errors;
+mod lease;
 mod punch;
 mod shift;
 
