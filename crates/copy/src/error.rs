@@ -90,6 +90,21 @@ pub enum CopyError {
         /// `EXDEV` (different filesystems), `EOPNOTSUPP` (no reflink here), …
         errno: Errno,
     },
+    /// [`CopyOptions::snapshot`](crate::CopyOptions::snapshot), but the
+    /// source could not be reflinked into a snapshot (`EOPNOTSUPP` on a
+    /// filesystem without reflink such as ext4 or tmpfs, or any other
+    /// errno of `FICLONE`). Nothing was created.
+    #[error(
+        "{}: cannot take a snapshot: FICLONE: {} (--snapshot needs a filesystem that can reflink, such as xfs or btrfs)",
+        path.display(),
+        ErrnoName(*errno)
+    )]
+    SnapshotUnsupported {
+        /// The source.
+        path: PathBuf,
+        /// What FICLONE returned.
+        errno: Errno,
+    },
     /// A forced cache policy does not work for this file.
     #[error("{}: cache policy {policy} not supported here: {}", path.display(), ErrnoName(*errno))]
     CacheUnsupported {
@@ -147,6 +162,7 @@ impl CopyError {
         match self {
             CopyError::Io { errno, .. }
             | CopyError::ReflinkUnsupported { errno, .. }
+            | CopyError::SnapshotUnsupported { errno, .. }
             | CopyError::CacheUnsupported { errno, .. }
             | CopyError::StrategyUnsupported { errno, .. }
             | CopyError::HoleMethodUnsupported { errno, .. } => Some(*errno),

@@ -180,6 +180,7 @@ pub struct CopyOptions {
     pub(crate) queue_depth: usize,
     pub(crate) progress: Option<ProgressFn>,
     pub(crate) interrupt: Option<Interrupt>,
+    pub(crate) snapshot: bool,
     #[cfg(any(test, feature = "fault-injection"))]
     pub(crate) faults: crate::fault::Faults,
 }
@@ -200,6 +201,7 @@ impl fmt::Debug for CopyOptions {
             .field("queue_depth", &self.queue_depth)
             .field("progress", &self.progress.is_some())
             .field("interrupt", &self.interrupt)
+            .field("snapshot", &self.snapshot)
             .finish_non_exhaustive()
     }
 }
@@ -232,9 +234,28 @@ impl CopyOptions {
             queue_depth: 4,
             progress: None,
             interrupt: None,
+            snapshot: false,
             #[cfg(any(test, feature = "fault-injection"))]
             faults: crate::fault::Faults::default(),
         }
+    }
+
+    /// Copy from a snapshot of the source (default false): the source is
+    /// first reflinked (`FICLONE`) into a nameless file in its own
+    /// directory, and the copy reads that, so a file written meanwhile (a
+    /// running VM's disk) is copied exactly as it was when the copy began,
+    /// instead of failing with
+    /// [`CopyError::SourceChanged`](crate::CopyError::SourceChanged). The
+    /// snapshot shares all its extents with the source (no data copied,
+    /// no space used until the source is written) and vanishes when the
+    /// copy ends, however it ends. Where the filesystem cannot reflink the
+    /// copy fails at once with
+    /// [`CopyError::SnapshotUnsupported`](crate::CopyError::SnapshotUnsupported),
+    /// before creating anything. Needs write access to the source's
+    /// directory.
+    pub fn snapshot(mut self, snapshot: bool) -> Self {
+        self.snapshot = snapshot;
+        self
     }
 
     /// Holes and zero blocks: see [`SparseMode`].

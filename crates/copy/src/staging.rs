@@ -71,6 +71,18 @@ pub(crate) fn check_distinct(
     Ok(())
 }
 
+/// With [`CopyOptions::snapshot`]: the nameless reflinked image to copy
+/// from instead of `src` (see [`snapshot`](crate::snapshot)).
+fn take_snapshot(
+    opts: &CopyOptions,
+    src: &File,
+    src_path: &Path,
+) -> Result<Option<File>, CopyError> {
+    opts.snapshot
+        .then(|| crate::snapshot::take(src, src_path))
+        .transpose()
+}
+
 pub(crate) fn copy_paths(
     opts: &CopyOptions,
     src_path: &Path,
@@ -112,6 +124,9 @@ pub(crate) fn copy_paths(
         }
         None => None,
     };
+    // The snapshot comes before anything is created, so a refusal leaves
+    // nothing; from here on it is the source (the original is closed).
+    let src = take_snapshot(opts, &src, src_path)?.unwrap_or(src);
 
     if dst_type == Some(FileType::BlockDevice) {
         // O_EXCL on a block device: refuse one that is mounted or claimed.
@@ -373,6 +388,8 @@ pub(crate) fn copy_open(
         _ if dst_st.st_size == 0 => DestinationKind::NewFile,
         _ => DestinationKind::ExistingFile,
     };
+    let snapshot = take_snapshot(opts, src, src_path)?;
+    let src = snapshot.as_ref().unwrap_or(src);
     engine::copy(
         opts,
         src,

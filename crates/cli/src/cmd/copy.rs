@@ -1,6 +1,6 @@
 //! `sparsekit copy SRC DST [--sparse auto|always|never] [--reflink auto|always|never]
 //! [--cache auto|keep|drop|direct|dontcache] [--progress|--no-progress] [--json] [--no-sync]
-//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place]`
+//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place] [--snapshot]`
 //!
 //! Copies a file or block device without filling its holes or the page
 //! cache; a failed or interrupted copy (Ctrl-C, SIGTERM) leaves no
@@ -63,13 +63,19 @@ pub(crate) struct Args {
     /// links; a failure truncates it) instead of replacing it.
     #[arg(long)]
     in_place: bool,
+    /// Copy from a reflinked snapshot of SRC taken first (a consistent
+    /// image of a file being written; no extra space), removed afterwards.
+    /// Where the filesystem cannot reflink, fails before creating anything.
+    #[arg(long)]
+    snapshot: bool,
     /// Show progress on stderr even when it is not a terminal.
     #[arg(long, overrides_with = "no_progress")]
     progress: bool,
     /// Never show progress (default: a bar when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
-    /// Print JSON: {"source","destination","size","strategy","cache",
+    /// Print JSON: {"source","destination","size","strategy" (reflink,
+    /// copy_file_range, read_write, stream),"snapshot","cache",
     /// "cache_source","holes","staging","destination_kind","map_method",
     /// "bytes_copied","bytes_skipped_as_holes","zero_bytes_detected",
     /// "zero_bytes_written","seconds","synced","bytes_left_in_page_cache",
@@ -145,6 +151,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             Staging::Auto
         })
         .sync(!args.no_sync)
+        .snapshot(args.snapshot)
         .interrupt(interrupt.clone())
         .faults_from_env()
         .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
@@ -216,6 +223,9 @@ fn summary(dst: &Path, r: &CopyReport) -> String {
         human_size(r.size),
         r.strategy,
     );
+    if r.snapshot {
+        s += " from a snapshot";
+    }
     if let (Some(src), Some(dst)) = (r.cache_source, r.cache_destination) {
         s += &format!(", cache {src}/{dst}");
     }
@@ -253,6 +263,7 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
         "destination": dst.display().to_string(),
         "size": r.size,
         "strategy": r.strategy.as_str(),
+        "snapshot": r.snapshot,
         "cache": r.cache_destination.map(CachePolicy::as_str),
         "cache_source": r.cache_source.map(CachePolicy::as_str),
         "holes": r.holes.map(HoleMethod::as_str),
