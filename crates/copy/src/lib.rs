@@ -127,6 +127,7 @@
 mod buffer;
 mod cache;
 mod cfr;
+pub mod compare;
 mod endpoint;
 mod engine;
 mod error;
@@ -139,8 +140,9 @@ mod pipeline;
 mod plan;
 mod report;
 mod staging;
+mod verify;
 
-pub use error::CopyError;
+pub use error::{CopyError, VerifyLeft};
 pub use interrupt::{Interrupt, SignalRegistration};
 pub use options::{
     CachePolicy, CopyOptions, DEFAULT_BUFFER_SIZE, DataStrategy, HoleMethod, ProgressFn,
