@@ -4,6 +4,7 @@ use crate::scenario::Scenario;
 
 pub mod caps;
 pub mod clone;
+pub mod compare;
 pub mod copy;
 pub mod extents;
 pub mod probe;
@@ -17,6 +18,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(clone::scenarios());
     v.extend(punch::scenarios());
     v.extend(copy::scenarios());
+    v.extend(compare::scenarios());
     v.extend(probe::scenarios());
     v
 }
