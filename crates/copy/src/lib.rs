@@ -15,6 +15,9 @@
 //!   copied / skipped as holes / found zero, [`Fallback`]s taken, time, and
 //!   the page cache before and after ([`PageCacheUse`]).
 //! - [`CopyError`]: what failed, naming the file, offset and errno.
+//! - [`compare`]: whether two files or block devices hold the same bytes,
+//!   from both extent maps, with the same cache policies; and
+//!   [`CopyOptions::verify`], which reads the copy back before it is named.
 //! - [`Interrupt`]: stop a copy cleanly (from `SIGINT`/`SIGTERM` with
 //!   [`Interrupt::register_signals`]).
 //!
