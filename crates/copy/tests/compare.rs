@@ -418,3 +418,32 @@ fn copy_verify_read_error_fails_the_copy_and_names_the_errno() {
     assert!(e.to_string().contains("EIO"), "{e}");
     assert!(!dst.exists());
 }
+
+#[test]
+fn fragmented_requests_are_read_buffered_under_direct_and_still_compared() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for p in [&a, &b] {
+        let f = File::create(p).unwrap();
+        for off in (0..8u64 << 20).step_by(16 << 10) {
+            f.write_all_at(&[(off >> 14) as u8 | 1; 4096], off).unwrap();
+        }
+        f.set_len(8 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
+    let r = CompareOptions::new().compare(&a, &b).unwrap();
+    assert!(r.equal(), "{r:?}");
+    if r.a.cache == CachePolicy::Direct {
+        assert!(
+            r.a.bytes_read_buffered > 0 && r.b.bytes_read_buffered > 0,
+            "{r:?}"
+        );
+    } else {
+        assert_eq!(r.a.bytes_read_buffered, 0, "{r:?}");
+    }
+    let off = (5 << 20) + (16 << 10) + 100;
+    poke(&b, off, 0);
+    let r = CompareOptions::new().limit(4).compare(&a, &b).unwrap();
+    assert_eq!(r.first_difference, Some(off), "{r:?}");
+    assert_eq!(r.differences.len(), 1);
+}

@@ -116,6 +116,9 @@ pub(crate) struct Job {
     pub(crate) read: Range<u64>,
     pub(crate) read_a: bool,
     pub(crate) read_b: bool,
+    /// Segments with data in the job: many in one request means small
+    /// extents, which `O_DIRECT` turns into as many small device reads.
+    pub(crate) fragments: u64,
 }
 
 /// Records where one side allocates what the other leaves as a hole.
@@ -235,6 +238,7 @@ impl<'a> Planner<'a> {
         let read_start = start / self.align * self.align;
         let limit = read_start + self.chunk;
         let (mut read_a, mut read_b) = (false, false);
+        let mut fragments = 0;
         // End of the last segment with data taken, and of everything taken.
         let mut data_end = start;
         let mut taken_end = start;
@@ -250,6 +254,7 @@ impl<'a> Planner<'a> {
                 read_a |= seg.reads_a();
                 read_b |= seg.reads_b();
                 data_end = take_end;
+                fragments += 1;
             }
             taken_end = take_end;
             if take_end < seg.range.end {
@@ -273,6 +278,7 @@ impl<'a> Planner<'a> {
             read: read_start..data_end.next_multiple_of(self.align),
             read_a,
             read_b,
+            fragments,
         };
         self.seq += 1;
         Some(Ok(job))
@@ -316,6 +322,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // one data range per file
     fn holes_in_both_are_skipped_and_one_sided_data_read_on_that_side() {
         let size = 8 << 20;
         let a = file(&[0..(1 << 20)], size);
@@ -329,14 +336,16 @@ mod tests {
                     logical: 0..1 << 20,
                     read: 0..1 << 20,
                     read_a: true,
-                    read_b: false
+                    read_b: false,
+                    fragments: 1
                 },
                 Job {
                     seq: 1,
                     logical: 4 << 20..5 << 20,
                     read: 4 << 20..5 << 20,
                     read_a: false,
-                    read_b: true
+                    read_b: true,
+                    fragments: 1
                 },
             ]
         );
@@ -357,7 +366,10 @@ mod tests {
         // Each request ends with the last data before the chunk boundary;
         // the hole after it is not read.
         assert_eq!(jobs[0].logical, 0..(1 << 20) - 12288);
-        assert!(jobs.iter().all(|j| j.read_a && j.read_b));
+        assert!(
+            jobs.iter()
+                .all(|j| j.read_a && j.read_b && j.fragments == 64)
+        );
         assert_eq!(jobs[3].logical, 3 << 20..(4 << 20) - 12288);
         assert_eq!(skipped, 4 * 12288);
     }

@@ -102,6 +102,10 @@ pub struct SideReport {
     pub cache: CachePolicy,
     /// Bytes read from it (holes inside a read request included).
     pub bytes_read: u64,
+    /// Of those, bytes read through the page cache although the policy is
+    /// `Direct`: requests over many small extents, for which readahead is
+    /// faster (their pages are dropped afterwards).
+    pub bytes_read_buffered: u64,
 }
 
 /// What a comparison found, and how.

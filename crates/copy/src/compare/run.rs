@@ -22,6 +22,9 @@ pub(crate) struct Found {
     pub(crate) runs: Runs,
     pub(crate) read_a: u64,
     pub(crate) read_b: u64,
+    /// Of which read through the page cache (fragmented requests).
+    pub(crate) buffered_a: u64,
+    pub(crate) buffered_b: u64,
     /// End of the last job settled in order.
     pub(crate) settled: u64,
     /// The limit was reached: the rest was not compared.
@@ -39,6 +42,7 @@ struct Shared {
     interrupted: AtomicBool,
     error: Mutex<Option<CompareError>>,
     read: [AtomicU64; 2],
+    buffered: [AtomicU64; 2],
 }
 
 impl Shared {
@@ -49,6 +53,21 @@ impl Shared {
         }
         self.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// Average bytes per data segment below which a request is read through
+/// the page cache: `O_DIRECT` issues one device read per extent, while
+/// buffered readahead merges what lies together on the device (measured on
+/// a file with 4 KiB of data every 16 KiB on an ext4 loop mount: about 2.5×
+/// faster buffered).
+const FRAGMENT: u64 = 64 << 10;
+
+/// A side's readers: the resolved one, and a buffered one (a second
+/// descriptor without `O_DIRECT`, pages dropped after reading) for
+/// fragmented requests, when the first is `O_DIRECT`.
+pub(crate) struct Reader<'a> {
+    pub(crate) main: Source<'a>,
+    pub(crate) buffered: Option<Source<'a>>,
 }
 
 /// The knobs of one run.
@@ -65,19 +84,22 @@ impl Run<'_> {
     pub(crate) fn run(
         &self,
         planner: &Mutex<Planner<'_>>,
-        a: &Source<'_>,
-        b: &Source<'_>,
+        a: &Reader<'_>,
+        b: &Reader<'_>,
     ) -> Result<Found, CompareError> {
         let shared = Shared {
             stop: AtomicBool::new(false),
             interrupted: AtomicBool::new(false),
             error: Mutex::new(None),
             read: [AtomicU64::new(0), AtomicU64::new(0)],
+            buffered: [AtomicU64::new(0), AtomicU64::new(0)],
         };
         let mut found = Found {
             runs: Runs::new(self.max_runs),
             read_a: 0,
             read_b: 0,
+            buffered_a: 0,
+            buffered_b: 0,
             settled: 0,
             stopped_early: false,
         };
@@ -112,6 +134,8 @@ impl Run<'_> {
         });
         found.read_a = shared.read[0].load(Ordering::SeqCst);
         found.read_b = shared.read[1].load(Ordering::SeqCst);
+        found.buffered_a = shared.buffered[0].load(Ordering::SeqCst);
+        found.buffered_b = shared.buffered[1].load(Ordering::SeqCst);
         if let Some(e) = shared.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(e);
         }
@@ -126,8 +150,8 @@ impl Run<'_> {
     fn reader(
         &self,
         planner: &Mutex<Planner<'_>>,
-        a: &Source<'_>,
-        b: &Source<'_>,
+        a: &Reader<'_>,
+        b: &Reader<'_>,
         shared: &Shared,
         tx: SyncSender<Done>,
     ) {
@@ -147,8 +171,8 @@ impl Run<'_> {
                 Some(Ok(job)) => job,
                 Some(Err((which, source))) => {
                     let path = match which {
-                        Which::A => a.path,
-                        Which::B => b.path,
+                        Which::A => a.main.path,
+                        Which::B => b.main.path,
                     };
                     return shared.fail(CompareError::Map {
                         path: path.to_owned(),
@@ -159,11 +183,19 @@ impl Run<'_> {
             let [ba, bb] =
                 bufs.get_or_insert_with(|| [Buffer::new(self.chunk), Buffer::new(self.chunk)]);
             let len = (job.read.end - job.read.start) as usize;
+            let fragmented = job.fragments.saturating_mul(FRAGMENT) > len as u64;
             let sides = [(job.read_a, a, &mut *ba), (job.read_b, b, &mut *bb)];
-            for (i, (wanted, src, buf)) in sides.into_iter().enumerate() {
+            for (i, (wanted, reader, buf)) in sides.into_iter().enumerate() {
                 if !wanted {
                     continue;
                 }
+                let src = match &reader.buffered {
+                    Some(buffered) if fragmented => {
+                        shared.buffered[i].fetch_add(len as u64, Ordering::Relaxed);
+                        buffered
+                    }
+                    _ => &reader.main,
+                };
                 if let Err(e) = src.read_at(&mut buf.as_mut_slice()[..len], job.read.start) {
                     return shared.fail(e.into());
                 }
