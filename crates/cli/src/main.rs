@@ -61,6 +61,9 @@ enum Command {
     /// Copy a file or block device, keeping holes, sparing the page cache,
     /// and leaving nothing that looks complete if it fails.
     Copy(cmd::copy::Args),
+    /// Compare two files or block devices by content, reading only their
+    /// data (holes in both are skipped): exit 0 equal, 1 different.
+    Compare(cmd::compare::Args),
     /// Find out what a directory's filesystem really supports, by trial on
     /// scratch files: native, degraded, emulated or unsupported, and how
     /// each was verified.
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => cmd::shift::run_resume(args),
         Command::Dig(args) => cmd::dig::run(args),
         Command::Copy(args) => cmd::copy::run(args),
+        Command::Compare(args) => cmd::compare::run(args),
         Command::Caps(args) => cmd::caps::run(args),
     };
     exit::report(result)

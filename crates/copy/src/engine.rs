@@ -193,6 +193,7 @@ pub(crate) fn copy(
         elapsed: Default::default(),
         page_cache: None,
         fallbacks: Vec::new(),
+        verified: None,
     };
 
     let streamed = crate::stream::needed(src_fd, &src_st);
@@ -623,7 +624,7 @@ fn finish(
 /// length; a block device gets its first MiB zeroed again (it was zeroed
 /// before the copy and is written last, but the failure may have come
 /// while writing it).
-fn cleanup_in_place(target: &Target<'_>, size: u64) {
+pub(crate) fn cleanup_in_place(target: &Target<'_>, size: u64) {
     let fd = target.file.as_fd();
     match target.kind {
         DestinationKind::BlockDevice => {

@@ -148,12 +148,70 @@ pub enum CopyError {
         /// The source.
         path: PathBuf,
     },
+    /// [`verify`](crate::CopyOptions::verify): the destination read back
+    /// differs from the source.
+    #[error("{}: verification failed: it differs from {} at offset {offset}; {left}", dst.display(), src.display())]
+    VerifyMismatch {
+        /// The source.
+        src: PathBuf,
+        /// The destination.
+        dst: PathBuf,
+        /// The first differing offset.
+        offset: u64,
+        /// What became of the destination.
+        left: VerifyLeft,
+    },
+    /// [`verify`](crate::CopyOptions::verify) could not read back (the
+    /// destination is handled as after a mismatch).
+    #[error("{}: verification failed: {source}; {left}", dst.display())]
+    Verify {
+        /// The destination.
+        dst: PathBuf,
+        /// Why the comparison failed.
+        source: crate::compare::CompareError,
+        /// What became of the destination.
+        left: VerifyLeft,
+    },
     /// The [`Interrupt`](crate::Interrupt) was triggered.
     #[error("{}: copy interrupted", path.display())]
     Interrupted {
         /// The destination.
         path: PathBuf,
     },
+}
+
+/// What a failed verification left at the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyLeft {
+    /// The staged copy was discarded; nothing was created.
+    NotCreated,
+    /// The staged copy was discarded; the existing destination is as it
+    /// was before the copy.
+    Unchanged,
+    /// The destination was written in place and differs from the source;
+    /// it was truncated to zero length so it cannot pass for the copy.
+    Truncated,
+    /// The block device was written in place and differs from the source;
+    /// its first MiB was zeroed so it cannot pass for the copy.
+    HeaderZeroed,
+}
+
+impl std::fmt::Display for VerifyLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VerifyLeft::NotCreated => "the copy was discarded, nothing was created",
+            VerifyLeft::Unchanged => {
+                "the copy was discarded, the existing destination was left as it was"
+            }
+            VerifyLeft::Truncated => {
+                "the destination was overwritten in place and differs; it was truncated to zero length"
+            }
+            VerifyLeft::HeaderZeroed => {
+                "the device was overwritten in place and differs; its first MiB was zeroed"
+            }
+        })
+    }
 }
 
 impl CopyError {
@@ -167,6 +225,7 @@ impl CopyError {
             | CopyError::StrategyUnsupported { errno, .. }
             | CopyError::HoleMethodUnsupported { errno, .. } => Some(*errno),
             CopyError::Map { source, .. } => source.errno(),
+            CopyError::Verify { source, .. } => source.errno(),
             _ => None,
         }
     }

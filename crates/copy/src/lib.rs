@@ -15,6 +15,9 @@
 //!   copied / skipped as holes / found zero, [`Fallback`]s taken, time, and
 //!   the page cache before and after ([`PageCacheUse`]).
 //! - [`CopyError`]: what failed, naming the file, offset and errno.
+//! - [`compare`]: whether two files or block devices hold the same bytes,
+//!   from both extent maps, with the same cache policies; and
+//!   [`CopyOptions::verify`], which reads the copy back before it is named.
 //! - [`Interrupt`]: stop a copy cleanly (from `SIGINT`/`SIGTERM` with
 //!   [`Interrupt::register_signals`]).
 //!
@@ -132,6 +135,7 @@
 mod buffer;
 mod cache;
 mod cfr;
+pub mod compare;
 mod endpoint;
 mod engine;
 mod error;
@@ -146,8 +150,9 @@ mod report;
 mod snapshot;
 mod staging;
 mod stream;
+mod verify;
 
-pub use error::CopyError;
+pub use error::{CopyError, VerifyLeft};
 pub use interrupt::{Interrupt, SignalRegistration};
 pub use options::{
     CachePolicy, CopyOptions, DEFAULT_BUFFER_SIZE, DataStrategy, HoleMethod, ProgressFn,

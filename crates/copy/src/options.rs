@@ -175,6 +175,7 @@ pub struct CopyOptions {
     pub(crate) staging: Staging,
     pub(crate) map_method: Method,
     pub(crate) sync: bool,
+    pub(crate) verify: bool,
     pub(crate) buffer_size: usize,
     pub(crate) readers: usize,
     pub(crate) queue_depth: usize,
@@ -196,6 +197,7 @@ impl fmt::Debug for CopyOptions {
             .field("staging", &self.staging)
             .field("map_method", &self.map_method)
             .field("sync", &self.sync)
+            .field("verify", &self.verify)
             .field("buffer_size", &self.buffer_size)
             .field("readers", &self.readers)
             .field("queue_depth", &self.queue_depth)
@@ -229,6 +231,7 @@ impl CopyOptions {
             staging: Staging::Auto,
             map_method: Method::Auto,
             sync: true,
+            verify: false,
             buffer_size: DEFAULT_BUFFER_SIZE,
             readers: 4,
             queue_depth: 4,
@@ -308,6 +311,22 @@ impl CopyOptions {
     /// reporting success (default true).
     pub fn sync(mut self, sync: bool) -> Self {
         self.sync = sync;
+        self
+    }
+
+    /// After the copy and its fsync, read the destination back from the
+    /// device (`O_DIRECT`, or buffered after dropping its pages) and
+    /// compare it with the source the way [`compare`](crate::compare)
+    /// does (default false). A mismatch is
+    /// [`CopyError::VerifyMismatch`](crate::CopyError::VerifyMismatch),
+    /// handled like any failure: a staged destination is never renamed
+    /// into place (a new one does not appear, an existing one is left as
+    /// it was), an in-place one loses what makes it look complete. With
+    /// [`sync(false)`](Self::sync) the destination is still written back
+    /// before it is read. The result is in
+    /// [`CopyReport::verified`](crate::CopyReport::verified).
+    pub fn verify(mut self, on: bool) -> Self {
+        self.verify = on;
         self
     }
 

@@ -158,6 +158,9 @@ pub struct CopyReport {
     pub page_cache: Option<PageCacheUse>,
     /// Options tried and left, in order.
     pub fallbacks: Vec<Fallback>,
+    /// The read-back comparison of [`verify`](crate::CopyOptions::verify)
+    /// (always equal in a successful copy's report; `None` when not asked).
+    pub verified: Option<crate::compare::CompareReport>,
 }
 
 impl CopyReport {

@@ -7,6 +7,7 @@ use crate::engine::{self, Target};
 use crate::error::CopyError;
 use crate::options::{CopyOptions, Staging};
 use crate::report::{CopyReport, DestinationKind, Fallback};
+use crate::verify;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{
     AtFlags, CWD, FileType, Mode, OFlags, Stat, fstat, linkat, lstat, open, openat, renameat, stat,
@@ -143,7 +144,7 @@ pub(crate) fn copy_paths(
             kind: DestinationKind::BlockDevice,
             staging: Staging::InPlace,
         };
-        return engine::copy(opts, &src, src_path, target, Vec::new());
+        return verify::copy(opts, &src, src_path, target, Vec::new(), true);
     }
 
     let new_mode = Mode::from_raw_mode(src_st.st_mode & 0o777);
@@ -158,7 +159,7 @@ pub(crate) fn copy_paths(
                 } else {
                     DestinationKind::ExistingFile
                 };
-                engine::copy(
+                verify::copy(
                     opts,
                     &src,
                     src_path,
@@ -169,6 +170,7 @@ pub(crate) fn copy_paths(
                         staging: Staging::InPlace,
                     },
                     Vec::new(),
+                    true,
                 )
             }
             None => {
@@ -185,7 +187,7 @@ pub(crate) fn copy_paths(
                     kind: DestinationKind::NewFile,
                     staging: Staging::InPlace,
                 };
-                let result = engine::copy(opts, &src, src_path, target, Vec::new());
+                let result = verify::copy(opts, &src, src_path, target, Vec::new(), false);
                 if result.is_err() {
                     // Remove what this copy created.
                     let _ = std::fs::remove_file(dst_path);
@@ -203,7 +205,7 @@ pub(crate) fn copy_paths(
         kind: DestinationKind::NewFile,
         staging: staged.staging(),
     };
-    let report = engine::copy(opts, &src, src_path, target, fallbacks)?;
+    let report = verify::copy(opts, &src, src_path, target, fallbacks, dst_st.is_some())?;
     if let Some(old) = &dst_st {
         // Replacing a file keeps its permissions and (where allowed) owner.
         let _ = rustix::fs::fchown(
@@ -390,7 +392,7 @@ pub(crate) fn copy_open(
     };
     let snapshot = take_snapshot(opts, src, src_path)?;
     let src = snapshot.as_ref().unwrap_or(src);
-    engine::copy(
+    verify::copy(
         opts,
         src,
         src_path,
@@ -401,5 +403,6 @@ pub(crate) fn copy_open(
             staging: Staging::InPlace,
         },
         Vec::new(),
+        true,
     )
 }

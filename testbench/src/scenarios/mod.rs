@@ -4,6 +4,7 @@ use crate::scenario::Scenario;
 
 pub mod caps;
 pub mod clone;
+pub mod compare;
 pub mod copy;
 pub mod dig_writers;
 pub mod extents;
@@ -22,6 +23,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(dig_writers::scenarios());
     v.extend(shift_kill::scenarios());
     v.extend(copy::scenarios());
+    v.extend(compare::scenarios());
     v.extend(probe::scenarios());
     v.extend(faults::scenarios());
     v

@@ -1,6 +1,6 @@
 //! `sparsekit copy SRC DST [--sparse auto|always|never] [--reflink auto|always|never]
 //! [--cache auto|keep|drop|direct|dontcache] [--progress|--no-progress] [--json] [--no-sync]
-//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place] [--snapshot]`
+//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place] [--snapshot] [--verify]`
 //!
 //! Copies a file or block device without filling its holes or the page
 //! cache; a failed or interrupted copy (Ctrl-C, SIGTERM) leaves no
@@ -79,12 +79,20 @@ pub(crate) struct Args {
     /// "cache_source","holes","staging","destination_kind","map_method",
     /// "bytes_copied","bytes_skipped_as_holes","zero_bytes_detected",
     /// "zero_bytes_written","seconds","synced","bytes_left_in_page_cache",
-    /// "page_cache":{…},"fallbacks":[{"from","errno"}]}.
+    /// "page_cache":{…},"fallbacks":[{"from","errno"}],"verified":null|{"equal",
+    /// "bytes_read","source_bytes_read","cache","map_method","seconds"}}.
     #[arg(long)]
     json: bool,
     /// Skip the fsync of the destination (and its directory) before success.
     #[arg(long)]
     no_sync: bool,
+    /// After the copy and its fsync, read DST back from the device
+    /// (O_DIRECT, or after dropping its pages) and compare it with SRC like
+    /// `sparsekit compare`. A mismatch exits 1 naming the first differing
+    /// offset; a new DST is not created, a replaced one is left as it was,
+    /// one written in place (--in-place, block devices) is invalidated.
+    #[arg(long)]
+    verify: bool,
     #[command(flatten)]
     timeout: TimeoutArg,
 }
@@ -152,6 +160,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .sync(!args.no_sync)
         .snapshot(args.snapshot)
+        .verify(args.verify)
         .interrupt(interrupt.clone())
         .faults_from_env()
         .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
@@ -249,6 +258,13 @@ fn summary(dst: &Path, r: &CopyReport) -> String {
     if let Some(left) = r.bytes_left_in_page_cache() {
         s += &format!("; {} left in the page cache", human_size(left));
     }
+    if let Some(v) = &r.verified {
+        s += &format!(
+            "; verified: {} read back (cache {}), equal",
+            human_size(v.b.bytes_read),
+            v.b.cache
+        );
+    }
     s
 }
 
@@ -283,6 +299,14 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
             "destination_after": p.destination_after,
         })),
         "fallbacks": fallbacks,
+        "verified": r.verified.as_ref().map(|v| json!({
+            "equal": v.equal(),
+            "bytes_read": v.b.bytes_read,
+            "source_bytes_read": v.a.bytes_read,
+            "cache": v.b.cache.as_str(),
+            "map_method": v.b.map_method.as_str(),
+            "seconds": v.elapsed.as_secs_f64(),
+        })),
     })
 }
 
