@@ -108,16 +108,30 @@ impl Caps {
     /// As [`CapsOptions::probe`]; errors are not memoized, so a later call
     /// tries again.
     pub fn for_path(path: impl AsRef<Path>) -> Result<Caps, CapsError> {
-        let path = path.as_ref();
-        let dir = if path.is_dir() {
+        Self::for_dir(Self::dir_of(path.as_ref()), true)
+    }
+
+    /// [`Caps::for_path`] as on a kernel without `STATX_MNT_ID_UNIQUE`
+    /// (before 6.8), whatever this one has: for the test bench, to check
+    /// that path on any kernel. Not for other uses.
+    ///
+    /// # Errors
+    /// As [`Caps::for_path`].
+    #[doc(hidden)]
+    pub fn for_path_without_unique_mount_id(path: impl AsRef<Path>) -> Result<Caps, CapsError> {
+        Self::for_dir(Self::dir_of(path.as_ref()), false)
+    }
+
+    /// The directory probed for `path`.
+    fn dir_of(path: &Path) -> &Path {
+        if path.is_dir() {
             path
         } else {
             match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
             }
-        };
-        Self::for_dir(dir, true)
+        }
     }
 
     /// [`Caps::for_path`] for a directory; `trust_unique` false ignores a
