@@ -183,6 +183,22 @@ impl Caps {
         Ok(Caps { report })
     }
 
+    /// Whether this report is still memoized (after dropping those of
+    /// filesystems seen unmounted): for the test bench, to check that an
+    /// unmount forgets a report whatever ids the next mount gets. Not for
+    /// other uses.
+    #[doc(hidden)]
+    pub fn is_memoized(&self) -> bool {
+        let mut memo = memo().lock().unwrap_or_else(|e| e.into_inner());
+        memo.drop_unmounted();
+        memo.map.values().any(|(slot, _)| {
+            slot.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &self.report))
+        })
+    }
+
     /// Forgets every memoized report (after a remount, or in tests).
     pub fn forget_all() {
         let mut memo = memo().lock().unwrap_or_else(|e| e.into_inner());

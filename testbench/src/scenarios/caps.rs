@@ -381,7 +381,14 @@ fn memo_forgets_an_unmounted_filesystem(ctx: &Ctx<'_>) -> ScenarioResult {
         "memoized lookup took {again:?}"
     );
     ensure!(a.filesystem.fs_type == "tmpfs", "{:?}", a.filesystem);
+    ensure!(a.is_memoized(), "the tmpfs report is not memoized");
     first.unmount()?;
+    // Whether or not the next mount reuses the mount id and device (so
+    // the fingerprints are equal), the unmount itself must drop the entry.
+    ensure!(
+        !a.is_memoized(),
+        "the report of an unmounted tmpfs is still memoized"
+    );
     let second = TmpfsMount::new(&at, "sparsekit-memo")?;
     let c = Caps::for_path_without_unique_mount_id(&at)?;
     ensure!(
