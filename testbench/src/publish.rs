@@ -4,7 +4,9 @@
 
 use crate::defs::{self, FsDef};
 use crate::matrix::{self, Column, Matrix};
+use crate::results::RunResults;
 use crate::runner::{FsReport, Outcome};
+use crate::{junit, kcidb};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,7 +36,12 @@ pub fn column(reports: &[FsReport]) -> Column {
 /// Writes matrix.{toml,md,json} under [`out_dir`], compares with the
 /// committed column for this kernel, blesses if asked. Returns whether
 /// there was no regression.
-pub fn after_run(reports: &[FsReport], defs: &[FsDef], bless: bool) -> anyhow::Result<bool> {
+pub fn after_run(
+    reports: &[FsReport],
+    defs: &[FsDef],
+    bless: bool,
+    started: std::time::SystemTime,
+) -> anyhow::Result<bool> {
     let observed = column(reports);
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
@@ -56,13 +63,14 @@ pub fn after_run(reports: &[FsReport], defs: &[FsDef], bless: bool) -> anyhow::R
     let text = std::fs::read_to_string(&path)?;
     let mut committed = Matrix::parse(&text)?;
     let mut ok = true;
+    let mut diffs = Vec::new();
     match committed.baseline(&observed.kernel, &observed.machine) {
         None => println!(
             "no committed results for Linux {}: nothing to compare (record them with `cargo xtask testbench --bless`)",
             observed.kernel
         ),
         Some(base) => {
-            let diffs = matrix::compare(base, &observed);
+            diffs = matrix::compare(base, &observed);
             if diffs.is_empty() {
                 println!(
                     "matrix: identical to the committed results for Linux {} ({})",
@@ -80,6 +88,10 @@ pub fn after_run(reports: &[FsReport], defs: &[FsDef], bless: bool) -> anyhow::R
             ok = !diffs.iter().any(|d| d.is_regression());
         }
     }
+    write_ci_results(
+        &dir,
+        &RunResults::of_this_system(reports, defs, &diffs, started),
+    )?;
     if bless {
         committed.upsert(observed);
         std::fs::write(&path, committed.write_into(&text)?)?;
@@ -90,6 +102,29 @@ pub fn after_run(reports: &[FsReport], defs: &[FsDef], bless: bool) -> anyhow::R
         );
     }
     Ok(ok)
+}
+
+/// Writes junit.xml, kcidb.json and counts.json (what both hold, for the
+/// check with other readers in `cargo xtask ci`) into `dir`, and prints
+/// the totals.
+pub fn write_ci_results(dir: &Path, run: &RunResults) -> anyhow::Result<()> {
+    let runs = std::slice::from_ref(run);
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+    };
+    write("junit.xml", junit::document(runs))?;
+    write(
+        "kcidb.json",
+        serde_json::to_string_pretty(&kcidb::document(runs))? + "\n",
+    )?;
+    let counts = run.counts();
+    write("counts.json", serde_json::to_string_pretty(&counts)? + "\n")?;
+    println!(
+        "CI results: {}/{{junit.xml,kcidb.json}}: {counts} (every scenario above and every capability cell)",
+        dir.display()
+    );
+    Ok(())
 }
 
 fn json_report(col: &Column, reports: &[FsReport]) -> serde_json::Value {

@@ -34,6 +34,8 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     run(c)?;
     // The README's matrix must match matrix.toml (no root needed).
     matrix(&["readme".into(), "--check".into()])?;
+    // junit.xml and kcidb.json as other readers see them (no root needed).
+    crate::results::check_sample()?;
     if no_bench {
         println!(
             "xtask ci: --no-bench given: the test bench was NOT run, so this is not a full pass"
@@ -53,6 +55,7 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
 /// Builds and runs the bench binary (release: the scenarios do real I/O).
 pub(crate) fn testbench(args: &[String]) -> anyhow::Result<()> {
     crate::setup::ensure(&["libclang-dev"])?;
+    let started = std::time::SystemTime::now();
     // Scenarios that check the CLI's exit codes (probe: `sparsekit stat
     // --timeout` on a frozen FUSE mount) run the release binary.
     let mut c = cargo();
@@ -69,7 +72,24 @@ pub(crate) fn testbench(args: &[String]) -> anyhow::Result<()> {
         "run",
     ])
     .args(args);
-    run(c)
+    let bench = run(c);
+    // The documents of this very run, read back by other readers; a
+    // failing bench still wrote them (unless it failed before the end).
+    let dir = crate::util::root().join("target/testbench");
+    let fresh = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= started)
+    };
+    let checked = if fresh("junit.xml") && fresh("kcidb.json") && fresh("counts.json") {
+        crate::results::check(&dir)
+    } else {
+        Err(anyhow::anyhow!(
+            "the bench did not write junit.xml, kcidb.json and counts.json into {}",
+            dir.display()
+        ))
+    };
+    bench.and(checked)
 }
 
 /// Builds the CLI and runs the benchmarks (and the zero-detector microbenchmark).

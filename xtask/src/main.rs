@@ -5,8 +5,11 @@
 //! - `testbench [ARGS]`: the privileged bench on every filesystem of matrix.toml.
 //! - `bench [NAME…]`: benchmarks against peer tools (root).
 //! - `matrix readme [--check]`, `matrix merge FILE…`: the published matrix.
+//! - `check-results [DIR]`: junit.xml and kcidb.json checked with kcidb-io
+//!   and junitparser (a sample run's without DIR).
 
 mod ci;
+mod results;
 mod setup;
 mod util;
 
@@ -16,7 +19,8 @@ const USAGE: &str = "\
 usage: cargo xtask ci [--no-bench]
        cargo xtask testbench [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest]
        cargo xtask bench [NAME…]
-       cargo xtask matrix readme [--check] | matrix merge FILE…";
+       cargo xtask matrix readme [--check] | matrix merge FILE…
+       cargo xtask check-results [DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +29,7 @@ fn main() -> ExitCode {
         Some("testbench") => ci::testbench(&args[1..]),
         Some("bench") => ci::bench(&args[1..]),
         Some("matrix") => ci::matrix(&args[1..]),
+        Some("check-results") => results::command(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
