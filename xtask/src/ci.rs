@@ -3,7 +3,9 @@
 use crate::util::{cargo, is_root, run};
 use anyhow::bail;
 
-/// fmt --check, clippy -D warnings, tests, rustdoc -D warnings, then the bench.
+/// fmt --check, clippy -D warnings, tests, rustdoc -D warnings, the
+/// README's matrix, junit.xml/kcidb.json read back by other readers,
+/// `cargo package` of every published crate, then the bench.
 pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     let no_bench = args.iter().any(|a| a == "--no-bench");
     if let Some(other) = args.iter().find(|a| *a != "--no-bench") {
@@ -36,6 +38,22 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     matrix(&["readme".into(), "--check".into()])?;
     // junit.xml and kcidb.json as other readers see them (no root needed).
     crate::results::check_sample()?;
+    // Each library crate and the CLI can be published alone: packaged and
+    // built from its .crate as crates.io would (verification needs only the
+    // registry cache, so it stays on). --allow-dirty: this checks that the
+    // crates package, not that the work tree is committed.
+    let mut c = cargo();
+    c.args([
+        "package",
+        "--workspace",
+        "--exclude",
+        "sparsekit-testbench",
+        "--exclude",
+        "xtask",
+        "--locked",
+        "--allow-dirty",
+    ]);
+    run(c)?;
     if no_bench {
         println!(
             "xtask ci: --no-bench given: the test bench was NOT run, so this is not a full pass"
