@@ -36,6 +36,7 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     run(c)?;
     // The README's matrix must match matrix.toml (no root needed).
     matrix(&["readme".into(), "--check".into()])?;
+    crate::man::command(&["--check".into()])?;
     // junit.xml and kcidb.json as other readers see them (no root needed).
     crate::results::check_sample()?;
     // Each library crate and the CLI can be published alone: packaged and

@@ -5,10 +5,12 @@
 //! - `testbench [ARGS]`: the privileged bench on every filesystem of matrix.toml.
 //! - `bench [NAME…]`: benchmarks against peer tools (root).
 //! - `matrix readme [--check]`, `matrix merge FILE…`: the published matrix.
+//! - `man [--check]`: the CLI's man pages in crates/cli/man (clap_mangen).
 //! - `check-results [DIR]`: junit.xml and kcidb.json checked with kcidb-io
 //!   and junitparser (a sample run's without DIR).
 
 mod ci;
+mod man;
 mod results;
 mod setup;
 mod util;
@@ -20,7 +22,8 @@ usage: cargo xtask ci [--no-bench]
        cargo xtask testbench [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest]
        cargo xtask bench [NAME…]
        cargo xtask matrix readme [--check] | matrix merge FILE…
-       cargo xtask check-results [DIR]";
+       cargo xtask check-results [DIR]
+       cargo xtask man [--check]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Some("bench") => ci::bench(&args[1..]),
         Some("matrix") => ci::matrix(&args[1..]),
         Some("check-results") => results::command(&args[1..]),
+        Some("man") => man::command(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

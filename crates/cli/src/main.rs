@@ -5,14 +5,21 @@
 
 mod cmd;
 mod exit;
+mod generate;
 mod human;
+mod version;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Inspect, alter, copy, clone and probe large sparse files (virtual disk images).
 #[derive(Debug, Parser)]
-#[command(name = "sparsekit", version, propagate_version = true)]
+#[command(
+    name = "sparsekit",
+    version = version::SHORT,
+    long_version = version::LONG,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,6 +55,11 @@ enum Command {
     /// scratch files: native, degraded, emulated or unsupported, and how
     /// each was verified.
     Caps(cmd::caps::Args),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages into a directory (`cargo xtask man` runs this).
+    #[command(name = "__man", hide = true)]
+    Man(generate::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +79,8 @@ fn main() -> ExitCode {
         Command::Dig(args) => cmd::dig::run(args),
         Command::Copy(args) => cmd::copy::run(args),
         Command::Caps(args) => cmd::caps::run(args),
+        Command::Completions(args) => generate::run_completions(Cli::command(), args),
+        Command::Man(args) => generate::run_man(Cli::command(), args),
     };
     exit::report(result)
 }
