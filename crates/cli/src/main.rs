@@ -5,6 +5,7 @@
 
 mod cmd;
 mod exit;
+mod fallback;
 mod generate;
 mod human;
 mod version;

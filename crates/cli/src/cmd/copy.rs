@@ -70,7 +70,7 @@ pub(crate) struct Args {
     /// "cache_source","holes","staging","destination_kind","map_method",
     /// "bytes_copied","bytes_skipped_as_holes","zero_bytes_detected",
     /// "zero_bytes_written","seconds","synced","bytes_left_in_page_cache",
-    /// "page_cache":{…},"fallbacks":[{"from","errno"}]}.
+    /// "page_cache":{…},"fallbacks":[{"strategy","errno"}]}.
     #[arg(long)]
     json: bool,
     /// Skip the fsync of the destination (and its directory) before success.
@@ -213,7 +213,7 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| json!({"from": f.from, "errno": sparsekit_sys::ErrnoName(f.errno).symbol()}))
+        .map(|f| crate::fallback::record(f.from, f.errno))
         .collect();
     json!({
         "source": src.display().to_string(),

@@ -233,12 +233,7 @@ fn report_json<S: Strategy>(path: &str, r: &Report<S>) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| {
-            json!({
-                "strategy": f.from.as_str(),
-                "errno": sparsekit_sys::ErrnoName(f.errno).symbol().unwrap_or("unknown"),
-            })
-        })
+        .map(|f| crate::fallback::record(f.from.as_str(), f.errno))
         .collect();
     json!({
         "file": path,
