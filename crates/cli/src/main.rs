@@ -8,6 +8,7 @@ mod exit;
 mod fallback;
 mod generate;
 mod human;
+mod verbosity;
 mod version;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -24,6 +25,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Also say on stderr which expected fallbacks were taken (they are
+    /// always in --json); without it stderr has warnings and errors only.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(e),
     };
+    verbosity::set_verbose(cli.verbose);
     let result = match cli.command {
         Command::Map(args) => cmd::map::run(args),
         Command::Stat(args) => cmd::stat::run(args),

@@ -129,3 +129,53 @@ fn man_pages_one_per_visible_subcommand() {
     // No commit in the pages: they change only with the interface.
     assert!(!copy.contains("(git "), "{copy}");
 }
+
+/// Quiet by default, like cp: an expected fallback (reflink on a
+/// filesystem without it, under `--reflink auto`) is in `--json` and, under
+/// `-v`, on stderr; without `-v` stderr is empty.
+#[test]
+fn expected_fallbacks_only_under_verbose_and_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.img");
+    std::fs::write(&src, vec![5u8; 256 * 1024]).unwrap();
+    let src = src.to_str().unwrap();
+    let dst = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let fs = {
+        let f = std::fs::File::open(dir.path()).unwrap();
+        sparsekit_sys::fstype::FsType::of(&f).unwrap().to_string()
+    };
+
+    let json = sparsekit(&["copy", src, &dst("a"), "--json"]);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    assert!(json.stderr.is_empty(), "--json: {}", text(&json.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let fallbacks = doc["fallbacks"].as_array().unwrap().clone();
+    for f in &fallbacks {
+        assert!(f["strategy"].is_string() && f["errno"].is_string(), "{f}");
+    }
+    if matches!(fs.as_str(), "ext4" | "tmpfs") {
+        // No reflink there: the path this test is about is taken.
+        assert!(
+            fallbacks
+                .iter()
+                .any(|f| f["strategy"] == "reflink" && f["errno"] == "EOPNOTSUPP"),
+            "{doc}"
+        );
+    }
+
+    let quiet = sparsekit(&["copy", src, &dst("b")]);
+    assert!(quiet.status.success());
+    assert_eq!(text(&quiet.stderr), "", "stderr without -v");
+    assert!(!quiet.stdout.is_empty(), "the summary line stays on stdout");
+
+    for flag in ["-v", "--verbose"] {
+        let loud = sparsekit(&[flag, "copy", src, &dst(&format!("c{flag}"))]);
+        assert!(loud.status.success());
+        let err = text(&loud.stderr);
+        assert_eq!(err.lines().count(), fallbacks.len(), "{err}");
+        for f in &fallbacks {
+            let strategy = f["strategy"].as_str().unwrap();
+            assert!(err.contains(strategy) && err.contains("fell back"), "{err}");
+        }
+    }
+}

@@ -150,7 +150,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     } else {
         for fallback in &report.fallbacks {
-            eprintln!("sparsekit: {}: {fallback}, fell back", dst.display());
+            crate::verbosity::note(format_args!("{}: {fallback}, fell back", dst.display()));
         }
         println!("{}", summary(&dst, &report));
     }

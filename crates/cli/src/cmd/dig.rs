@@ -78,7 +78,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dug = options.dig(&file).map_err(|e| punch_error(&path, e))?;
     let seconds = start.elapsed().as_secs_f64();
     for fallback in &dug.fallbacks {
-        eprintln!("sparsekit: {path}: method {fallback}, falling back");
+        crate::verbosity::note(format_args!("{path}: method {fallback}, fell back"));
     }
     if let CacheOutcome::Failed(errno) = dug.cache {
         eprintln!(

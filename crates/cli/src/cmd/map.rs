@@ -55,7 +55,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             e => anyhow::anyhow!("{path}: {e}"),
         })?;
     for fallback in map.fallbacks() {
-        eprintln!("sparsekit: {path}: method {fallback}, falling back");
+        crate::verbosity::note(format_args!("{path}: method {fallback}, fell back"));
     }
     if let Some(d) = map.degraded() {
         eprintln!("sparsekit: {path}: warning: {d}");

@@ -160,7 +160,7 @@ fn run<S: Strategy>(
     let file = open_for_writing(&args.file, &path)?;
     let report = op(&file).map_err(|e| punch_error(&path, e))?;
     for fallback in &report.fallbacks {
-        eprintln!("sparsekit: {path}: {fallback}, falling back");
+        crate::verbosity::note(format_args!("{path}: {fallback}, fell back"));
     }
     if args.json {
         println!("{}", report_json(&path, &report));

@@ -122,7 +122,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .probe_path(&args.file)
         .map_err(cli_error)?;
     if let Some(why) = meta.fallback() {
-        eprintln!("sparsekit: {path}: {why}");
+        crate::verbosity::note(format_args!("{path}: {why}"));
     }
     if sync != SyncMode::AsStat && meta.sync() != sync {
         eprintln!(
