@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: sparsekit-testbench run [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest] [--bless]
+                               [--out DIR] [--no-compare]
+       sparsekit-testbench collect DIR [--bless]
        sparsekit-testbench list
        sparsekit-testbench results-sample DIR
-       sparsekit-testbench matrix readme [--check] | matrix merge FILE…
+       sparsekit-testbench matrix readme [--check] | matrix merge FILE… | matrix diff A B
        sparsekit-testbench bench [NAME…]";
 
 fn main() -> ExitCode {
@@ -26,6 +28,28 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let defs = defs::load(&defs::matrix_path())?;
     match args.first().map(String::as_str) {
         Some("run") => run(&args[1..], &defs),
+        // The host's side of a VM run (xtask's kernel launcher): judge and
+        // bless the column a guest wrote.
+        Some("collect") => {
+            let Some(dir) = args.get(1) else {
+                eprintln!("{USAGE}");
+                return Ok(ExitCode::from(2));
+            };
+            let bless = match args.get(2).map(String::as_str) {
+                None => false,
+                Some("--bless") => true,
+                Some(other) => bail!("unknown argument {other:?}\n{USAGE}"),
+            };
+            let ok = publish::collect(std::path::Path::new(dir), &defs, bless)?;
+            if !ok {
+                println!("FAILED: a capability is less supported than the committed matrix says");
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Some("matrix") => {
             publish::matrix_command(&args[1..], &defs)?;
             Ok(ExitCode::SUCCESS)
@@ -64,6 +88,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
             scenarios::probe::fuse::daemon_main(&args[1..])?;
             Ok(ExitCode::SUCCESS)
         }
+        // The fault-injecting FUSE daemon (scenarios/faults/fs.rs).
+        Some("faults-fuse-daemon") => {
+            scenarios::faults::fs::daemon_main(&args[1..])?;
+            Ok(ExitCode::SUCCESS)
+        }
         // The self-test's child process (see selftest.rs).
         Some("selftest-child") => {
             let [_, mode, fs] = &args[..] else {
@@ -97,7 +126,11 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
     };
     let mut only: Option<Vec<String>> = None;
     let mut selftest = true;
-    let mut bless = false;
+    let mut publish_opts = publish::PublishOptions {
+        out: publish::out_dir(),
+        compare: true,
+        bless: false,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -113,9 +146,14 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
             "--filter" => opts.filter = Some(it.next().context("--filter TEXT")?.clone()),
             "--no-install" => opts.install = false,
             "--no-selftest" => selftest = false,
-            "--bless" => bless = true,
+            "--bless" => publish_opts.bless = true,
+            "--out" => publish_opts.out = it.next().context("--out DIR")?.into(),
+            "--no-compare" => publish_opts.compare = false,
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
+    }
+    if publish_opts.bless && !publish_opts.compare {
+        bail!("--bless needs the comparison (drop --no-compare)");
     }
     if let Some(only) = &only {
         for name in only {
@@ -142,7 +180,7 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
         reports.push(runner::run_fs(def, &all, &opts));
     }
     let ok = runner::print_summary(&reports);
-    let no_regression = publish::after_run(&reports, defs, bless, started)?;
+    let no_regression = publish::after_run(&reports, defs, &publish_opts, started)?;
     let leaks = cleanup::leaks_of(std::process::id());
     if !leaks.is_empty() {
         println!("LEAKED: {leaks:?}");

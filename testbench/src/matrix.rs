@@ -10,11 +10,12 @@
 //! kernels combine with [`Matrix::merge`]; [`markdown`] renders the tables
 //! the README shows between [`README_START`] and [`README_END`].
 
+use crate::identity;
+pub use crate::scenarios::faults::tally::FaultTally;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 pub use sparsekit_caps::{Cell, Support};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 /// The line after which `matrix.toml` is generated.
@@ -29,27 +30,64 @@ pub const README_END: &str = "<!-- matrix:end -->";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
-    /// `uname -r`.
+    /// `uname -r`: the release string, which names one build.
     pub kernel: String,
+    /// The upstream version (`6.1.158`), see [`identity::version_of`]. Empty
+    /// in columns recorded before it existed: then derived from `kernel`.
+    #[serde(default)]
+    pub version: String,
+    /// The package the kernel came from, `NAME VERSION`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     /// Architecture, CPUs and memory (or `$SPARSEKIT_MACHINE`).
     pub machine: String,
     /// Date of the run (UTC, `YYYY-MM-DD`).
     pub recorded: String,
+    /// Filesystem name → scenario counts of the run (absent in columns
+    /// recorded before they were kept).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scenarios: BTreeMap<String, Counts>,
     /// Filesystem name → capability name → cell.
     pub filesystems: BTreeMap<String, BTreeMap<String, Cell>>,
+    /// Filesystem name → the fault scenarios' counts (faults injected,
+    /// survived, bytes of data lost).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub faults: BTreeMap<String, FaultTally>,
 }
 
 impl Column {
-    /// The label of the column in tables: `6.18.44 (x86_64, 2 CPUs)`.
+    /// The label of the column in reports:
+    /// `Linux 6.1.0-41-amd64 (6.1.158, linux-image-6.1.0-41-amd64 6.1.158-1; x86_64, 2 CPUs)`.
     pub fn label(&self) -> String {
-        format!("{} ({})", self.kernel, self.machine)
+        let version = identity::column_version(self);
+        let package = self
+            .package
+            .as_deref()
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default();
+        format!(
+            "Linux {} ({version}{package}; {})",
+            self.kernel, self.machine
+        )
     }
+}
+
+/// Scenario outcomes on one filesystem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    /// Scenarios that passed.
+    pub passed: usize,
+    /// Scenarios that failed (or the filesystem could not be made).
+    pub failed: usize,
+    /// Scenarios skipped, with a reason, as not applicable here.
+    pub skipped: usize,
 }
 
 /// All columns (the generated part of `matrix.toml`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Matrix {
-    /// Columns in order of kernel release, then machine.
+    /// Columns in order of kernel version, release, then machine.
     #[serde(default, rename = "results")]
     pub columns: Vec<Column>,
 }
@@ -80,12 +118,21 @@ impl Matrix {
         {
             Some(existing) => {
                 existing.recorded = column.recorded;
+                existing.version = column.version;
+                existing.package = column.package;
                 existing.filesystems.extend(column.filesystems);
+                existing.scenarios.extend(column.scenarios);
+                existing.faults.extend(column.faults);
             }
             None => self.columns.push(column),
         }
-        self.columns
-            .sort_by(|a, b| (&a.kernel, &a.machine).cmp(&(&b.kernel, &b.machine)));
+        self.columns.sort_by_cached_key(|c| {
+            (
+                identity::column_version(c),
+                c.kernel.clone(),
+                c.machine.clone(),
+            )
+        });
     }
 
     /// Combines matrices from several machines or kernels (see [`upsert`](Self::upsert)).
@@ -96,13 +143,25 @@ impl Matrix {
         self
     }
 
-    /// The committed column to compare a run on `kernel`/`machine` with:
-    /// the same machine if present, else any machine with that kernel.
-    pub fn baseline(&self, kernel: &str, machine: &str) -> Option<&Column> {
-        let same_kernel = || self.columns.iter().filter(|c| c.kernel == kernel);
-        same_kernel()
-            .find(|c| c.machine == machine)
-            .or_else(|| same_kernel().next())
+    /// The committed column to compare `observed` with, and why (see
+    /// [`identity::choose_baseline`]).
+    pub fn baseline(&self, observed: &Column) -> Option<(identity::Basis, &Column)> {
+        identity::choose_baseline(&self.columns, observed)
+    }
+
+    /// The verdict on `observed`: its baseline, the differences, and
+    /// whether they fail the run.
+    pub fn judge(&self, observed: &Column) -> Judgement<'_> {
+        match self.baseline(observed) {
+            None => Judgement {
+                baseline: None,
+                differences: Vec::new(),
+            },
+            Some((basis, base)) => Judgement {
+                baseline: Some((basis, base)),
+                differences: compare(base, observed),
+            },
+        }
     }
 
     /// `matrix.toml`'s text with the generated part replaced by `self`.
@@ -114,6 +173,29 @@ impl Matrix {
         let mut out = format!("{defs}\n\n{RESULTS_MARKER}\n\n");
         out += &toml::to_string(self)?;
         Ok(out)
+    }
+}
+
+/// What a run is compared with and what differs (see [`Matrix::judge`]).
+#[derive(Debug)]
+pub struct Judgement<'a> {
+    /// The committed column and why it was chosen; `None` only for an
+    /// empty matrix.
+    pub baseline: Option<(identity::Basis, &'a Column)>,
+    /// Differences from the baseline to the run.
+    pub differences: Vec<Difference>,
+}
+
+impl Judgement<'_> {
+    /// Whether the run passes: no capability less supported than a
+    /// baseline of the same release or series ([`identity::Basis::gates`]).
+    pub fn passes(&self) -> bool {
+        match self.baseline {
+            Some((basis, _)) if basis.gates() => {
+                !self.differences.iter().any(Difference::is_regression)
+            }
+            _ => true,
+        }
     }
 }
 
@@ -197,62 +279,7 @@ pub fn compare(committed: &Column, observed: &Column) -> Vec<Difference> {
     diffs
 }
 
-/// One Markdown table per column: capabilities down, filesystems across
-/// (in `fs_order`, then any others).
-pub fn markdown(matrix: &Matrix, fs_order: &[String]) -> String {
-    let mut out = String::new();
-    if matrix.columns.is_empty() {
-        out += "No results recorded yet: run `cargo xtask testbench --bless` as root.\n";
-        return out;
-    }
-    out += "Legend: **native** — the kernel does it, semantics verified; **emulated** — \
-            sparsekit's fallback does it (kernel errno shown); **degraded** — the call \
-            succeeds but does less; **no** — unsupported (errno shown).\n";
-    for col in &matrix.columns {
-        let mut fss: Vec<&String> = fs_order
-            .iter()
-            .filter(|f| col.filesystems.contains_key(*f))
-            .collect();
-        fss.extend(col.filesystems.keys().filter(|f| !fs_order.contains(f)));
-        let caps: std::collections::BTreeSet<&String> =
-            col.filesystems.values().flat_map(|m| m.keys()).collect();
-        let _ = writeln!(
-            out,
-            "\n#### Linux {} — {} — {}\n",
-            col.kernel, col.machine, col.recorded
-        );
-        out += "| capability |";
-        for f in &fss {
-            let _ = write!(out, " {f} |");
-        }
-        out += "\n|---|";
-        out += &"---|".repeat(fss.len());
-        out += "\n";
-        for cap in caps {
-            let _ = write!(out, "| `{cap}` |");
-            for f in &fss {
-                let cell = col.filesystems[*f].get(cap);
-                let _ = write!(out, " {} |", cell.map_or("–".to_owned(), cell_text));
-            }
-            out += "\n";
-        }
-    }
-    out
-}
-
-fn cell_text(c: &Cell) -> String {
-    let errno = c
-        .errno
-        .as_deref()
-        .map(|e| format!(" ({e})"))
-        .unwrap_or_default();
-    match c.support {
-        Support::Native => "native".into(),
-        Support::Emulated => format!("emulated{errno}"),
-        Support::Degraded => format!("degraded{errno}"),
-        _ => format!("no{errno}"),
-    }
-}
+pub use crate::markdown::markdown;
 
 /// `readme` with the text between the markers replaced by `tables`.
 pub fn update_readme(readme: &str, tables: &str) -> anyhow::Result<String> {
@@ -298,6 +325,40 @@ pub fn kernel_release() -> String {
         .into_owned()
 }
 
+/// The package the running kernel came from, `NAME VERSION`:
+/// `$SPARSEKIT_KERNEL_PACKAGE` (set by the VM launcher, or by a distribution
+/// running the bench on its own kernel), else dpkg's record of
+/// `linux-image-RELEASE` (Debian and Ubuntu name their image packages so),
+/// else unknown.
+pub fn kernel_package(release: &str) -> Option<String> {
+    if let Ok(p) = std::env::var("SPARSEKIT_KERNEL_PACKAGE") {
+        if !p.trim().is_empty() {
+            return Some(p.trim().to_owned());
+        }
+    }
+    let out = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package} ${Version}"])
+        .arg(format!("linux-image-{release}"))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && text.split_whitespace().count() == 2).then_some(text)
+}
+
+/// The identity of the running kernel: (release, version, package).
+pub fn kernel_identity() -> (String, String, Option<String>) {
+    let release = kernel_release();
+    let uname_version = rustix::system::uname()
+        .version()
+        .to_string_lossy()
+        .into_owned();
+    let package = kernel_package(&release);
+    let package_version = package.as_deref().and_then(|p| p.split_whitespace().nth(1));
+    let version = identity::version_of(&release, &uname_version, package_version);
+    (release, version, package)
+}
+
 /// Today's date, UTC, from the system clock (no date crate needed).
 pub fn today() -> String {
     let secs = std::time::SystemTime::now()
@@ -341,9 +402,13 @@ mod tests {
         }
         Column {
             kernel: kernel.into(),
+            version: String::new(),
+            package: None,
             machine: "m".into(),
             recorded: "2026-11-25".into(),
+            scenarios: BTreeMap::new(),
             filesystems,
+            faults: BTreeMap::new(),
         }
     }
 
@@ -419,14 +484,14 @@ mod tests {
         b.upsert(column("6.18", &[("xfs", "fiemap", Support::Native)]));
         let m = a.merge(b);
         assert_eq!(m.columns.len(), 2);
-        let col = m.baseline("6.18", "m").unwrap();
+        let col = m.columns.iter().find(|c| c.kernel == "6.18").unwrap();
         assert_eq!(col.filesystems["ext4"]["fiemap"].support, Support::Degraded);
         assert_eq!(col.filesystems["xfs"]["fiemap"].support, Support::Native);
     }
 
     #[test]
     fn readme_tables_replace_only_the_marked_part() {
-        let readme = format!("intro\n{README_START}\nold\n{README_END}\noutro\n");
+        let readme = format!("intro\n{README_START}\nOLD-TABLES\n{README_END}\noutro\n");
         let mut m = Matrix::default();
         m.upsert(column(
             "6.18",
@@ -436,11 +501,95 @@ mod tests {
             ],
         ));
         let md = markdown(&m, &["ext4".into(), "tmpfs".into()]);
-        assert!(md.contains("| `fiemap` | native | no |"), "{md}");
+        assert!(md.contains("| `fiemap` | native |"), "{md}");
         let new = update_readme(&readme, &md).unwrap();
-        assert!(new.starts_with("intro\n") && new.ends_with("\noutro\n") && !new.contains("old"));
+        assert!(
+            new.starts_with("intro\n") && new.ends_with("\noutro\n") && !new.contains("OLD-TABLES")
+        );
         assert_eq!(update_readme(&new, &md).unwrap(), new);
         assert!(update_readme("no markers", &md).is_err());
+    }
+
+    #[test]
+    fn columns_recorded_before_versions_existed_still_parse_and_derive_their_version() {
+        let old = format!(
+            "{RESULTS_MARKER}\n[[results]]\nkernel = \"6.18.44-fc-v595\"\nmachine = \"m\"\n\
+             recorded = \"2026-11-25\"\n[results.filesystems.ext4.fiemap]\n\
+             support = \"native\"\nverified_by = \"t\"\n"
+        );
+        let m = Matrix::parse(&old).unwrap();
+        assert_eq!(m.columns[0].version, "");
+        assert_eq!(
+            identity::column_version(&m.columns[0]).to_string(),
+            "6.18.44"
+        );
+        assert!(
+            m.columns[0].label().contains("(6.18.44; m)"),
+            "{}",
+            m.columns[0].label()
+        );
+    }
+
+    #[test]
+    fn columns_sort_by_version_numerically() {
+        let mut m = Matrix::default();
+        for k in ["6.18.44-x", "6.12.57+deb12-amd64", "6.1.0-41-amd64"] {
+            m.upsert(column(k, &[("ext4", "fiemap", Support::Native)]));
+        }
+        let order: Vec<&str> = m.columns.iter().map(|c| c.kernel.as_str()).collect();
+        assert_eq!(
+            order,
+            ["6.1.0-41-amd64", "6.12.57+deb12-amd64", "6.18.44-x"]
+        );
+    }
+
+    #[test]
+    fn less_support_fails_within_a_series_and_is_reported_across_series() {
+        let mut committed = Matrix::default();
+        committed.upsert(column(
+            "6.18.44-fc-v595",
+            &[("ext4", "cachestat", Support::Native)],
+        ));
+        let worse = |kernel: &str| column(kernel, &[("ext4", "cachestat", Support::Emulated)]);
+        // Another build of the same kernel (issue 12): now a regression.
+        let j = committed.judge(&worse("6.18.44-fc-v857"));
+        assert_eq!(j.baseline.unwrap().0, identity::Basis::SameSeries);
+        assert!(!j.passes());
+        // The same release.
+        assert!(!committed.judge(&worse("6.18.44-fc-v595")).passes());
+        // Another series: a kernel difference, reported but passing.
+        let j = committed.judge(&worse("6.1.0-57-amd64"));
+        assert_eq!(j.baseline.unwrap().0, identity::Basis::NewerKernel);
+        assert_eq!(j.differences.len(), 1);
+        assert!(j.passes());
+        // More support passes anywhere; an empty matrix has no baseline.
+        let better = column("6.18.44-fc-v857", &[("ext4", "cachestat", Support::Native)]);
+        assert!(committed.judge(&better).passes());
+        assert!(Matrix::default().judge(&better).baseline.is_none());
+    }
+
+    #[test]
+    fn fault_counts_round_trip_and_render_and_old_results_still_parse() {
+        let mut c = column("6.18", &[("ext4", "fiemap", Support::Native)]);
+        c.faults.insert(
+            "ext4".into(),
+            FaultTally {
+                cases: 2,
+                injected: 5,
+                survived: 4,
+                data_lost: 0,
+            },
+        );
+        let mut m = Matrix::default();
+        m.upsert(c);
+        let text = m.write_into("").unwrap();
+        assert!(text.contains("[results.faults.ext4]"), "{text}");
+        assert_eq!(Matrix::parse(&text).unwrap(), m);
+        let md = markdown(&m, &["ext4".into()]);
+        assert!(md.contains("| 6.18 | 2 / 5 / 4 / 0 |"), "{md}");
+        // Columns recorded before fault counts existed have none.
+        let committed = Matrix::load(&crate::defs::matrix_path()).unwrap();
+        assert!(committed.columns.iter().all(|c| c.faults.is_empty()));
     }
 
     #[test]

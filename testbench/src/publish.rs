@@ -3,6 +3,7 @@
 //! (and the README's tables); and the `matrix` subcommands.
 
 use crate::defs::{self, FsDef};
+use crate::identity;
 use crate::matrix::{self, Column, Matrix};
 use crate::results::RunResults;
 use crate::runner::{FsReport, Outcome};
@@ -22,29 +23,63 @@ fn readme_path() -> PathBuf {
 
 /// The column this run observed.
 pub fn column(reports: &[FsReport]) -> Column {
+    let (kernel, version, package) = matrix::kernel_identity();
     Column {
-        kernel: matrix::kernel_release(),
+        kernel,
+        version,
+        package,
         machine: matrix::machine_label(),
         recorded: matrix::today(),
+        scenarios: reports
+            .iter()
+            .map(|r| {
+                let (passed, failed, skipped) = r.counts();
+                (
+                    r.fs.clone(),
+                    matrix::Counts {
+                        passed,
+                        failed,
+                        skipped,
+                    },
+                )
+            })
+            .collect(),
         filesystems: reports
             .iter()
             .filter_map(|r| Some((r.fs.clone(), r.caps.as_ref()?.capabilities.clone())))
             .collect(),
+        faults: reports
+            .iter()
+            .filter_map(|r| Some((r.fs.clone(), r.faults?)))
+            .collect(),
     }
 }
 
-/// Writes matrix.{toml,md,json} under [`out_dir`], compares with the
-/// committed column for this kernel, blesses if asked. Returns whether
-/// there was no regression.
+/// What to do with a run's results.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// Where matrix.{toml,md,json} go ([`out_dir`] by default; a VM guest
+    /// writes into its shared directory, the workspace being read-only there).
+    pub out: PathBuf,
+    /// Compare with the committed matrix (a guest leaves that to the host's
+    /// `collect`, which alone can bless).
+    pub compare: bool,
+    /// Write the column into matrix.toml and the README.
+    pub bless: bool,
+}
+
+/// Writes matrix.{toml,md,json} under `opts.out`, then (unless told not
+/// to) compares with the committed matrix and blesses if asked. Returns
+/// whether there was no regression.
 pub fn after_run(
     reports: &[FsReport],
     defs: &[FsDef],
-    bless: bool,
+    opts: &PublishOptions,
     started: std::time::SystemTime,
 ) -> anyhow::Result<bool> {
     let observed = column(reports);
-    let dir = out_dir();
-    std::fs::create_dir_all(&dir)?;
+    let dir = &opts.out;
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     let mut this_run = Matrix::default();
     this_run.upsert(observed.clone());
     let order: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
@@ -58,42 +93,73 @@ pub fn after_run(
         "\nmatrix of this run: {}/matrix.{{toml,md,json}}",
         dir.display()
     );
+    // A guest (no comparison here) reports its scenarios and cells; the
+    // matrix verdict is the host's `collect`.
+    let (ok, gating) = if opts.compare {
+        judge_run(&observed, defs, opts.bless)?
+    } else {
+        (true, Vec::new())
+    };
+    write_ci_results(
+        dir,
+        &RunResults::of_this_system(reports, defs, &gating, started),
+    )?;
+    Ok(ok)
+}
 
+/// Compares `observed` with the committed column [`Matrix::baseline`]
+/// picks, prints which and why, and blesses if asked. Returns whether
+/// there was no regression: less support fails only against the same
+/// release or series ([`Basis::gates`](crate::identity::Basis::gates)).
+pub fn judge(observed: &Column, defs: &[FsDef], bless: bool) -> anyhow::Result<bool> {
+    Ok(judge_run(observed, defs, bless)?.0)
+}
+
+/// [`judge`], also returning the differences that gate the run (none
+/// against another series: reported, not failed), for junit/kcidb.
+fn judge_run(
+    observed: &Column,
+    defs: &[FsDef],
+    bless: bool,
+) -> anyhow::Result<(bool, Vec<matrix::Difference>)> {
     let path = defs::matrix_path();
     let text = std::fs::read_to_string(&path)?;
     let mut committed = Matrix::parse(&text)?;
-    let mut ok = true;
-    let mut diffs = Vec::new();
-    match committed.baseline(&observed.kernel, &observed.machine) {
+    println!("this run: {}", observed.label());
+    let judgement = committed.judge(observed);
+    let ok = judgement.passes();
+    let gating = match judgement.baseline {
+        Some((basis, _)) if basis.gates() => judgement.differences.clone(),
+        _ => Vec::new(),
+    };
+    match judgement.baseline {
         None => println!(
-            "no committed results for Linux {}: nothing to compare (record them with `cargo xtask testbench --bless`)",
-            observed.kernel
+            "matrix.toml holds no results yet: nothing to compare (record them with `cargo xtask testbench --bless`)"
         ),
-        Some(base) => {
-            diffs = matrix::compare(base, &observed);
+        Some((basis, base)) => {
+            let why = basis.describe(&identity::column_version(observed));
+            println!("compared with {} — {why}", base.label());
+            let diffs = &judgement.differences;
             if diffs.is_empty() {
-                println!(
-                    "matrix: identical to the committed results for Linux {} ({})",
-                    base.kernel, base.machine
-                );
-            } else {
-                println!(
-                    "matrix: differences from the committed results for Linux {} ({}):",
-                    base.kernel, base.machine
-                );
-                for d in &diffs {
+                println!("matrix: identical");
+            } else if basis.gates() {
+                println!("matrix: differences (less support fails the run):");
+                for d in diffs {
                     println!("  {d}");
                 }
+            } else {
+                println!("matrix: kernel differences (another series: reported, not failed):");
+                for d in diffs {
+                    println!(
+                        "  {}",
+                        d.to_string().replace("  (REGRESSION)", "  (less support)")
+                    );
+                }
             }
-            ok = !diffs.iter().any(|d| d.is_regression());
         }
     }
-    write_ci_results(
-        &dir,
-        &RunResults::of_this_system(reports, defs, &diffs, started),
-    )?;
     if bless {
-        committed.upsert(observed);
+        committed.upsert(observed.clone());
         std::fs::write(&path, committed.write_into(&text)?)?;
         update_readme(&committed, defs, false)?;
         println!(
@@ -101,7 +167,7 @@ pub fn after_run(
             path.display()
         );
     }
-    Ok(ok)
+    Ok((ok, gating))
 }
 
 /// Writes junit.xml, kcidb.json and counts.json (what both hold, for the
@@ -127,6 +193,21 @@ pub fn write_ci_results(dir: &Path, run: &RunResults) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The host's side of a VM run: reads the column a guest wrote into `dir`
+/// (its `matrix.toml`), then [`judge`]s it.
+pub fn collect(dir: &Path, defs: &[FsDef], bless: bool) -> anyhow::Result<bool> {
+    let path = dir.join("matrix.toml");
+    let m = Matrix::load(&path)?;
+    let [observed] = &m.columns[..] else {
+        bail!(
+            "{}: expected the one column of a run, found {}",
+            path.display(),
+            m.columns.len()
+        );
+    };
+    judge(observed, defs, bless)
+}
+
 fn json_report(col: &Column, reports: &[FsReport]) -> serde_json::Value {
     let scenarios: BTreeMap<&str, serde_json::Value> = reports
         .iter()
@@ -146,7 +227,7 @@ fn json_report(col: &Column, reports: &[FsReport]) -> serde_json::Value {
                 .collect();
             (
                 r.fs.as_str(),
-                serde_json::json!({"passed": p, "failed": f, "skipped": s, "seconds": r.elapsed.as_secs_f64(), "records": records}),
+                serde_json::json!({"passed": p, "failed": f, "skipped": s, "seconds": r.elapsed.as_secs_f64(), "faults": r.faults, "records": records}),
             )
         })
         .collect();
@@ -172,7 +253,8 @@ pub fn update_readme(matrix: &Matrix, defs: &[FsDef], check: bool) -> anyhow::Re
     Ok(())
 }
 
-/// `matrix readme [--check]` and `matrix merge FILE…`.
+/// `matrix readme [--check]`, `matrix merge FILE…` and `matrix diff A B`
+/// (A and B: a release, a version or a major.minor series).
 pub fn matrix_command(args: &[String], defs: &[FsDef]) -> anyhow::Result<()> {
     let path = defs::matrix_path();
     match args.first().map(String::as_str) {
@@ -202,6 +284,14 @@ pub fn matrix_command(args: &[String], defs: &[FsDef]) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        _ => bail!("usage: matrix readme [--check] | matrix merge FILE…"),
+        Some("diff") if args.len() == 3 => {
+            let m = Matrix::load(&path)?;
+            let a = crate::markdown::select(&m, &args[1])?;
+            let b = crate::markdown::select(&m, &args[2])?;
+            println!("from {}\nto   {}", a.label(), b.label());
+            print!("{}", crate::markdown::diff_text(a, b));
+            Ok(())
+        }
+        _ => bail!("usage: matrix readme [--check] | matrix merge FILE… | matrix diff A B"),
     }
 }

@@ -451,6 +451,7 @@ pub fn sample() -> RunResults {
         ],
         elapsed: Duration::from_millis(4000),
         caps: Some(caps),
+        faults: None,
     };
     let btrfs = FsReport {
         fs: "btrfs-zstd".into(),
@@ -460,6 +461,7 @@ pub fn sample() -> RunResults {
         records: Vec::new(),
         elapsed: Duration::from_millis(10),
         caps: None,
+        faults: None,
     };
     let selftest = FsReport {
         fs: "selftest".into(),
@@ -467,6 +469,7 @@ pub fn sample() -> RunResults {
         records: vec![rec("selftest/sigint_leaves_nothing", Outcome::Pass, 900)],
         elapsed: Duration::from_millis(900),
         caps: None,
+        faults: None,
     };
     RunResults {
         kernel_release: "6.18.44-fc-v595".into(),

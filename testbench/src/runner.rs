@@ -3,6 +3,7 @@
 use crate::defs::FsDef;
 use crate::fixture::MountedFs;
 use crate::scenario::{Ctx, Scenario, Verdict};
+use crate::scenarios::faults::tally::{self, FaultTally};
 use crate::tools;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
@@ -43,6 +44,9 @@ pub struct FsReport {
     pub elapsed: Duration,
     /// The capability report of the mounted filesystem (the matrix cells).
     pub caps: Option<sparsekit_caps::CapsReport>,
+    /// Faults injected, survived and data lost by the fault scenarios
+    /// (`None` if none ran).
+    pub faults: Option<FaultTally>,
 }
 
 impl FsReport {
@@ -83,6 +87,7 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
         records: Vec::new(),
         elapsed: Duration::ZERO,
         caps: None,
+        faults: None,
     };
     println!("== {} ({})", def.name, describe(def));
     if let Err(reason) = tools::ensure(def, opts.install) {
@@ -126,6 +131,8 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
         outcome,
         elapsed: t.elapsed(),
     });
+    // Counts of an earlier filesystem (or an aborted run) are not ours.
+    let _ = tally::take();
     for s in scenarios {
         if opts.filter.as_deref().is_some_and(|f| !s.name.contains(f)) {
             continue;
@@ -138,6 +145,7 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
         }
         report.records.push(rec);
     }
+    report.faults = tally::take();
     drop(fs);
     report.elapsed = started.elapsed();
     report
@@ -182,6 +190,35 @@ fn run_one(fs: &MountedFs, s: &Scenario) -> Record {
     }
 }
 
+/// The fault-injection table (faults injected, survived, bytes of data
+/// lost, per filesystem); returns whether no data was lost.
+fn print_fault_summary(reports: &[FsReport]) -> bool {
+    let with: Vec<(&str, FaultTally)> = reports
+        .iter()
+        .filter_map(|r| Some((r.fs.as_str(), r.faults?)))
+        .collect();
+    if with.is_empty() {
+        return true;
+    }
+    println!();
+    println!(
+        "{:<16} {:>6} {:>9} {:>9} {:>10}",
+        "fault injection", "cases", "injected", "survived", "data lost"
+    );
+    let mut lost = 0;
+    for (fs, t) in &with {
+        lost += t.data_lost;
+        println!(
+            "{:<16} {:>6} {:>9} {:>9} {:>10}",
+            fs, t.cases, t.injected, t.survived, t.data_lost
+        );
+    }
+    if lost > 0 {
+        println!("FAILED: the fault scenarios lost {lost} bytes of data");
+    }
+    lost == 0
+}
+
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<String>()
         .cloned()
@@ -189,7 +226,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(non-string panic)".into())
 }
 
-/// The end-of-run summary table; returns whether everything passed or skipped.
+/// The end-of-run summary table; returns whether everything passed or
+/// skipped and no fault scenario lost data.
 pub fn print_summary(reports: &[FsReport]) -> bool {
     println!();
     println!(
@@ -214,6 +252,7 @@ pub fn print_summary(reports: &[FsReport]) -> bool {
         );
     }
     println!("{:<16} {:>6} {:>6} {:>7}", "total", tp, tf, ts);
+    ok &= print_fault_summary(reports);
     for r in reports {
         for rec in &r.records {
             if let Outcome::Fail(why) = &rec.outcome {

@@ -1,11 +1,14 @@
 //! Proof that the guards leave nothing behind: a child bench process mounts
-//! a filesystem, then panics (or is sent SIGINT / SIGTERM); afterwards no
-//! mount, loop device or directory of that child may remain.
+//! a filesystem and, on it, the fault-injecting FUSE filesystem with a file
+//! frozen, then panics (or is sent SIGINT / SIGTERM); afterwards no mount,
+//! loop device, directory or FUSE daemon of that child may remain.
 
 use crate::cleanup::{self, install_signal_handlers};
 use crate::defs::FsDef;
 use crate::fixture::MountedFs;
 use crate::runner::{FsReport, Outcome, Record};
+use crate::scenarios::faults::mount::FaultMount;
+use crate::scenarios::probe::fuse::{proc_state, wait_for};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,12 +22,19 @@ pub enum Ending {
     Signal(i32),
 }
 
-/// The child side: mount `def`, say where, then end as told.
+/// The child side: mount `def` and a fault mount on it (a file frozen),
+/// say where and the FUSE daemon's pid, then end as told.
 pub fn child(def: &FsDef, panic: bool) -> anyhow::Result<()> {
     install_signal_handlers()?;
     let fs = MountedFs::mount(def)?;
     std::fs::write(fs.mountpoint().join("busy"), b"a scenario was here")?;
-    println!("READY {}", fs.mountpoint().display());
+    let mut faults = FaultMount::start(
+        &fs.mountpoint().join("faults-mnt"),
+        &fs.mountpoint().join("faults-backing"),
+    )?;
+    std::fs::write(faults.backing("f"), b"frozen")?;
+    faults.freeze("f")?;
+    println!("READY {} {}", fs.mountpoint().display(), faults.pid());
     if panic {
         panic!(
             "selftest: deliberate panic with {} mounted",
@@ -54,7 +64,11 @@ fn check(def: &FsDef, ending: Ending) -> Result<(), String> {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .map_err(|e| e.to_string())?;
-    let Some(mnt) = line.strip_prefix("READY ").map(|s| s.trim().to_owned()) else {
+    let ready = line
+        .strip_prefix("READY ")
+        .and_then(|s| s.trim().split_once(' '))
+        .and_then(|(mnt, daemon)| Some((mnt.to_owned(), daemon.parse::<u32>().ok()?)));
+    let Some((mnt, daemon)) = ready else {
         let _ = child.kill();
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
         return Err(format!(
@@ -86,6 +100,16 @@ fn check(def: &FsDef, ending: Ending) -> Result<(), String> {
     if status.success() {
         return Err(format!(
             "child exited successfully ({status}); expected a failure"
+        ));
+    }
+    // The daemon dies with its bench (PDEATHSIG) if the guard did not end it.
+    if wait_for("the FUSE daemon to be gone", Duration::from_secs(5), || {
+        proc_state(daemon).is_none_or(|s| s == 'Z')
+    })
+    .is_err()
+    {
+        return Err(format!(
+            "FUSE daemon {daemon} still running after {ending:?}"
         ));
     }
     let leaks = cleanup::leaks_of(pid);
@@ -174,6 +198,7 @@ pub fn run(def: &FsDef) -> FsReport {
     FsReport {
         fs: "selftest".into(),
         caps: None,
+        faults: None,
         setup: None,
         records,
         elapsed: started.elapsed(),

@@ -2,7 +2,9 @@
 //!
 //! - `ci`: what CI runs — fmt check, clippy, unit tests, rustdoc, then the
 //!   test bench (root) — the README's test command.
-//! - `testbench [ARGS]`: the privileged bench on every filesystem of matrix.toml.
+//! - `testbench [ARGS]`: the privileged bench on every filesystem of matrix.toml;
+//!   with `--kernel SPEC[,SPEC…]` on other kernels in a VM (see `kernel`).
+//! - `kernel-selftest`: a kernel that cannot boot fails cleanly.
 //! - `bench [NAME…]`: benchmarks against peer tools (root).
 //! - `matrix readme [--check]`, `matrix merge FILE…`: the published matrix.
 //! - `man [--check]`: the CLI's man pages in crates/cli/man (clap_mangen).
@@ -10,6 +12,7 @@
 //!   and junitparser (a sample run's without DIR).
 
 mod ci;
+mod kernel;
 mod man;
 mod results;
 mod setup;
@@ -18,10 +21,12 @@ mod util;
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: cargo xtask ci [--no-bench]
-       cargo xtask testbench [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest]
+usage: cargo xtask ci [--no-bench] [--no-kernel]
+       cargo xtask testbench [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest] [--bless]
+                             [--kernel debian:6.1|debian:6.12|host|PATH/vmlinuz-REL[,…] [--run-timeout SECONDS]]
+       cargo xtask kernel-selftest
        cargo xtask bench [NAME…]
-       cargo xtask matrix readme [--check] | matrix merge FILE…
+       cargo xtask matrix readme [--check] | matrix merge FILE… | matrix diff A B
        cargo xtask check-results [DIR]
        cargo xtask man [--check]";
 
@@ -30,6 +35,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run_ci(&args[1..]),
         Some("testbench") => ci::testbench(&args[1..]),
+        Some("kernel-selftest") => kernel::selftest(),
         Some("bench") => ci::bench(&args[1..]),
         Some("matrix") => ci::matrix(&args[1..]),
         Some("check-results") => results::command(&args[1..]),

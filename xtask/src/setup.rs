@@ -171,3 +171,122 @@ pub(crate) fn python_tools() -> anyhow::Result<std::path::PathBuf> {
     }
     Ok(python)
 }
+
+/// What `--kernel` needs besides the bench's packages: QEMU, kmod
+/// (`modprobe`/`depmod` for the guest), busybox-static (virtme-ng's init
+/// falls back to it), virtme-ng (pip) and an empty `/usr/lib/modules`
+/// (virtme-run refuses to start without it). Installs them as root on
+/// Debian, else says what to run.
+pub(crate) fn ensure_vm() -> anyhow::Result<()> {
+    ensure(&[])?;
+    let apt_missing: Vec<&str> = [
+        ("qemu-system-x86", on_path("qemu-system-x86_64")),
+        ("kmod", on_path("modprobe") && on_path("depmod")),
+        ("busybox-static", on_path("busybox")),
+    ]
+    .iter()
+    .filter(|(_, present)| !present)
+    .map(|(p, _)| *p)
+    .collect();
+    let root = crate::util::is_root();
+    if !apt_missing.is_empty() {
+        if !(root && on_path("apt-get")) {
+            bail!(
+                "--kernel needs: sudo apt-get install -y {}",
+                apt_missing.join(" ")
+            );
+        }
+        println!("xtask: missing {} (for --kernel)", apt_missing.join(", "));
+        let mut update = Command::new("apt-get");
+        update
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        crate::util::run(update)?;
+        let mut install = Command::new("apt-get");
+        install
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "--allow-downgrades",
+            ])
+            .args(apt_missing.iter().filter(|p| **p != "qemu-system-x86"))
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        // qemu-system-x86 from the distribution's suite removes a newer
+        // qemu-utils (the qemu-img peer of the benchmarks) that the image may
+        // carry from backports: take qemu-utils at the very same version
+        // (one source package), replacing the newer one rather than losing it.
+        if apt_missing.contains(&"qemu-system-x86") {
+            match apt_candidate("qemu-system-x86") {
+                Some(v) => {
+                    install.args([format!("qemu-system-x86={v}"), format!("qemu-utils={v}")])
+                }
+                None => install.arg("qemu-system-x86"),
+            };
+        }
+        crate::util::run(install)?;
+    }
+    if virtme_run().is_none() {
+        if !root {
+            bail!("--kernel needs virtme-ng: pip install virtme-ng");
+        }
+        println!("xtask: missing virtme-run (for --kernel): pip install virtme-ng");
+        let mut pip = Command::new("python3");
+        pip.args(["-m", "pip", "install", "-q", "virtme-ng"]);
+        if crate::util::run(pip).is_err() {
+            // Debian's own python refuses system-wide pip installs (PEP 668).
+            let mut pip = Command::new("python3");
+            pip.args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--break-system-packages",
+                "virtme-ng",
+            ]);
+            crate::util::run(pip)?;
+        }
+        if virtme_run().is_none() {
+            bail!(
+                "pip installed virtme-ng but no virtme-run is on PATH or in python3's scripts directory"
+            );
+        }
+    }
+    if root {
+        std::fs::create_dir_all("/usr/lib/modules")?;
+    } else if !Path::new("/usr/lib/modules").is_dir() {
+        bail!("--kernel needs an (empty) /usr/lib/modules: sudo mkdir -p /usr/lib/modules");
+    }
+    Ok(())
+}
+
+/// apt's candidate version of `package`.
+fn apt_candidate(package: &str) -> Option<String> {
+    let out = Command::new("apt-cache")
+        .args(["policy", package])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate: "))
+        .filter(|v| *v != "(none)")
+        .map(str::to_owned)
+}
+
+/// virtme-run: on PATH, else in python3's scripts directory (where pip put
+/// it, which a non-login PATH may lack).
+pub(crate) fn virtme_run() -> Option<std::path::PathBuf> {
+    if on_path("virtme-run") {
+        return Some("virtme-run".into());
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()?;
+    let p = Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("virtme-run");
+    p.is_file().then_some(p)
+}

@@ -228,6 +228,95 @@ pub fn needs(other: &str, other_cell: &Cell, verified_by: impl Into<String>) -> 
     }
 }
 
+/// What the `write_lease` trial saw (see [`write_lease`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseObservation {
+    /// `F_SETLEASE(F_WRLCK)` while a second descriptor of the file was
+    /// open: `Err(EAGAIN)` is right; `Ok` means other openers are not seen.
+    /// `None`: not tried (no second descriptor could be opened).
+    pub beside_another_open: Option<Result<(), Errno>>,
+    /// `F_SETLEASE(F_WRLCK)` on the only descriptor.
+    pub acquire: Result<(), Errno>,
+    /// A non-blocking `open` while the lease was held: `Err(EWOULDBLOCK)`
+    /// is right (the open waits for the lease); `Ok` means it got in.
+    pub open_while_held: Result<(), Errno>,
+    /// `F_GETLEASE` after that open: the break must show (not `F_WRLCK`).
+    pub break_seen: bool,
+    /// A non-blocking `open` after the lease was released must succeed.
+    pub open_after_release: Result<(), Errno>,
+}
+
+/// The `write_lease` rule: what protection `dig` (and any read-then-write
+/// in place) gets here.
+/// - the lease is refused on a lone descriptor → `unsupported` with the
+///   errno (`EINVAL`: no leases, or `leases-enable` 0; `ENOLCK`; `EACCES`:
+///   no `CAP_LEASE`); dig then refuses without `--force`;
+/// - granted, and every check held (refused beside another open, an open
+///   waits and shows as a break, released it lets openers in) → `native`;
+/// - granted but a check fell short → `degraded`, naming it: the lease does
+///   not keep writers out here.
+pub fn write_lease(obs: &LeaseObservation, verified_by: impl Into<String>) -> Cell {
+    let verified_by = verified_by.into();
+    if let Err(errno) = obs.acquire {
+        let name = errno_symbol(errno);
+        let why = match errno {
+            Errno::INVAL | Errno::NOLCK | Errno::OPNOTSUPP | Errno::NOSYS => {
+                "no leases on this filesystem (or /proc/sys/fs/leases-enable is 0)"
+            }
+            Errno::ACCESS | Errno::PERM => "not the owner and no CAP_LEASE",
+            _ => "trial failed (not an errno that means unsupported)",
+        };
+        return Cell::unsupported(name.clone(), verified_by)
+            .with_reason(format!("fcntl(F_SETLEASE, F_WRLCK): {name}: {why}"));
+    }
+    let mut shortfalls = Vec::new();
+    match obs.beside_another_open {
+        Some(Ok(())) => {
+            shortfalls.push(Shortfall::new("granted while another descriptor was open"))
+        }
+        Some(Err(Errno::AGAIN)) | None => {}
+        Some(Err(e)) => shortfalls.push(Shortfall::with_errno(
+            format!(
+                "beside another descriptor, refused with {} instead of EAGAIN",
+                errno_symbol(e)
+            ),
+            e,
+        )),
+    }
+    match obs.open_while_held {
+        Ok(()) => shortfalls.push(Shortfall::new(
+            "an open while the lease was held got in at once",
+        )),
+        Err(Errno::WOULDBLOCK) => {}
+        Err(e) => shortfalls.push(Shortfall::with_errno(
+            format!(
+                "an open while the lease was held failed with {} instead of waiting",
+                errno_symbol(e)
+            ),
+            e,
+        )),
+    }
+    if !obs.break_seen {
+        shortfalls.push(Shortfall::new("F_GETLEASE did not show the break"));
+    }
+    if let Err(e) = obs.open_after_release {
+        shortfalls.push(Shortfall::with_errno(
+            format!(
+                "after release an open still failed with {}",
+                errno_symbol(e)
+            ),
+            e,
+        ));
+    }
+    let detail = match obs.beside_another_open {
+        None => Some("not checked: refusal beside another open (no second descriptor)".to_owned()),
+        Some(_) => None,
+    };
+    let mut cell = classify(Trial::new(Observation::worked(shortfalls), verified_by));
+    cell.detail = detail;
+    cell
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +438,98 @@ mod tests {
         );
         let degraded = Cell::degraded("no SHARED", "x");
         assert_eq!(needs("ficlone", &degraded, "y").errno, None);
+    }
+
+    fn lease_ok() -> LeaseObservation {
+        LeaseObservation {
+            beside_another_open: Some(Err(Errno::AGAIN)),
+            acquire: Ok(()),
+            open_while_held: Err(Errno::WOULDBLOCK),
+            break_seen: true,
+            open_after_release: Ok(()),
+        }
+    }
+
+    #[test]
+    fn a_lease_that_excludes_breaks_and_releases_is_native() {
+        let cell = write_lease(&lease_ok(), "t");
+        assert_eq!(cell.support, Support::Native);
+        assert_eq!(cell.detail, None);
+        let cell = write_lease(
+            &LeaseObservation {
+                beside_another_open: None,
+                ..lease_ok()
+            },
+            "t",
+        );
+        assert_eq!(cell.support, Support::Native);
+        assert!(cell.detail.unwrap().contains("not checked"));
+    }
+
+    #[test]
+    fn a_refused_lease_is_unsupported_with_the_errno_and_why() {
+        for (errno, name, why) in [
+            (Errno::INVAL, "EINVAL", "no leases"),
+            (Errno::NOLCK, "ENOLCK", "no leases"),
+            (Errno::ACCESS, "EACCES", "CAP_LEASE"),
+            (Errno::IO, "EIO", "trial failed"),
+        ] {
+            let cell = write_lease(
+                &LeaseObservation {
+                    acquire: Err(errno),
+                    ..lease_ok()
+                },
+                "t",
+            );
+            assert_eq!(cell.support, Support::Unsupported);
+            assert_eq!(cell.errno.as_deref(), Some(name));
+            assert!(cell.reason.unwrap().contains(why), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_lease_that_does_not_keep_openers_out_is_degraded_saying_how() {
+        let cases = [
+            (
+                LeaseObservation {
+                    beside_another_open: Some(Ok(())),
+                    ..lease_ok()
+                },
+                "granted while another descriptor was open",
+            ),
+            (
+                LeaseObservation {
+                    open_while_held: Ok(()),
+                    ..lease_ok()
+                },
+                "got in at once",
+            ),
+            (
+                LeaseObservation {
+                    break_seen: false,
+                    ..lease_ok()
+                },
+                "did not show the break",
+            ),
+            (
+                LeaseObservation {
+                    open_after_release: Err(Errno::WOULDBLOCK),
+                    ..lease_ok()
+                },
+                "after release",
+            ),
+            (
+                LeaseObservation {
+                    beside_another_open: Some(Err(Errno::INVAL)),
+                    ..lease_ok()
+                },
+                "instead of EAGAIN",
+            ),
+        ];
+        for (obs, why) in cases {
+            let cell = write_lease(&obs, "t");
+            assert_eq!(cell.support, Support::Degraded, "{why}");
+            assert!(cell.reason.unwrap().contains(why), "{why}");
+        }
     }
 }

@@ -55,6 +55,7 @@
 //! | `statx` | `statx` works; detail lists the optional fields filled |
 //! | `statx_dont_sync` | `AT_STATX_DONT_SYNC` answers |
 //! | `o_tmpfile` | `open(dir, O_TMPFILE)` |
+//! | `write_lease` | `F_SETLEASE(F_WRLCK)`: refused beside another descriptor, granted alone, broken by an open (which waits), released; what keeps other writers out of `dig` |
 //!
 //! # Schema (JSON and TOML)
 //! ```toml
@@ -156,6 +157,7 @@ pub const CAPABILITIES: &[&str] = &[
     "statx",
     "statx_dont_sync",
     "unshare_range",
+    "write_lease",
     "write_zeroes",
     "zero_range",
 ];

@@ -66,6 +66,7 @@ impl CapsOptions {
         trials::seek::run(&mut ctx)?;
         trials::alloc::run(&mut ctx)?;
         trials::remap::run(&mut ctx)?;
+        trials::lease::run(&mut ctx)?;
 
         let mut not_tried = BTreeMap::new();
         match &self.cross_fs_dir {

@@ -1,5 +1,6 @@
 //! Maps errors to the documented exit codes and prints them.
 
+use crate::output::{StdoutError, warning};
 use std::fmt;
 use std::process::ExitCode;
 
@@ -7,8 +8,7 @@ use std::process::ExitCode;
 pub(crate) const FAILURE: u8 = 1;
 /// The command line was wrong; nothing was touched.
 pub(crate) const USAGE: u8 = 2;
-/// A timeout expired (`stat --timeout`).
-#[allow(dead_code)] // used by `stat` when probe lands
+/// A timeout expired (`--timeout`).
 pub(crate) const TIMEOUT: u8 = 3;
 
 /// A usage error found after parsing (an impossible combination of values,
@@ -26,7 +26,6 @@ impl std::error::Error for UsageError {}
 
 /// An error that carries its own exit code (e.g. 3 for a timeout).
 #[derive(Debug)]
-#[allow(dead_code)] // used by `stat` when probe lands
 pub(crate) struct WithExitCode(pub(crate) u8, pub(crate) anyhow::Error);
 
 impl fmt::Display for WithExitCode {
@@ -63,13 +62,13 @@ pub(crate) fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
         Ok(code) => code,
         // `sparsekit map big.img | head`: the reader left; that is not an error.
         Err(e)
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+            if e.downcast_ref::<StdoutError>()
+                .is_some_and(StdoutError::reader_left) =>
         {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("sparsekit: {e:#}");
+            warning!("{e:#}");
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(USAGE)
             } else if let Some(WithExitCode(code, _)) = e.downcast_ref::<WithExitCode>() {

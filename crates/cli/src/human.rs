@@ -1,8 +1,15 @@
 //! SIZE arguments (`4096`, `64K`, `1G`) and human-readable sizes.
 
+/// The largest SIZE: offsets and lengths go to syscalls as `off_t`.
+pub(crate) const MAX_SIZE: u64 = i64::MAX as u64;
+
 /// Parses a SIZE: plain bytes or a binary K/M/G/T/P suffix (`KiB`, `K` and
 /// `k` alike), e.g. `4096`, `64K`, `1.5G`. Used as a clap value parser.
-#[allow(dead_code)] // the punch/copy/clone commands use it
+///
+/// Exact decimal arithmetic, no floating point: a fraction is accepted only
+/// when it makes a whole number of bytes (`1.5K` is 1536, `1.5` is refused),
+/// and the result must be at most 2^63 - 1. Float rounding once turned
+/// `16383.99999999999999999P` into 2^64, which wrapped to offset 0.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
@@ -18,35 +25,64 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         "p" | "pib" => 50,
         _ => {
             return Err(format!(
-                "invalid size {s:?}: unknown unit {unit:?} (use K, M, G, T)"
+                "invalid size {s:?}: unknown unit {unit:?} (use K, M, G, T or P)"
             ));
         }
     };
-    if num.is_empty() {
-        return Err(format!("invalid size {s:?}: no number"));
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() || (num.contains('.') && frac.is_empty()) || frac.contains('.') {
+        return Err(format!(
+            "invalid size {s:?}: expected a number such as 4096, 64K or 1.5G"
+        ));
     }
-    let too_big = || format!("invalid size {s:?}: larger than 2^63 - 1 bytes");
-    let bytes = if let Some((int, frac)) = num.split_once('.') {
-        let int: u64 = int.parse().map_err(|_| format!("invalid size {s:?}"))?;
-        let frac_val: f64 = format!("0.{frac}")
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}"))?;
-        let whole = int
-            .checked_shl(shift)
-            .filter(|v| v >> shift == int)
+    // Bounded so the digit arithmetic below stays trivially cheap.
+    if num.len() > 200 {
+        return Err(format!("invalid size {s:?}: too many digits"));
+    }
+    let too_big = || format!("invalid size {s:?}: larger than 2^63 - 1 bytes ({MAX_SIZE})");
+    // The number as decimal digits, most significant first; `point` digits
+    // are the integer part. Multiplying by 2^shift is `shift` exact doublings.
+    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).map(|b| b - b'0').collect();
+    let mut point = int.len();
+    for _ in 0..shift {
+        let mut carry = 0;
+        for d in digits.iter_mut().rev() {
+            let v = *d * 2 + carry;
+            *d = v % 10;
+            carry = v / 10;
+        }
+        if carry > 0 {
+            digits.insert(0, carry);
+            point += 1;
+        }
+    }
+    if digits[point..].iter().any(|&d| d != 0) {
+        return Err(format!(
+            "invalid size {s:?}: not a whole number of bytes (a fraction needs a unit that makes it whole, e.g. 1.5K)"
+        ));
+    }
+    let mut bytes: u64 = 0;
+    for &d in &digits[..point] {
+        bytes = bytes
+            .checked_mul(10)
+            .and_then(|b| b.checked_add(u64::from(d)))
             .ok_or_else(too_big)?;
-        whole + (frac_val * (1u64 << shift) as f64) as u64
-    } else {
-        let int: u64 = num.parse().map_err(|_| too_big())?;
-        int.checked_shl(shift)
-            .filter(|v| v >> shift == int)
-            .ok_or_else(too_big)?
-    };
-    // Offsets and lengths go to syscalls as off_t.
-    if bytes > i64::MAX as u64 {
+    }
+    if bytes > MAX_SIZE {
         return Err(too_big());
     }
     Ok(bytes)
+}
+
+/// Checks that `offset + length` (a range's end) fits an `off_t`, before
+/// anything is touched: the end of a range must never wrap.
+pub(crate) fn check_range(what: &str, offset: u64, length: u64) -> Result<(), String> {
+    match offset.checked_add(length) {
+        Some(end) if end <= MAX_SIZE => Ok(()),
+        _ => Err(format!(
+            "{what}: offset {offset} + length {length} is past the largest file offset (2^63 - 1)"
+        )),
+    }
 }
 
 /// `1536` → `"1.5 KiB"`; exact below 1 KiB.
@@ -130,6 +166,115 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Ok(65536));
         assert_eq!(parse_size("1.5G"), Ok(3 << 29));
         assert_eq!(parse_size("2t"), Ok(2 << 40));
+    }
+
+    #[test]
+    fn fractions_must_make_whole_bytes() {
+        assert_eq!(parse_size("1.5K"), Ok(1536));
+        assert_eq!(parse_size("0.5k"), Ok(512));
+        assert_eq!(parse_size("1.0"), Ok(1));
+        assert_eq!(parse_size("1.25M"), Ok(1_310_720));
+        // 2^-50 has 50 decimal digits: exact, not rounded.
+        assert_eq!(
+            parse_size("0.00000000000000088817841970012523233890533447265625P"),
+            Ok(1)
+        );
+        assert_eq!(
+            parse_size("8191.999999999999999111821580299874767661094665527343750P"),
+            Ok((8192u64 << 50) - 1)
+        );
+        for bad in [
+            "1.5",
+            "0.1K",
+            "1.",
+            ".5K",
+            "1.2.3",
+            "1.00000000000000000000000000000001",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_sizes_that_wrapped_to_zero_are_refused() {
+        // Issue 11: float rounding made these 2^64, which wrapped to 0.
+        for s in [
+            "16383.99999999999999999P",
+            "18446744073709551615.99999999999999999",
+        ] {
+            let e = parse_size(s).unwrap_err();
+            assert!(e.contains("not a whole number of bytes"), "{e}");
+        }
+        assert!(
+            parse_size("18446744073709551615")
+                .unwrap_err()
+                .contains("2^63 - 1")
+        );
+        assert!(parse_size("8192P").is_err()); // 2^63
+        assert_eq!(parse_size("9223372036854775807"), Ok(i64::MAX as u64));
+        assert!(check_range("x", i64::MAX as u64, 1).is_err());
+        assert!(check_range("x", u64::MAX, u64::MAX).is_err());
+        assert!(check_range("x", 1 << 62, 1 << 62).is_err());
+        assert_eq!(check_range("x", (1 << 62) - 1, 1 << 62), Ok(()));
+    }
+
+    proptest::proptest! {
+        /// Any integer with any unit parses to exactly `n << shift`, or is
+        /// refused when that passes 2^63 - 1.
+        #[test]
+        fn integers_scale_exactly(n in proptest::num::u64::ANY, unit in 0usize..6, spelling in 0usize..3) {
+            let names = [["", "b", "B"], ["K", "k", "KiB"], ["M", "m", "MiB"], ["G", "g", "GiB"], ["T", "t", "TiB"], ["P", "p", "PiB"]];
+            let want = u128::from(n) << (10 * unit);
+            let got = parse_size(&format!("{n}{}", names[unit][spelling]));
+            if want <= u128::from(MAX_SIZE) {
+                proptest::prop_assert_eq!(got, Ok(want as u64));
+            } else {
+                proptest::prop_assert!(got.is_err());
+            }
+        }
+
+        /// A decimal fraction is accepted exactly when it is a whole number
+        /// of bytes, and then equals the rational value; never a float's
+        /// rounding.
+        #[test]
+        fn fractions_are_exact(int in 0u64..(1 << 20), frac in "[0-9]{1,24}", unit in 0usize..6) {
+            let shift = 10 * unit as u32;
+            let s = format!("{int}.{frac}{}", ["", "K", "M", "G", "T", "P"][unit]);
+            let got = parse_size(&s);
+            // The exact value, as a rational: (int * 10^f + frac) * 2^shift / 10^f,
+            // reduced by trailing zeros so it fits u128.
+            let f = frac.trim_end_matches('0');
+            if f.len() > 20 {
+                // Needs 5^f | frac: 30-digit fractions rarely are; at least
+                // the result must then be exact and in range.
+                if let Ok(v) = got { proptest::prop_assert!(v <= MAX_SIZE); }
+                return Ok(());
+            }
+            let den = 10u128.pow(f.len() as u32);
+            let num = (u128::from(int) * den + f.parse::<u128>().unwrap_or(0)) << shift;
+            if num % den == 0 && num / den <= u128::from(MAX_SIZE) {
+                proptest::prop_assert_eq!(got, Ok((num / den) as u64));
+            } else {
+                proptest::prop_assert!(got.is_err(), "{} -> {:?}", s, got);
+            }
+        }
+
+        /// `int + m / 2^shift` written out exactly in decimal (m * 5^shift,
+        /// `shift` digits) parses to `(int << shift) + m`, to the byte.
+        #[test]
+        fn whole_fractions_parse(int in 0u64..(1 << 30), m in proptest::num::u64::ANY, unit in 1usize..4) {
+            let shift = 10 * unit as u32;
+            let m = m & ((1u64 << shift) - 1);
+            let digits = u128::from(m) * 5u128.pow(shift);
+            let s = format!("{int}.{digits:0width$}{}", ["", "K", "M", "G"][unit], width = shift as usize);
+            proptest::prop_assert_eq!(parse_size(&s), Ok((int << shift) + m));
+        }
+
+        /// Arbitrary text never panics and never yields more than 2^63 - 1.
+        #[test]
+        fn anything_is_refused_or_in_range(s in "[0-9.kKmMgGtTpPiBb ]{0,40}") {
+            if let Ok(v) = parse_size(&s) { proptest::prop_assert!(v <= MAX_SIZE); }
+        }
     }
 
     #[test]

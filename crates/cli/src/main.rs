@@ -1,15 +1,21 @@
 //! `sparsekit`: map, punch, copy, clone and probe large sparse files.
 //!
-//! Exit codes: 0 success, 1 the operation failed, 2 usage error (nothing
-//! touched), 3 timeout, 130 interrupted (SIGINT/SIGTERM). Only this crate prints.
+//! Exit codes: 0 success (or the reader of a pipe left), 1 the operation
+//! failed (also a missing file, a dangling link, a stdout that cannot be
+//! written), 2 usage error (nothing touched), 3 `--timeout`, 130 interrupted
+//! (SIGINT/SIGTERM; and SIGHUP for collapse, insert and resume). Only this
+//! crate prints, and only through `output`.
 
 mod cmd;
 mod exit;
 mod fallback;
 mod generate;
 mod human;
+mod input;
+mod output;
 mod verbosity;
 mod version;
+mod watchdog;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -48,15 +54,29 @@ enum Command {
     Punch(cmd::punch::PunchArgs),
     /// Make a range read as zeros and keep it allocated; the size stays.
     Zero(cmd::punch::ZeroArgs),
-    /// Remove a block-aligned range, shifting the rest of the file down.
-    Collapse(cmd::punch::ShiftArgs),
-    /// Insert a block-aligned hole, shifting the rest of the file up.
-    Insert(cmd::punch::ShiftArgs),
+    /// Remove a block-aligned range, shifting the rest of the file down
+    /// (interrupted: finish with `sparsekit resume FILE`).
+    Collapse(cmd::shift::ShiftArgs),
+    /// Insert a block-aligned hole, shifting the rest of the file up
+    /// (interrupted: finish with `sparsekit resume FILE`).
+    Insert(cmd::shift::ShiftArgs),
+    /// Finish a collapse or insert that a signal, SIGKILL or crash
+    /// interrupted, from its journal (.NAME.sparsekit-shift beside FILE).
+    Resume(cmd::shift::ResumeArgs),
     /// Punch the all-zero blocks inside the data; no byte changes.
+    ///
+    /// Other writers are kept out with a write lease (fcntl F_SETLEASE): dig
+    /// refuses (exit 1) if another process has the file open or the
+    /// filesystem has no leases, unless --force; if another process opens
+    /// the file while dig runs, dig stops before its next punch, releases
+    /// the file to it and exits 1 (nothing it writes is lost; run dig again).
     Dig(cmd::dig::Args),
     /// Copy a file or block device, keeping holes, sparing the page cache,
     /// and leaving nothing that looks complete if it fails.
     Copy(cmd::copy::Args),
+    /// Compare two files or block devices by content, reading only their
+    /// data (holes in both are skipped): exit 0 equal, 1 different.
+    Compare(cmd::compare::Args),
     /// Find out what a directory's filesystem really supports, by trial on
     /// scratch files: native, degraded, emulated or unsupported, and how
     /// each was verified.
@@ -81,10 +101,12 @@ fn main() -> ExitCode {
         Command::Dedupe(args) => cmd::clone::run_dedupe(args),
         Command::Punch(args) => cmd::punch::run_punch(args),
         Command::Zero(args) => cmd::punch::run_zero(args),
-        Command::Collapse(args) => cmd::punch::run_collapse(args),
-        Command::Insert(args) => cmd::punch::run_insert(args),
+        Command::Collapse(args) => cmd::shift::run_collapse(args),
+        Command::Insert(args) => cmd::shift::run_insert(args),
+        Command::Resume(args) => cmd::shift::run_resume(args),
         Command::Dig(args) => cmd::dig::run(args),
         Command::Copy(args) => cmd::copy::run(args),
+        Command::Compare(args) => cmd::compare::run(args),
         Command::Caps(args) => cmd::caps::run(args),
         Command::Completions(args) => generate::run_completions(Cli::command(), args),
         Command::Man(args) => generate::run_man(Cli::command(), args),

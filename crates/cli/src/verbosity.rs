@@ -20,6 +20,6 @@ pub(crate) fn verbose() -> bool {
 /// `sparsekit: MESSAGE` on stderr under `--verbose`, else nothing.
 pub(crate) fn note(message: std::fmt::Arguments<'_>) {
     if verbose() {
-        eprintln!("sparsekit: {message}");
+        crate::output::warn_line(message);
     }
 }

@@ -303,3 +303,57 @@ fn a_forced_cache_policy_the_filesystem_lacks_exits_1() {
     );
     assert!(!dst.exists());
 }
+
+/// Regression (issue 11): `copy /proc/self/status X` wrote an empty X.
+#[test]
+fn a_procfs_file_is_streamed_and_says_so() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let dst = dir.path().join("version");
+    let o = sparsekit(&["copy", "--json", "/proc/version", s(&dst)], None);
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["strategy"], "stream");
+    assert_eq!(v["snapshot"], false);
+    assert_eq!(v["synced"], true);
+    let plain = std::fs::read("/proc/version").unwrap();
+    assert_eq!(v["bytes_copied"], plain.len());
+    assert_eq!(std::fs::read(&dst).unwrap(), plain);
+    let status = dir.path().join("status");
+    let o = sparsekit(&["copy", "/proc/self/status", s(&status)], None);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("with stream"), "{}", out(&o));
+    assert!(
+        std::fs::read_to_string(&status)
+            .unwrap()
+            .starts_with("Name:")
+    );
+}
+
+/// Where FICLONE fails (/tmp here is ext4 or tmpfs, or probed), `--snapshot`
+/// exits 1 naming FICLONE's errno and creates nothing.
+#[test]
+fn snapshot_without_reflink_exits_1_and_creates_nothing() {
+    let (dir, src) = image();
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, [1u8; 4096]).unwrap();
+    let clone = File::create(dir.path().join("probe2")).unwrap();
+    let reflinks = rustix::fs::ioctl_ficlone(&clone, File::open(&probe).unwrap()).is_ok();
+    drop(clone);
+    std::fs::remove_file(&probe).unwrap();
+    std::fs::remove_file(dir.path().join("probe2")).unwrap();
+    let dst = dir.path().join("copy.img");
+    let o = sparsekit(&["copy", "--snapshot", "--json", s(&src), s(&dst)], None);
+    if reflinks {
+        assert!(o.status.success(), "{}", err(&o));
+        let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+        assert_eq!(v["snapshot"], true);
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+        assert_eq!(entries(dir.path()), vec!["copy.img", "disk.img"]);
+    } else {
+        assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+        assert!(err(&o).contains("FICLONE: EOPNOTSUPP"), "{}", err(&o));
+        assert!(err(&o).contains("disk.img"), "{}", err(&o));
+        assert!(out(&o).is_empty());
+        assert_eq!(entries(dir.path()), vec!["disk.img"]);
+    }
+}

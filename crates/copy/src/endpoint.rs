@@ -5,6 +5,7 @@
 use crate::buffer::Buffer;
 use crate::cache::{Residency, SidePolicy, WriteBehind, set_direct};
 use crate::error::CopyError;
+use crate::interrupt::Interrupt;
 use crate::options::{CachePolicy, HoleMethod, SparseMode};
 use crate::report::{DestinationKind, Fallback};
 use rustix::fd::BorrowedFd;
@@ -46,18 +47,25 @@ impl Source<'_> {
         self.faults
             .check_read(off..off + buf.len() as u64)
             .map_err(|e| io_err(off, e))?;
+        // The kernel refuses (EINVAL) a read whose end passes i64::MAX, the
+        // largest file size: a piece widened for O_DIRECT past the end of
+        // such a file is read up to there, and the rest is zeros.
+        let readable = (i64::MAX as u64).saturating_sub(off);
+        let want = buf
+            .len()
+            .min(usize::try_from(readable).unwrap_or(usize::MAX));
         let mut done = 0;
-        while done < buf.len() {
+        while done < want {
             let at = off + done as u64;
             let res = if self.side.policy == CachePolicy::DontCache {
                 preadv2(
                     self.fd,
-                    &mut [IoSliceMut::new(&mut buf[done..])],
+                    &mut [IoSliceMut::new(&mut buf[done..want])],
                     at,
                     RWF_DONTCACHE,
                 )
             } else {
-                pread(self.fd, &mut buf[done..], at)
+                pread(self.fd, &mut buf[done..want], at)
             };
             match res {
                 Ok(0) => break,
@@ -141,6 +149,9 @@ pub(crate) struct Dest<'a> {
     direct_on: bool,
     zeros: Option<Buffer>,
     behind: Option<WriteBehind>,
+    /// Checked between the writes of zeros, whose count follows the size
+    /// of holes (2^63 bytes for the largest file), not of data.
+    pub(crate) interrupt: Option<Interrupt>,
     #[cfg(any(test, feature = "fault-injection"))]
     pub(crate) faults: crate::fault::Faults,
 }
@@ -202,6 +213,7 @@ impl<'a> Dest<'a> {
             direct_on: side.policy == CachePolicy::Direct,
             zeros: None,
             behind,
+            interrupt: None,
             #[cfg(any(test, feature = "fault-injection"))]
             faults: crate::fault::Faults::default(),
         }
@@ -359,6 +371,11 @@ impl<'a> Dest<'a> {
         let mut pos = range.start;
         let res = (|| {
             while pos < range.end {
+                if self.interrupt.as_ref().is_some_and(Interrupt::is_triggered) {
+                    return Err(CopyError::Interrupted {
+                        path: self.path.to_owned(),
+                    });
+                }
                 let n = (range.end - pos).min(zeros.len() as u64) as usize;
                 let written = self.write_at(&zeros.as_slice()[..n], pos)?;
                 self.counts.zeros_written += written;

@@ -183,6 +183,7 @@ pub(crate) fn copy(
         staging: target.staging,
         destination: target.kind,
         map_method: opts.map_method,
+        snapshot: opts.snapshot,
         size,
         bytes_copied: 0,
         bytes_skipped_as_holes: 0,
@@ -192,9 +193,16 @@ pub(crate) fn copy(
         elapsed: Default::default(),
         page_cache: None,
         fallbacks: Vec::new(),
+        verified: None,
     };
 
+    let streamed = crate::stream::needed(src_fd, &src_st);
     let result = (|| {
+        // 0. A source whose size does not describe its content is read to
+        //    its end: no map, no reflink, no copy_file_range.
+        if streamed.is_some() {
+            return copy_streamed(opts, src_fd, src_path, &target, &mut report);
+        }
         // 1. A whole-file reflink, where it may apply.
         let try_reflink = match opts.reflink {
             ReflinkMode::Never => false,
@@ -250,7 +258,12 @@ pub(crate) fn copy(
         let hot = if opts.cache == CachePolicy::Keep || source_before == Some(0) {
             Residency::Known(Vec::new())
         } else {
-            Residency::snapshot(src_fd, size)
+            // Its only error is the interrupt (an unknown residency is a value).
+            Residency::snapshot(src_fd, size, opts.interrupt.as_ref()).map_err(|_| {
+                CopyError::Interrupted {
+                    path: src_path.to_owned(),
+                }
+            })?
         };
 
         // 2. The destination writer; an in-place destination loses its
@@ -274,6 +287,7 @@ pub(crate) fn copy(
             block,
             opts.buffer_size,
         );
+        dst.interrupt = opts.interrupt.clone();
         #[cfg(any(test, feature = "fault-injection"))]
         {
             dst.faults = opts.faults.clone();
@@ -303,7 +317,13 @@ pub(crate) fn copy(
             };
             (p, p)
         } else {
-            resolve_sides(opts, src_fd, src_path, dst_fd, target.path, &mut fallbacks)?
+            resolve_sides(
+                opts,
+                (src_fd, src_path),
+                (dst_fd, target.path),
+                size,
+                &mut fallbacks,
+            )?
         };
         if target.kind == DestinationKind::NewFile {
             // Undo the probe writes.
@@ -473,21 +493,87 @@ pub(crate) fn copy(
     Ok(report)
 }
 
-fn resolve_sides(
+/// [`crate::stream`]: the source read until EOF into the destination, then
+/// the usual fsync. An existing destination is emptied first, so nothing
+/// of it survives past the streamed end.
+fn copy_streamed(
     opts: &CopyOptions,
     src_fd: BorrowedFd<'_>,
     src_path: &Path,
-    dst_fd: BorrowedFd<'_>,
-    dst_path: &Path,
+    target: &Target<'_>,
+    report: &mut CopyReport,
+) -> Result<(), CopyError> {
+    // Neither applies to bytes that exist only when read.
+    if opts.reflink == ReflinkMode::Always {
+        return Err(CopyError::ReflinkUnsupported {
+            src: src_path.to_owned(),
+            dst: target.path.to_owned(),
+            errno: Errno::OPNOTSUPP,
+        });
+    }
+    if opts.data == DataStrategy::CopyFileRange {
+        return Err(CopyError::StrategyUnsupported {
+            src: src_path.to_owned(),
+            dst: target.path.to_owned(),
+            strategy: DataStrategy::CopyFileRange,
+            errno: Errno::OPNOTSUPP,
+        });
+    }
+    let dst_fd = target.file.as_fd();
+    let truncate = |len| {
+        ftruncate(dst_fd, len).map_err(|errno| CopyError::Io {
+            path: target.path.to_owned(),
+            op: "ftruncate",
+            offset: None,
+            errno,
+        })
+    };
+    if target.kind == DestinationKind::ExistingFile {
+        truncate(0)?;
+    }
+    let copied = crate::stream::copy(
+        src_fd,
+        src_path,
+        dst_fd,
+        target.path,
+        opts.buffer_size,
+        opts.interrupt.as_ref(),
+    )?;
+    if target.kind != DestinationKind::BlockDevice {
+        truncate(copied)?;
+    }
+    report.strategy = Strategy::Stream;
+    report.map_method = Method::AllData;
+    report.size = copied;
+    report.bytes_copied = copied;
+    report.cache_source = Some(CachePolicy::Keep);
+    report.cache_destination = Some(CachePolicy::Drop);
+    finish(opts, target, copied, Some(CachePolicy::Drop), report)
+}
+
+fn resolve_sides(
+    opts: &CopyOptions,
+    (src_fd, src_path): (BorrowedFd<'_>, &Path),
+    (dst_fd, dst_path): (BorrowedFd<'_>, &Path),
+    size: u64,
     fallbacks: &mut Vec<Fallback>,
 ) -> Result<(SidePolicy, SidePolicy), CopyError> {
     let fake = opts.fake_unsupported_cache();
-    let s = cache::resolve(opts.cache, Side::Source, src_fd, src_path, fallbacks, fake)?;
+    let s = cache::resolve(
+        opts.cache,
+        Side::Source,
+        src_fd,
+        src_path,
+        size,
+        fallbacks,
+        fake,
+    )?;
     let d = cache::resolve(
         opts.cache,
         Side::Destination,
         dst_fd,
         dst_path,
+        size,
         fallbacks,
         fake,
     );
@@ -538,7 +624,7 @@ fn finish(
 /// length; a block device gets its first MiB zeroed again (it was zeroed
 /// before the copy and is written last, but the failure may have come
 /// while writing it).
-fn cleanup_in_place(target: &Target<'_>, size: u64) {
+pub(crate) fn cleanup_in_place(target: &Target<'_>, size: u64) {
     let fd = target.file.as_fd();
     match target.kind {
         DestinationKind::BlockDevice => {

@@ -90,6 +90,21 @@ pub enum CopyError {
         /// `EXDEV` (different filesystems), `EOPNOTSUPP` (no reflink here), …
         errno: Errno,
     },
+    /// [`CopyOptions::snapshot`](crate::CopyOptions::snapshot), but the
+    /// source could not be reflinked into a snapshot (`EOPNOTSUPP` on a
+    /// filesystem without reflink such as ext4 or tmpfs, or any other
+    /// errno of `FICLONE`). Nothing was created.
+    #[error(
+        "{}: cannot take a snapshot: FICLONE: {} (--snapshot needs a filesystem that can reflink, such as xfs or btrfs)",
+        path.display(),
+        ErrnoName(*errno)
+    )]
+    SnapshotUnsupported {
+        /// The source.
+        path: PathBuf,
+        /// What FICLONE returned.
+        errno: Errno,
+    },
     /// A forced cache policy does not work for this file.
     #[error("{}: cache policy {policy} not supported here: {}", path.display(), ErrnoName(*errno))]
     CacheUnsupported {
@@ -133,6 +148,30 @@ pub enum CopyError {
         /// The source.
         path: PathBuf,
     },
+    /// [`verify`](crate::CopyOptions::verify): the destination read back
+    /// differs from the source.
+    #[error("{}: verification failed: it differs from {} at offset {offset}; {left}", dst.display(), src.display())]
+    VerifyMismatch {
+        /// The source.
+        src: PathBuf,
+        /// The destination.
+        dst: PathBuf,
+        /// The first differing offset.
+        offset: u64,
+        /// What became of the destination.
+        left: VerifyLeft,
+    },
+    /// [`verify`](crate::CopyOptions::verify) could not read back (the
+    /// destination is handled as after a mismatch).
+    #[error("{}: verification failed: {source}; {left}", dst.display())]
+    Verify {
+        /// The destination.
+        dst: PathBuf,
+        /// Why the comparison failed.
+        source: crate::compare::CompareError,
+        /// What became of the destination.
+        left: VerifyLeft,
+    },
     /// The [`Interrupt`](crate::Interrupt) was triggered.
     #[error("{}: copy interrupted", path.display())]
     Interrupted {
@@ -141,16 +180,52 @@ pub enum CopyError {
     },
 }
 
+/// What a failed verification left at the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyLeft {
+    /// The staged copy was discarded; nothing was created.
+    NotCreated,
+    /// The staged copy was discarded; the existing destination is as it
+    /// was before the copy.
+    Unchanged,
+    /// The destination was written in place and differs from the source;
+    /// it was truncated to zero length so it cannot pass for the copy.
+    Truncated,
+    /// The block device was written in place and differs from the source;
+    /// its first MiB was zeroed so it cannot pass for the copy.
+    HeaderZeroed,
+}
+
+impl std::fmt::Display for VerifyLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VerifyLeft::NotCreated => "the copy was discarded, nothing was created",
+            VerifyLeft::Unchanged => {
+                "the copy was discarded, the existing destination was left as it was"
+            }
+            VerifyLeft::Truncated => {
+                "the destination was overwritten in place and differs; it was truncated to zero length"
+            }
+            VerifyLeft::HeaderZeroed => {
+                "the device was overwritten in place and differs; its first MiB was zeroed"
+            }
+        })
+    }
+}
+
 impl CopyError {
     /// The errno behind the error, if one.
     pub fn errno(&self) -> Option<Errno> {
         match self {
             CopyError::Io { errno, .. }
             | CopyError::ReflinkUnsupported { errno, .. }
+            | CopyError::SnapshotUnsupported { errno, .. }
             | CopyError::CacheUnsupported { errno, .. }
             | CopyError::StrategyUnsupported { errno, .. }
             | CopyError::HoleMethodUnsupported { errno, .. } => Some(*errno),
             CopyError::Map { source, .. } => source.errno(),
+            CopyError::Verify { source, .. } => source.errno(),
             _ => None,
         }
     }

@@ -28,6 +28,12 @@ pub struct Faults {
     pub unsupported_cache: Vec<CachePolicy>,
     /// Hole methods that answer `EOPNOTSUPP`.
     pub unsupported_holes: Vec<HoleMethod>,
+    /// Sleep this long before each source read (a slow device, for
+    /// timeouts).
+    pub read_delay: Option<Duration>,
+    /// `verify`: flip the destination's byte at this offset after the copy,
+    /// before reading it back (silent corruption on the device).
+    pub corrupt_at: Option<u64>,
 }
 
 impl Faults {
@@ -66,14 +72,28 @@ impl Faults {
         self
     }
 
+    /// Sleeps `delay` before each source read.
+    pub fn read_delay(mut self, delay: Duration) -> Self {
+        self.read_delay = Some(delay);
+        self
+    }
+
+    /// Flips the destination's byte at `offset` before `verify` reads it.
+    pub fn corrupt_at(mut self, offset: u64) -> Self {
+        self.corrupt_at = Some(offset);
+        self
+    }
+
     /// Makes hole `method` answer `EOPNOTSUPP`.
     pub fn unsupported_holes(mut self, method: HoleMethod) -> Self {
         self.unsupported_holes.push(method);
         self
     }
 
-    /// Parses `write=ENOSPC@1048576,read=EIO@0,sync=EIO,delay-ms=20` (the
-    /// CLI's `SPARSEKIT_TEST_FAULTS` variable in test builds).
+    /// Parses `write=ENOSPC@1048576,read=EIO@0,sync=EIO,delay-ms=20,
+    /// read-delay-ms=20,corrupt=4096,no-cache=direct` (the CLI's
+    /// `SPARSEKIT_TEST_FAULTS` variable in test builds; `no-cache` makes a
+    /// cache policy's probe fail with `EOPNOTSUPP`, so `auto` falls back).
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut faults = Faults::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -99,6 +119,27 @@ impl Faults {
                         .map_err(|_| format!("fault {item:?}: bad delay"))?;
                     faults.delay = Some(Duration::from_millis(ms));
                 }
+                "read-delay-ms" => {
+                    let ms = value
+                        .parse()
+                        .map_err(|_| format!("fault {item:?}: bad delay"))?;
+                    faults.read_delay = Some(Duration::from_millis(ms));
+                }
+                "corrupt" => {
+                    faults.corrupt_at = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("fault {item:?}: bad offset"))?,
+                    );
+                }
+                "no-cache" => {
+                    faults.unsupported_cache.push(match value {
+                        "direct" => CachePolicy::Direct,
+                        "dontcache" => CachePolicy::DontCache,
+                        "drop" => CachePolicy::Drop,
+                        _ => return Err(format!("fault {item:?}: not a cache policy")),
+                    });
+                }
                 _ => return Err(format!("fault {item:?}: unknown key {key:?}")),
             }
         }
@@ -116,6 +157,9 @@ impl Faults {
     }
 
     pub(crate) fn check_read(&self, range: Range<u64>) -> Result<(), Errno> {
+        if let Some(d) = self.read_delay {
+            std::thread::sleep(d);
+        }
         match self.read_at {
             Some((off, errno)) if range.contains(&off) => Err(errno),
             _ => Ok(()),
@@ -156,6 +200,12 @@ mod tests {
         assert!(Faults::parse("write=ENOSPC").is_err());
         assert!(Faults::parse("bogus=1").is_err());
         assert!(Faults::parse("read=EWHAT@0").is_err());
+        let f = Faults::parse("no-cache=direct,no-cache=dontcache").unwrap();
+        assert_eq!(
+            f.unsupported_cache,
+            [CachePolicy::Direct, CachePolicy::DontCache]
+        );
+        assert!(Faults::parse("no-cache=keep").is_err());
     }
 
     #[test]

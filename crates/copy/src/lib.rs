@@ -15,6 +15,9 @@
 //!   copied / skipped as holes / found zero, [`Fallback`]s taken, time, and
 //!   the page cache before and after ([`PageCacheUse`]).
 //! - [`CopyError`]: what failed, naming the file, offset and errno.
+//! - [`compare`]: whether two files or block devices hold the same bytes,
+//!   from both extent maps, with the same cache policies; and
+//!   [`CopyOptions::verify`], which reads the copy back before it is named.
 //! - [`Interrupt`]: stop a copy cleanly (from `SIGINT`/`SIGTERM` with
 //!   [`Interrupt::register_signals`]).
 //!
@@ -25,6 +28,11 @@
 //!    under another name is refused ([`CopyError::SameFile`]), as is a
 //!    block device that holds the source's filesystem. The source is opened
 //!    read-only and never written.
+//!    A source whose size does not describe its content (a regular file
+//!    on proc, sysfs and other pseudo filesystems, or of size 0 but
+//!    returning bytes) is read to end of file instead of steps 2–5
+//!    ([`Strategy::Stream`]); with [`CopyOptions::snapshot`] the source is
+//!    first reflinked into a nameless file that the copy reads.
 //! 2. **Reflink.** Unless [`ReflinkMode::Never`], a whole-file `FICLONE`
 //!    (via `sparsekit-clone`) is tried first: on xfs and btrfs it copies an
 //!    8 GiB image in milliseconds and allocates nothing.
@@ -57,8 +65,8 @@
 //!    the first `EOPNOTSUPP` (or O_DIRECT `EINVAL`) moves on, and the
 //!    report lists each step. Source pages cached *before* the copy stay
 //!    cached: `DontCache` and `Direct` never evict them, and `Drop` takes a
-//!    residency snapshot first (`cachestat`, Linux 6.5, per GiB, then
-//!    `mincore` where something is cached) and drops only pages outside it.
+//!    residency snapshot first (`cachestat`, Linux 6.5, over the whole
+//!    file and then only where something is cached, then `mincore`) and drops only pages outside it.
 //!    Readahead past each extent fills pages in the holes after it that
 //!    neither policy drops, so after the copy every source page not cached
 //!    before is dropped, and any page that *was*
@@ -129,6 +137,7 @@
 mod buffer;
 mod cache;
 mod cfr;
+pub mod compare;
 mod endpoint;
 mod engine;
 mod error;
@@ -140,9 +149,12 @@ mod options;
 mod pipeline;
 mod plan;
 mod report;
+mod snapshot;
 mod staging;
+mod stream;
+mod verify;
 
-pub use error::CopyError;
+pub use error::{CopyError, VerifyLeft};
 pub use interrupt::{Interrupt, SignalRegistration};
 pub use options::{
     CachePolicy, CopyOptions, DEFAULT_BUFFER_SIZE, DataStrategy, HoleMethod, ProgressFn,

@@ -175,11 +175,13 @@ pub struct CopyOptions {
     pub(crate) staging: Staging,
     pub(crate) map_method: Method,
     pub(crate) sync: bool,
+    pub(crate) verify: bool,
     pub(crate) buffer_size: usize,
     pub(crate) readers: usize,
     pub(crate) queue_depth: usize,
     pub(crate) progress: Option<ProgressFn>,
     pub(crate) interrupt: Option<Interrupt>,
+    pub(crate) snapshot: bool,
     #[cfg(any(test, feature = "fault-injection"))]
     pub(crate) faults: crate::fault::Faults,
 }
@@ -195,11 +197,13 @@ impl fmt::Debug for CopyOptions {
             .field("staging", &self.staging)
             .field("map_method", &self.map_method)
             .field("sync", &self.sync)
+            .field("verify", &self.verify)
             .field("buffer_size", &self.buffer_size)
             .field("readers", &self.readers)
             .field("queue_depth", &self.queue_depth)
             .field("progress", &self.progress.is_some())
             .field("interrupt", &self.interrupt)
+            .field("snapshot", &self.snapshot)
             .finish_non_exhaustive()
     }
 }
@@ -227,14 +231,34 @@ impl CopyOptions {
             staging: Staging::Auto,
             map_method: Method::Auto,
             sync: true,
+            verify: false,
             buffer_size: DEFAULT_BUFFER_SIZE,
             readers: 4,
             queue_depth: 4,
             progress: None,
             interrupt: None,
+            snapshot: false,
             #[cfg(any(test, feature = "fault-injection"))]
             faults: crate::fault::Faults::default(),
         }
+    }
+
+    /// Copy from a snapshot of the source (default false): the source is
+    /// first reflinked (`FICLONE`) into a nameless file in its own
+    /// directory, and the copy reads that, so a file written meanwhile (a
+    /// running VM's disk) is copied exactly as it was when the copy began,
+    /// instead of failing with
+    /// [`CopyError::SourceChanged`](crate::CopyError::SourceChanged). The
+    /// snapshot shares all its extents with the source (no data copied,
+    /// no space used until the source is written) and vanishes when the
+    /// copy ends, however it ends. Where the filesystem cannot reflink the
+    /// copy fails at once with
+    /// [`CopyError::SnapshotUnsupported`](crate::CopyError::SnapshotUnsupported),
+    /// before creating anything. Needs write access to the source's
+    /// directory.
+    pub fn snapshot(mut self, snapshot: bool) -> Self {
+        self.snapshot = snapshot;
+        self
     }
 
     /// Holes and zero blocks: see [`SparseMode`].
@@ -287,6 +311,22 @@ impl CopyOptions {
     /// reporting success (default true).
     pub fn sync(mut self, sync: bool) -> Self {
         self.sync = sync;
+        self
+    }
+
+    /// After the copy and its fsync, read the destination back from the
+    /// device (`O_DIRECT`, or buffered after dropping its pages) and
+    /// compare it with the source the way [`compare`](crate::compare)
+    /// does (default false). A mismatch is
+    /// [`CopyError::VerifyMismatch`](crate::CopyError::VerifyMismatch),
+    /// handled like any failure: a staged destination is never renamed
+    /// into place (a new one does not appear, an existing one is left as
+    /// it was), an in-place one loses what makes it look complete. With
+    /// [`sync(false)`](Self::sync) the destination is still written back
+    /// before it is read. The result is in
+    /// [`CopyReport::verified`](crate::CopyReport::verified).
+    pub fn verify(mut self, on: bool) -> Self {
+        self.verify = on;
         self
     }
 

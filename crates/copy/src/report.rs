@@ -19,6 +19,10 @@ pub enum Strategy {
     CopyFileRange,
     /// The reader/writer pipeline.
     ReadWrite,
+    /// Read until end of file, for sources whose size does not describe
+    /// their content (procfs, sysfs, … files; an empty file that returns
+    /// bytes on read).
+    Stream,
 }
 
 impl Strategy {
@@ -28,6 +32,7 @@ impl Strategy {
             Strategy::Reflink => "reflink",
             Strategy::CopyFileRange => "copy_file_range",
             Strategy::ReadWrite => "read_write",
+            Strategy::Stream => "stream",
         }
     }
 }
@@ -128,6 +133,9 @@ pub struct CopyReport {
     pub destination: DestinationKind,
     /// How the source was mapped.
     pub map_method: Method,
+    /// Whether the data came from a reflinked snapshot of the source
+    /// ([`CopyOptions::snapshot`](crate::CopyOptions::snapshot)).
+    pub snapshot: bool,
     /// Source size in bytes (= destination size, for files).
     pub size: u64,
     /// Data bytes written (or shared, for a reflink) to the destination.
@@ -150,6 +158,9 @@ pub struct CopyReport {
     pub page_cache: Option<PageCacheUse>,
     /// Options tried and left, in order.
     pub fallbacks: Vec<Fallback>,
+    /// The read-back comparison of [`verify`](crate::CopyOptions::verify)
+    /// (always equal in a successful copy's report; `None` when not asked).
+    pub verified: Option<crate::compare::CompareReport>,
 }
 
 impl CopyReport {

@@ -7,6 +7,7 @@ use crate::engine::{self, Target};
 use crate::error::CopyError;
 use crate::options::{CopyOptions, Staging};
 use crate::report::{CopyReport, DestinationKind, Fallback};
+use crate::verify;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{
     AtFlags, CWD, FileType, Mode, OFlags, Stat, fstat, linkat, lstat, open, openat, renameat, stat,
@@ -71,6 +72,18 @@ pub(crate) fn check_distinct(
     Ok(())
 }
 
+/// With [`CopyOptions::snapshot`]: the nameless reflinked image to copy
+/// from instead of `src` (see [`snapshot`](crate::snapshot)).
+fn take_snapshot(
+    opts: &CopyOptions,
+    src: &File,
+    src_path: &Path,
+) -> Result<Option<File>, CopyError> {
+    opts.snapshot
+        .then(|| crate::snapshot::take(src, src_path))
+        .transpose()
+}
+
 pub(crate) fn copy_paths(
     opts: &CopyOptions,
     src_path: &Path,
@@ -112,6 +125,9 @@ pub(crate) fn copy_paths(
         }
         None => None,
     };
+    // The snapshot comes before anything is created, so a refusal leaves
+    // nothing; from here on it is the source (the original is closed).
+    let src = take_snapshot(opts, &src, src_path)?.unwrap_or(src);
 
     if dst_type == Some(FileType::BlockDevice) {
         // O_EXCL on a block device: refuse one that is mounted or claimed.
@@ -128,7 +144,7 @@ pub(crate) fn copy_paths(
             kind: DestinationKind::BlockDevice,
             staging: Staging::InPlace,
         };
-        return engine::copy(opts, &src, src_path, target, Vec::new());
+        return verify::copy(opts, &src, src_path, target, Vec::new(), true);
     }
 
     let new_mode = Mode::from_raw_mode(src_st.st_mode & 0o777);
@@ -143,7 +159,7 @@ pub(crate) fn copy_paths(
                 } else {
                     DestinationKind::ExistingFile
                 };
-                engine::copy(
+                verify::copy(
                     opts,
                     &src,
                     src_path,
@@ -154,6 +170,7 @@ pub(crate) fn copy_paths(
                         staging: Staging::InPlace,
                     },
                     Vec::new(),
+                    true,
                 )
             }
             None => {
@@ -170,7 +187,7 @@ pub(crate) fn copy_paths(
                     kind: DestinationKind::NewFile,
                     staging: Staging::InPlace,
                 };
-                let result = engine::copy(opts, &src, src_path, target, Vec::new());
+                let result = verify::copy(opts, &src, src_path, target, Vec::new(), false);
                 if result.is_err() {
                     // Remove what this copy created.
                     let _ = std::fs::remove_file(dst_path);
@@ -188,7 +205,7 @@ pub(crate) fn copy_paths(
         kind: DestinationKind::NewFile,
         staging: staged.staging(),
     };
-    let report = engine::copy(opts, &src, src_path, target, fallbacks)?;
+    let report = verify::copy(opts, &src, src_path, target, fallbacks, dst_st.is_some())?;
     if let Some(old) = &dst_st {
         // Replacing a file keeps its permissions and (where allowed) owner.
         let _ = rustix::fs::fchown(
@@ -373,7 +390,9 @@ pub(crate) fn copy_open(
         _ if dst_st.st_size == 0 => DestinationKind::NewFile,
         _ => DestinationKind::ExistingFile,
     };
-    engine::copy(
+    let snapshot = take_snapshot(opts, src, src_path)?;
+    let src = snapshot.as_ref().unwrap_or(src);
+    verify::copy(
         opts,
         src,
         src_path,
@@ -384,5 +403,6 @@ pub(crate) fn copy_open(
             staging: Staging::InPlace,
         },
         Vec::new(),
+        true,
     )
 }

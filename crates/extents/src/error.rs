@@ -33,6 +33,15 @@ pub enum MapError {
         /// The errno that showed it.
         errno: Errno,
     },
+    /// A walker produced an extent that does not continue the map (a bug,
+    /// or a kernel answer that contradicts itself); the map stops there.
+    #[error("{method} gave an extent that does not continue the map at offset {offset}")]
+    Inconsistent {
+        /// The method producing the extents.
+        method: Method,
+        /// Where the map stood.
+        offset: u64,
+    },
 }
 
 impl MapError {
@@ -44,7 +53,7 @@ impl MapError {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             MapError::Io { errno, .. } | MapError::Unsupported { errno, .. } => Some(*errno),
-            MapError::NotMappable { .. } => None,
+            MapError::NotMappable { .. } | MapError::Inconsistent { .. } => None,
         }
     }
 }

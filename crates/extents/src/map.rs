@@ -197,6 +197,9 @@ impl MapOptions {
             walker: Walker::AllData,
             pos: start,
             end,
+            tail: tail_start().max(start).min(end),
+            tail_scan: None,
+            pending: None,
             size,
             allocated,
             degraded: None,
@@ -391,6 +394,31 @@ pub struct ExtentMap<'fd> {
     degraded: Option<Degraded>,
     fallbacks: Vec<Fallback>,
     size_changed: Option<u64>,
+    /// Where the untrusted tail begins (see [`tail_start`]), clipped to
+    /// the mapped range; `end` when the range does not reach it.
+    tail: u64,
+    /// The walker of the tail, made when the map gets there.
+    tail_scan: Option<ScanWalker>,
+    /// An extent of the tail read ahead while merging a hole into it.
+    pending: Option<Extent>,
+}
+
+/// How far below 2^63 the kernel's own offset arithmetic may overflow.
+///
+/// A file can be as large as `i64::MAX` bytes, but the page cache counts in
+/// folios: the end of a folio that contains byte `i64::MAX − 1` is 2^63,
+/// which does not fit in `loff_t`. Linux's `mapping_seek_hole_data`
+/// (tmpfs's SEEK_DATA/SEEK_HOLE, and iomap's for unwritten extents) rounds
+/// up to exactly that end and overflows: on tmpfs (6.18) a file larger than
+/// 2^63 − 4096 with data only in its last page is reported by SEEK_DATA as
+/// having no data at all, and SEEK_HOLE returns a negative offset. Other
+/// filesystems may have similar edges in FIEMAP. Folios are at most a PMD
+/// (2 MiB with 4 KiB pages; page² / 8 in general), so below
+/// `2^63 − max(2 MiB, page² / 8)` the answers are sound.
+fn tail_start() -> u64 {
+    let page = sparsekit_sys::pagecache::page_size() as u64;
+    let window = (page * page / 8).max(2 << 20);
+    (i64::MAX as u64 + 1) - window
 }
 
 impl ExtentMap<'_> {
@@ -430,14 +458,57 @@ impl ExtentMap<'_> {
         self.size_changed
     }
 
+    /// The part of the mapped range that was mapped by reading it, because
+    /// the kernel cannot describe it reliably (the last MiBs below 2^63,
+    /// see the crate docs); `None` for every file smaller than about
+    /// 8 EiB, and for the methods that read or assume data anyway.
+    pub fn read_checked(&self) -> Option<Range<u64>> {
+        self.tail_scan.as_ref().map(|_| self.tail..self.end)
+    }
+
     fn step(&mut self) -> Result<Extent, MapError> {
-        let (fd, pos, end) = (self.fd, self.pos, self.end);
-        match &mut self.walker {
-            Walker::Seek(w) => w.next(fd, pos, end),
-            Walker::Fiemap(w) => w.next(fd, pos, end),
-            Walker::Scan(w) => w.next(fd, pos, end),
-            Walker::AllData => Ok(Extent::new(pos..end, ExtentKind::Data)),
+        if let Some(ext) = self.pending.take() {
+            return Ok(ext);
         }
+        let (fd, pos, end) = (self.fd, self.pos, self.end);
+        let trusts_holes = matches!(self.walker, Walker::Seek(_) | Walker::Fiemap(_));
+        if !trusts_holes || pos < self.tail {
+            let walker_end = if trusts_holes { self.tail } else { end };
+            let ext = match &mut self.walker {
+                Walker::Seek(w) => w.next(fd, pos, walker_end),
+                Walker::Fiemap(w) => w.next(fd, pos, walker_end),
+                Walker::Scan(w) => w.next(fd, pos, end),
+                Walker::AllData => Ok(Extent::new(pos..end, ExtentKind::Data)),
+            }?;
+            if !trusts_holes
+                || self.tail == end
+                || ext.end() < self.tail
+                || ext.kind == ExtentKind::Data
+            {
+                return Ok(ext);
+            }
+            // A hole (or unwritten extent) that runs into the tail: a hole
+            // found there by reading continues it, so a file with no data
+            // there maps as before.
+            let tail_start = self.tail;
+            let tail = self.tail_walker().next(fd, tail_start, end)?;
+            if tail.kind == ExtentKind::Data {
+                self.pending = Some(tail);
+                return Ok(ext);
+            }
+            if ext.kind == ExtentKind::Hole {
+                return Ok(Extent::new(ext.offset..tail.end(), ExtentKind::Hole));
+            }
+            self.pending = Some(tail);
+            return Ok(ext);
+        }
+        // Never trust a hole the kernel reports here: read and see.
+        self.tail_walker().next(fd, pos, end)
+    }
+
+    fn tail_walker(&mut self) -> &mut ScanWalker {
+        self.tail_scan
+            .get_or_insert_with(|| ScanWalker::new(sparsekit_sys::pagecache::page_size() as u64))
     }
 }
 
@@ -451,9 +522,18 @@ impl Iterator for ExtentMap<'_> {
         match self.step() {
             Ok(ext) => {
                 // Walkers promise contiguous, forward progress; this is the
-                // single place that enforces it.
-                debug_assert_eq!(ext.offset, self.pos);
-                debug_assert!(ext.end() <= self.end && ext.length > 0);
+                // single place that enforces it, in release builds too: an
+                // extent that does not start at the position, is empty or
+                // runs past the range ends the map with an error rather
+                // than looping or leaving a gap a copy would skip.
+                if ext.offset != self.pos || ext.length == 0 || ext.end() > self.end {
+                    let e = MapError::Inconsistent {
+                        method: self.method,
+                        offset: self.pos,
+                    };
+                    self.end = self.pos;
+                    return Some(Err(e));
+                }
                 self.pos = ext.end();
                 if self.pos >= self.end {
                     // Block devices report st_size 0; only files can change size.

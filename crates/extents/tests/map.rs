@@ -277,3 +277,80 @@ proptest! {
         }
     }
 }
+
+/// The largest size a file can have (`MAX_LFS_FILESIZE`).
+const HUGE: u64 = i64::MAX as u64;
+
+/// An unnamed file of size [`HUGE`] on `$TMPDIR`, or on tmpfs in /dev/shm
+/// when `$TMPDIR`'s filesystem refuses the size (ext4 does, with EFBIG).
+/// `None`, with the reason printed, only when both refuse it with EFBIG.
+fn huge_file() -> Option<File> {
+    for dir in [std::env::temp_dir(), "/dev/shm".into()] {
+        let Ok(f) = tempfile::tempfile_in(&dir) else {
+            continue;
+        };
+        match f.set_len(HUGE) {
+            Ok(()) => return Some(f),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::FBIG.raw_os_error()) => {}
+            Err(e) => panic!("set_len({HUGE}) in {}: {e}", dir.display()),
+        }
+    }
+    eprintln!("skipped: no filesystem here takes a file of {HUGE} bytes (EFBIG)");
+    None
+}
+
+fn data_bytes(v: &[Extent]) -> u64 {
+    v.iter()
+        .filter(|e| e.kind == ExtentKind::Data)
+        .map(|e| e.length)
+        .sum()
+}
+
+/// Regression (issue 11): tmpfs's SEEK_DATA misses data in the last page
+/// of a file larger than 2^63 − 4096 (its page arithmetic overflows), so
+/// the map reported 4 bytes at the very end as a hole and a copy would
+/// have dropped them.
+#[test]
+fn data_in_the_last_bytes_of_a_file_of_the_largest_size_is_data() {
+    let Some(f) = huge_file() else { return };
+    f.write_all_at(b"tail", HUGE - 4).unwrap();
+    for m in [Method::Auto, Method::Seek] {
+        let v = collect(&f, MapOptions::new().method(m));
+        assert_eq!(v.last().unwrap().end(), HUGE, "{m}");
+        assert_eq!(v.first().unwrap().offset, 0, "{m}");
+        let last = v.last().unwrap();
+        assert_eq!(last.kind, ExtentKind::Data, "{m}: {v:?}");
+        assert!(last.offset <= HUGE - 4, "{m}: {v:?}");
+        // Only the last page(s) hold data; the rest is one hole.
+        assert!(data_bytes(&v) <= 4 << 20, "{m}: {v:?}");
+        assert!(v.len() <= 3, "{m}: {v:?}");
+    }
+    // A range inside the tail, and one that ends just before the data.
+    let v = collect(&f, MapOptions::new().range(HUGE - 8..HUGE));
+    assert_eq!(kinds(&v).last().unwrap().2, ExtentKind::Data, "{v:?}");
+    let v = collect(&f, MapOptions::new().range(HUGE - 4096..HUGE - 4));
+    assert_eq!(kinds(&v), vec![(HUGE - 4096, HUGE - 4, ExtentKind::Hole)]);
+}
+
+#[test]
+fn data_at_offset_0_of_a_file_of_the_largest_size_maps_quickly() {
+    let Some(f) = huge_file() else { return };
+    f.write_all_at(&[7u8; 4096], 0).unwrap();
+    let started = std::time::Instant::now();
+    let v = collect(&f, MapOptions::new());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        kinds(&v),
+        vec![(0, 4096, ExtentKind::Data), (4096, HUGE, ExtentKind::Hole)]
+    );
+}
+
+#[test]
+fn zero_bytes_written_at_the_end_of_the_largest_file_read_as_a_hole() {
+    // The tail is checked by reading: written zeros there are a hole, as
+    // Scan reports them, which is what a copy needs.
+    let Some(f) = huge_file() else { return };
+    f.write_all_at(&[0u8; 4], HUGE - 4).unwrap();
+    let v = collect(&f, MapOptions::new());
+    assert_eq!(kinds(&v), vec![(0, HUGE, ExtentKind::Hole)]);
+}

@@ -1,5 +1,6 @@
 //! [`dig_holes`]: find all-zero blocks inside data extents and punch them.
 
+use crate::exclusive::Exclusion;
 use crate::file::{Target, align_down, align_up, retry};
 use crate::punch::PUNCH;
 use crate::{Operation, PunchError};
@@ -98,6 +99,16 @@ impl DigOptions {
     pub fn dig<Fd: AsFd>(&self, fd: &Fd) -> Result<Dug, PunchError> {
         dig_holes(fd, self)
     }
+
+    /// Digs `fd`, checking `guard` before every punch; see
+    /// [`dig_holes_excluding`].
+    pub fn dig_excluding<Fd: AsFd>(
+        &self,
+        fd: &Fd,
+        guard: &dyn Exclusion,
+    ) -> Result<Dug, PunchError> {
+        dig_holes_excluding(fd, self, guard)
+    }
 }
 
 /// What happened to the page cache during a dig.
@@ -160,9 +171,11 @@ impl Dug {
 /// (preallocated) extents are left alone. The pages read are dropped from
 /// the page cache as it goes (see [`DigOptions::drop_cache`]).
 ///
-/// Like `fallocate --dig-holes`, dig must not run while another process
-/// writes the file: a write landing between the read and the punch of a
-/// block would be lost.
+/// This function does not keep other writers out: a write landing between
+/// the read and the punch of a block would be lost (as with `fallocate
+/// --dig-holes`). Take a [`WriteLease`](crate::WriteLease) before calling
+/// and use [`dig_holes_excluding`] instead, unless the caller knows nobody
+/// else writes the file.
 ///
 /// # Errors
 /// [`PunchError::NotRegular`]; [`PunchError::ReadOnly`] unless
@@ -180,6 +193,44 @@ impl Dug {
 ///   1 MiB at a time instead of one block.
 #[doc(alias = "dig-holes")]
 pub fn dig_holes<Fd: AsFd>(fd: &Fd, options: &DigOptions) -> Result<Dug, PunchError> {
+    dig(fd, options, None)
+}
+
+/// [`dig_holes`], safe against other writers: `guard` (a
+/// [`WriteLease`](crate::WriteLease) taken on `fd` before anything was
+/// read) is checked before every punch, and the dig stops at the first
+/// break, before punching anything more.
+///
+/// ```
+/// use sparsekit_punch::{DigOptions, WriteLease};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let f = tempfile::tempfile()?;
+/// let lease = WriteLease::acquire(&f)?; // EAGAIN: someone has it open
+/// let dug = DigOptions::new().dig_excluding(&f, &lease)?;
+/// drop(lease);
+/// println!("{} bytes of zeros punched", dug.zero_bytes);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// Those of [`dig_holes`], and [`PunchError::LeaseBroken`] when another
+/// process opened or truncated the file: it names the offset dig stopped
+/// before and what it had punched. The content is unchanged either way;
+/// the caller should release the lease at once (the other process waits
+/// in `open` until then).
+pub fn dig_holes_excluding<Fd: AsFd>(
+    fd: &Fd,
+    options: &DigOptions,
+    guard: &dyn Exclusion,
+) -> Result<Dug, PunchError> {
+    dig(fd, options, Some(guard))
+}
+
+fn dig<Fd: AsFd>(
+    fd: &Fd,
+    options: &DigOptions,
+    guard: Option<&dyn Exclusion>,
+) -> Result<Dug, PunchError> {
     let t = Target::open(fd.as_fd(), Operation::Dig, options.dry_run)?;
     t.require_readable()?;
     if options.method == Method::Scan {
@@ -202,6 +253,7 @@ pub fn dig_holes<Fd: AsFd>(fd: &Fd, options: &DigOptions) -> Result<Dug, PunchEr
 
     let mut digger = Digger {
         t,
+        guard,
         min_hole,
         dry_run: options.dry_run,
         drop: options.drop_cache,
@@ -230,6 +282,8 @@ pub fn dig_holes<Fd: AsFd>(fd: &Fd, options: &DigOptions) -> Result<Dug, PunchEr
     }
     match result {
         Ok(()) => {}
+        // Carries its own account of what was done.
+        Err(e @ PunchError::LeaseBroken { .. }) => return Err(e),
         Err(e) if digger.punched == 0 || digger.dry_run => return Err(e),
         Err(e) => {
             let state = format!(
@@ -308,6 +362,9 @@ struct Run {
 
 struct Digger<'fd> {
     t: Target<'fd>,
+    /// Checked before every punch: the content read must still be the
+    /// content on disk.
+    guard: Option<&'fd dyn Exclusion>,
     min_hole: u64,
     dry_run: bool,
     drop: bool,
@@ -467,6 +524,20 @@ impl Digger<'_> {
             piece.end
         };
         if !self.dry_run {
+            if let Some(guard) = self.guard {
+                guard.check().map_err(|broken| PunchError::LeaseBroken {
+                    op: self.t.op,
+                    offset: piece.start,
+                    broken,
+                    state: format!(
+                        "dug {} bytes ({} {}) below it; the content is unchanged, nothing the other process writes is lost; run dig again to finish",
+                        self.zero_bytes,
+                        self.punched,
+                        if self.punched == 1 { "hole" } else { "holes" }
+                    ),
+                    changed: self.punched > 0,
+                })?;
+            }
             let (call, mode) = PUNCH;
             self.t
                 .fallocate(mode, piece.start, end - piece.start)

@@ -1,9 +1,11 @@
 //! [`PunchError`] and the pieces it names.
 
+use crate::Pending;
 use rustix::io::Errno;
 use sparsekit_extents::MapError;
 use sparsekit_sys::ErrnoName;
 use std::fmt;
+use std::path::PathBuf;
 
 /// The operation an error or report belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -201,6 +203,70 @@ pub enum PunchError {
         #[source]
         source: MapError,
     },
+    /// Another process opened (or truncated) the file while the operation
+    /// held a [`WriteLease`](crate::WriteLease) on it: the operation stopped
+    /// before its next write at `offset` and released the lease, so nothing
+    /// the other process writes is lost. `state` says what was done before.
+    #[error("{op}: {broken}; stopped before offset {offset}: {state}")]
+    LeaseBroken {
+        /// The operation.
+        op: Operation,
+        /// Where the next write would have gone; every write made was below it.
+        offset: u64,
+        /// Who broke the lease, and when.
+        broken: crate::Broken,
+        /// What the file holds now and how to finish.
+        state: String,
+        /// Whether anything was written before the break.
+        changed: bool,
+    },
+    /// The stop flag of [`ShiftOptions`](crate::ShiftOptions) was set: the
+    /// emulation stopped at a segment boundary; `state` says what the file
+    /// holds and how to finish (with a journal: resume from it).
+    #[error("{op} stopped at a segment boundary: {state}")]
+    Stopped {
+        /// The operation.
+        op: Operation,
+        /// Whether the file was changed before it stopped.
+        changed: bool,
+        /// The state the file was left in.
+        state: String,
+    },
+    /// Creating, reading, updating or removing the journal of
+    /// [`ShiftOptions`](crate::ShiftOptions) failed.
+    #[error("{op}: journal {}: {call}: {}", path.display(), ErrnoName(*errno))]
+    Journal {
+        /// The operation.
+        op: Operation,
+        /// The journal's path.
+        path: PathBuf,
+        /// The call that failed.
+        call: &'static str,
+        /// What the kernel said.
+        errno: Errno,
+    },
+    /// The journal records an unfinished operation: resume it first (the
+    /// file was not touched).
+    #[error("{op}: the journal {} records {pending}; resume it before anything else changes the file", path.display())]
+    JournalPending {
+        /// The operation refused.
+        op: Operation,
+        /// The journal's path.
+        path: PathBuf,
+        /// What it records.
+        pending: Pending,
+    },
+    /// The journal does not fit this file (another file, or a size the
+    /// recorded operation cannot have left); nothing was touched.
+    #[error("{op}: the journal {} does not fit this file: {what}", path.display())]
+    JournalMismatch {
+        /// The recorded operation.
+        op: Operation,
+        /// The journal's path.
+        path: PathBuf,
+        /// What does not fit.
+        what: String,
+    },
     /// A multi-step strategy failed after it had changed the file; `state`
     /// says exactly what the file holds now and how to finish.
     #[error("{op} stopped part-way: {source}; {state}")]
@@ -219,17 +285,29 @@ impl PunchError {
     /// The errno behind the error, if one (looking through [`PunchError::Partial`]).
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            PunchError::Unsupported { errno, .. } | PunchError::Io { errno, .. } => Some(*errno),
+            PunchError::Unsupported { errno, .. }
+            | PunchError::Io { errno, .. }
+            | PunchError::Journal { errno, .. } => Some(*errno),
             PunchError::Map { source, .. } => source.errno(),
             PunchError::Partial { source, .. } => source.errno(),
+            PunchError::LeaseBroken { broken, .. } => match broken.by {
+                crate::Breaker::Unknown(errno) => Some(errno),
+                _ => None,
+            },
             _ => None,
         }
     }
 
     /// Whether the file may have been changed before the error
-    /// ([`PunchError::Partial`]); every other error leaves it untouched.
+    /// ([`PunchError::Partial`], or [`PunchError::Stopped`] after a change);
+    /// every other error leaves it untouched.
     pub fn changed_file(&self) -> bool {
-        matches!(self, PunchError::Partial { .. })
+        matches!(
+            self,
+            PunchError::Partial { .. }
+                | PunchError::LeaseBroken { changed: true, .. }
+                | PunchError::Stopped { changed: true, .. }
+        )
     }
 
     /// Whether the caller's input was at fault (a bad range or option, or

@@ -21,6 +21,8 @@
 //!   moving data (holes stay holes) where the filesystem cannot.
 //! - [`dig_holes`] ([`DigOptions`] → [`Dug`]): punch the all-zero blocks
 //!   inside data extents, dropping the pages it reads from the page cache.
+//! - [`WriteLease`]: keeps other writers out while an in-place operation
+//!   works (a write lease; [`WriteLease::check`] before every write).
 //! - [`PunchError`]: what went wrong, with the call, offset and errno; only
 //!   [`PunchError::Partial`] means the file was changed, and it says how.
 //! - `model` (feature `testing`): the in-memory model and model-based test
@@ -54,7 +56,10 @@
 
 mod dig;
 mod error;
+mod exclusive;
 mod file;
+mod journal;
+mod mover;
 mod punch;
 mod report;
 mod shift;
@@ -62,11 +67,13 @@ mod shift;
 #[cfg(any(test, feature = "testing"))]
 pub mod model;
 
-pub use dig::{CacheOutcome, DigOptions, Dug, dig_holes};
+pub use dig::{CacheOutcome, DigOptions, Dug, dig_holes, dig_holes_excluding};
 pub use error::{Operation, PunchError, RangeProblem};
+pub use exclusive::{Breaker, Broken, Exclusion, LeaseError, WriteLease, lease_refusal};
+pub use journal::{Pending, ShiftJournal};
 pub use punch::{punch_hole, zero_range};
 pub use report::{Fallback, PunchStrategy, Report, ShiftStrategy, Strategy, ZeroStrategy};
-pub use shift::{collapse_range, insert_range};
+pub use shift::{Resumed, ShiftOptions, collapse_range, insert_range};
 
 #[cfg(test)]
 mod tests;

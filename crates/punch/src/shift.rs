@@ -1,18 +1,19 @@
 //! [`collapse_range`] and [`insert_range`]: native, or emulated by moving
-//! the data in the safe direction.
+//! the data in the safe direction ([`ShiftOptions`] adds a stop flag and a
+//! durable journal to the emulation, and resumes it).
 
-use crate::file::{Target, align_down, align_up, check_range};
-use crate::punch::{fallocate, finish, punch_in, run_chain};
-use crate::{Operation, PunchError, PunchStrategy, RangeProblem, Report, ShiftStrategy};
-use rustix::fd::{AsFd, BorrowedFd};
-use rustix::fs::{FallocateFlags, ftruncate};
-use sparsekit_extents::{Extent, ExtentKind, MapOptions};
+use crate::file::{Target, check_range};
+use crate::journal::{self, Open, Pending, ShiftJournal};
+use crate::mover::{Mover, Plan};
+use crate::punch::{fallocate, finish, run_chain};
+use crate::{Exclusion, Operation, PunchError, RangeProblem, Report, ShiftStrategy};
+use rustix::fd::AsFd;
+use rustix::fs::FallocateFlags;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Bytes moved per `pread`/`pwrite` by [`ShiftStrategy::MoveData`].
 pub(crate) const MOVE_CHUNK: u64 = 1 << 20;
-/// How much of the file an emulated insert maps at a time (it walks
-/// backwards, and the extent map only walks forwards).
-const INSERT_WINDOW: u64 = 64 << 20;
 
 /// `fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, offset, length)`, with a
 /// fallback—Removes a range and shifts the rest of the file down.
@@ -38,7 +39,8 @@ const INSERT_WINDOW: u64 = 64 << 20;
 /// `p - length` on still hold the old content; `collapse_range(p - length,
 /// length)` then finishes the job, and the [`PunchError::Partial`] message
 /// says so with the numbers. A crash may lose writes not yet on disk, as
-/// for any `pwrite`.
+/// for any `pwrite`: to survive crashes, signals and `SIGKILL`, use
+/// [`ShiftOptions`] with a [`ShiftJournal`].
 ///
 /// # Errors
 /// [`RangeProblem::Unaligned`] (naming the alignment; nothing is rounded),
@@ -55,7 +57,7 @@ pub fn collapse_range<Fd: AsFd>(
     length: u64,
     strategy: ShiftStrategy,
 ) -> Result<Report<ShiftStrategy>, PunchError> {
-    collapse_chunked(fd.as_fd(), offset, length, strategy, MOVE_CHUNK)
+    ShiftOptions::new(strategy).collapse(fd, offset, length)
 }
 
 /// `fallocate(fd, FALLOC_FL_INSERT_RANGE, offset, length)`, with a
@@ -97,277 +99,294 @@ pub fn insert_range<Fd: AsFd>(
     length: u64,
     strategy: ShiftStrategy,
 ) -> Result<Report<ShiftStrategy>, PunchError> {
-    insert_chunked(fd.as_fd(), offset, length, strategy, MOVE_CHUNK)
+    ShiftOptions::new(strategy).insert(fd, offset, length)
+}
+
+/// Collapse and insert with the emulation made interruptible and durable:
+/// a stop flag checked at every segment boundary, and a [`ShiftJournal`]
+/// from which [`resume`](Self::resume) finishes the operation after a
+/// stop, an error, a `SIGKILL` or a crash.
+///
+/// # How the emulation is made durable
+/// `MoveData` works in segments along the direction of the move (up from
+/// `offset + length` for a collapse, down from the end for an insert).
+/// Before a segment's first byte moves, the journal names it and is
+/// fsynced; after the segment moved, the file is `fdatasync`ed. When
+/// `length` is at least the segment size (8 MiB, or up to 64 MiB for long
+/// ranges), no segment's destination overlaps its own unmoved source, so
+/// redoing a half-moved segment from the file gives the same bytes. When
+/// `length` is shorter, the segment's source (its data extents and their
+/// bytes, checksummed) is first written into the journal, so a half-moved
+/// segment is finished from there. A collapse truncates and an insert
+/// punches its range only after the journal says every segment moved; the
+/// journal is removed once the file is fsynced in its final state.
+/// Memory is bounded by one segment (8 MiB) when the source is saved, by
+/// one 1 MiB chunk otherwise.
+///
+/// ```no_run
+/// use sparsekit_punch::{ShiftJournal, ShiftOptions, ShiftStrategy};
+/// use std::sync::{Arc, atomic::AtomicBool};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let path = std::path::Path::new("disk.img");
+/// let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+/// let stop = Arc::new(AtomicBool::new(false)); // set it from a signal handler
+/// let options = ShiftOptions::new(ShiftStrategy::Auto)
+///     .stop_flag(stop)
+///     .journal(ShiftJournal::beside(path).unwrap());
+/// options.resume(&file)?; // finish what a killed run left, if anything
+/// options.collapse(&file, 1 << 20, 1 << 20)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ShiftOptions<'g> {
+    strategy: ShiftStrategy,
+    stop: Option<Arc<AtomicBool>>,
+    exclusion: Option<&'g dyn Exclusion>,
+    journal: Option<ShiftJournal>,
+    chunk: u64,
+    segment: Option<u64>,
+}
+
+/// What [`ShiftOptions::resume`] found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// There was no journal: nothing was unfinished.
+    Nothing,
+    /// The journal held no complete record (the operation stopped while
+    /// creating it, before touching the file); it was removed.
+    Discarded,
+    /// The recorded operation was finished.
+    Finished(Report<ShiftStrategy>),
+}
+
+impl std::fmt::Debug for ShiftOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShiftOptions")
+            .field("strategy", &self.strategy)
+            .field("stop", &self.stop)
+            .field("exclusion", &self.exclusion.is_some())
+            .field("journal", &self.journal)
+            .field("chunk", &self.chunk)
+            .field("segment", &self.segment)
+            .finish()
+    }
+}
+
+impl<'g> ShiftOptions<'g> {
+    /// `strategy`, no stop flag, no journal: [`collapse_range`] and
+    /// [`insert_range`] as they are.
+    pub fn new(strategy: ShiftStrategy) -> Self {
+        ShiftOptions {
+            strategy,
+            stop: None,
+            exclusion: None,
+            journal: None,
+            chunk: MOVE_CHUNK,
+            segment: None,
+        }
+    }
+
+    /// The emulation stops at the next segment boundary once `flag` is set
+    /// (a signal handler sets it), failing with [`PunchError::Stopped`]
+    /// whose message says how to finish. The native strategy is one call
+    /// and is not interrupted.
+    pub fn stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// Keep other writers out while data moves: the emulation checks
+    /// `guard` (a [`WriteLease`](crate::WriteLease), say) before every
+    /// segment and stops with [`PunchError::LeaseBroken`] once it is broken,
+    /// at a boundary where the file and the journal agree. Without a guard
+    /// a process writing the file while data moves may see its write moved
+    /// or overwritten.
+    pub fn exclusion(mut self, guard: &'g dyn Exclusion) -> Self {
+        self.exclusion = Some(guard);
+        self
+    }
+
+    /// Record the emulation's progress in `journal`. An operation refuses
+    /// to start while `journal` holds an unfinished one
+    /// ([`PunchError::JournalPending`]).
+    pub fn journal(mut self, journal: ShiftJournal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Small chunks and segments, so tests cross many boundaries.
+    #[cfg(test)]
+    pub(crate) fn sizes(mut self, chunk: u64, segment: Option<u64>) -> Self {
+        self.chunk = chunk;
+        self.segment = segment;
+        self
+    }
+
+    /// [`collapse_range`] with these options.
+    pub fn collapse<Fd: AsFd>(
+        &self,
+        fd: &Fd,
+        offset: u64,
+        length: u64,
+    ) -> Result<Report<ShiftStrategy>, PunchError> {
+        let t = Target::open(fd.as_fd(), Operation::Collapse, false)?;
+        let end = check_range(t.op, offset, length)?;
+        t.check_aligned(offset, length)?;
+        if end >= t.size {
+            return Err(t.invalid(offset, length, RangeProblem::ReachesEof { size: t.size }));
+        }
+        self.run(
+            &t,
+            offset,
+            length,
+            ("fallocate(COLLAPSE_RANGE)", FallocateFlags::COLLAPSE_RANGE),
+        )
+    }
+
+    /// [`insert_range`] with these options.
+    pub fn insert<Fd: AsFd>(
+        &self,
+        fd: &Fd,
+        offset: u64,
+        length: u64,
+    ) -> Result<Report<ShiftStrategy>, PunchError> {
+        let t = Target::open(fd.as_fd(), Operation::Insert, false)?;
+        check_range(t.op, offset, length)?;
+        t.check_aligned(offset, length)?;
+        if offset >= t.size {
+            return Err(t.invalid(offset, length, RangeProblem::AtOrPastEof { size: t.size }));
+        }
+        if t.size
+            .checked_add(length)
+            .is_none_or(|s| s > i64::MAX as u64)
+        {
+            return Err(t.invalid(offset, length, RangeProblem::Overflow));
+        }
+        self.run(
+            &t,
+            offset,
+            length,
+            ("fallocate(INSERT_RANGE)", FallocateFlags::INSERT_RANGE),
+        )
+    }
+
+    fn run(
+        &self,
+        t: &Target<'_>,
+        offset: u64,
+        length: u64,
+        native: (&'static str, FallocateFlags),
+    ) -> Result<Report<ShiftStrategy>, PunchError> {
+        if let Some(journal) = &self.journal {
+            if let Some(pending) = journal.pending()? {
+                return Err(PunchError::JournalPending {
+                    op: t.op,
+                    path: journal.path().to_owned(),
+                    pending,
+                });
+            }
+        }
+        let (used, fallbacks, written) = run_chain(t, self.strategy, |s| match s {
+            ShiftStrategy::Native => fallocate(t, native, offset, length),
+            ShiftStrategy::MoveData => {
+                let plan = Plan::new(t, offset, length, self.segment);
+                Ok(
+                    Mover::new(t, plan, self.chunk, self.stop.as_ref(), self.exclusion)
+                        .fresh(self.journal.as_ref())?,
+                )
+            }
+            ShiftStrategy::Auto => unreachable!("chains hold no Auto"),
+        })?;
+        finish(t, used, fallbacks, offset, length, written)
+    }
+
+    /// Finishes the collapse or insert recorded in the journal (see
+    /// [`journal`](Self::journal)), on `fd`, which must be the file it was
+    /// recorded for (same device and inode, and a size the operation can
+    /// have left). The result has exactly the bytes the uninterrupted
+    /// operation would have produced; the journal is then removed. The
+    /// strategy of these options is not used: the rest is moved as it was
+    /// begun.
+    ///
+    /// # Errors
+    /// [`PunchError::InvalidOption`] without a journal;
+    /// [`PunchError::JournalMismatch`] when `fd` is another file or its
+    /// size does not fit the record (nothing is touched); the errors of the
+    /// operation itself, and [`PunchError::Stopped`] — the journal then
+    /// stays, and resuming again goes on.
+    pub fn resume<Fd: AsFd>(&self, fd: &Fd) -> Result<Resumed, PunchError> {
+        let Some(journal) = &self.journal else {
+            return Err(PunchError::InvalidOption {
+                op: Operation::Collapse,
+                what: "resuming needs the journal the operation was recorded in",
+            });
+        };
+        let Some(open) = Open::existing(journal, Operation::Collapse, rustix::fs::OFlags::RDWR)?
+        else {
+            return Ok(Resumed::Nothing);
+        };
+        let Some(header) = open.latest()? else {
+            drop(open);
+            journal::discard(journal, Operation::Collapse)?;
+            return Ok(Resumed::Discarded);
+        };
+        let t = Target::open(fd.as_fd(), header.op, false)?;
+        let plan = Plan::from_header(&t, &header, journal)?;
+        let written = Mover::new(&t, plan, self.chunk, self.stop.as_ref(), self.exclusion)
+            .resume(open, header)?;
+        let report = finish(
+            &t,
+            ShiftStrategy::MoveData,
+            Vec::new(),
+            header.offset,
+            header.length,
+            written,
+        )?;
+        Ok(Resumed::Finished(report))
+    }
+}
+
+/// [`ShiftJournal::pending`]'s answer, named for messages.
+impl std::fmt::Display for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pending::Unstarted => f.write_str("an operation that never started"),
+            Pending::Shift {
+                op, offset, length, ..
+            } => write!(f, "an unfinished {op} (offset {offset}, length {length})"),
+        }
+    }
 }
 
 /// [`collapse_range`] with a chosen chunk size (the model test uses small
 /// chunks so moves cross many chunk boundaries).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn collapse_chunked(
-    fd: BorrowedFd<'_>,
+    fd: rustix::fd::BorrowedFd<'_>,
     offset: u64,
     length: u64,
     strategy: ShiftStrategy,
     chunk: u64,
 ) -> Result<Report<ShiftStrategy>, PunchError> {
-    let t = Target::open(fd, Operation::Collapse, false)?;
-    let end = check_range(t.op, offset, length)?;
-    t.check_aligned(offset, length)?;
-    if end >= t.size {
-        return Err(t.invalid(offset, length, RangeProblem::ReachesEof { size: t.size }));
+    ShiftOptions {
+        chunk,
+        ..ShiftOptions::new(strategy)
     }
-    let chunk = align_down(chunk, t.block).max(t.block);
-    let (used, fallbacks, written) = run_chain(&t, strategy, |s| match s {
-        ShiftStrategy::Native => fallocate(
-            &t,
-            ("fallocate(COLLAPSE_RANGE)", FallocateFlags::COLLAPSE_RANGE),
-            offset,
-            length,
-        ),
-        ShiftStrategy::MoveData => Ok(Mover::new(&t, chunk).collapse(offset, length)?),
-        ShiftStrategy::Auto => unreachable!("chains hold no Auto"),
-    })?;
-    finish(&t, used, fallbacks, offset, length, written)
+    .collapse(&fd, offset, length)
 }
 
 /// [`insert_range`] with a chosen chunk size.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn insert_chunked(
-    fd: BorrowedFd<'_>,
+    fd: rustix::fd::BorrowedFd<'_>,
     offset: u64,
     length: u64,
     strategy: ShiftStrategy,
     chunk: u64,
 ) -> Result<Report<ShiftStrategy>, PunchError> {
-    let t = Target::open(fd, Operation::Insert, false)?;
-    check_range(t.op, offset, length)?;
-    t.check_aligned(offset, length)?;
-    if offset >= t.size {
-        return Err(t.invalid(offset, length, RangeProblem::AtOrPastEof { size: t.size }));
+    ShiftOptions {
+        chunk,
+        ..ShiftOptions::new(strategy)
     }
-    if t.size
-        .checked_add(length)
-        .is_none_or(|s| s > i64::MAX as u64)
-    {
-        return Err(t.invalid(offset, length, RangeProblem::Overflow));
-    }
-    let chunk = align_down(chunk, t.block).max(t.block);
-    let (used, fallbacks, written) = run_chain(&t, strategy, |s| match s {
-        ShiftStrategy::Native => fallocate(
-            &t,
-            ("fallocate(INSERT_RANGE)", FallocateFlags::INSERT_RANGE),
-            offset,
-            length,
-        ),
-        ShiftStrategy::MoveData => Ok(Mover::new(&t, chunk).insert(offset, length)?),
-        ShiftStrategy::Auto => unreachable!("chains hold no Auto"),
-    })?;
-    finish(&t, used, fallbacks, offset, length, written)
-}
-
-/// The data mover behind [`ShiftStrategy::MoveData`].
-struct Mover<'a, 'fd> {
-    t: &'a Target<'fd>,
-    chunk: u64,
-    buf: Vec<u8>,
-    written: u64,
-    changed: bool,
-}
-
-impl<'a, 'fd> Mover<'a, 'fd> {
-    fn new(t: &'a Target<'fd>, chunk: u64) -> Self {
-        Mover {
-            t,
-            chunk,
-            buf: Vec::new(),
-            written: 0,
-            changed: false,
-        }
-    }
-
-    fn map_err(&self, source: sparsekit_extents::MapError) -> PunchError {
-        PunchError::Map {
-            op: self.t.op,
-            source,
-        }
-    }
-
-    /// Copies `src..src + len` to `dst` in chunks whose offsets stay
-    /// block-aligned (except at the end of the file): ascending when moving
-    /// down, descending when moving up. `progress` is told the lowest (up)
-    /// or highest (down) source offset fully moved after each chunk.
-    fn copy(&mut self, src: u64, dst: u64, len: u64, progress: &mut u64) -> Result<(), PunchError> {
-        let want = self.chunk.min(len) as usize;
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
-        }
-        let down = dst < src;
-        let (mut lo, mut hi) = (src, src + len);
-        while lo < hi {
-            let (from, to) = if down {
-                (lo, (lo + self.chunk).min(hi))
-            } else {
-                (
-                    align_up(hi.saturating_sub(self.chunk), self.t.block).max(lo),
-                    hi,
-                )
-            };
-            let n = (to - from) as usize;
-            self.t.read_exact(&mut self.buf[..n], from)?;
-            let at = dst + (from - src);
-            let result = self.t.write_all(&self.buf[..n], at);
-            if let Err((e, done)) = result {
-                self.written += done;
-                self.changed |= done > 0;
-                return Err(e);
-            }
-            self.changed = true;
-            self.written += n as u64;
-            if down {
-                lo = to;
-                *progress = to;
-            } else {
-                hi = from;
-                *progress = from;
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes `offset..offset + length` a hole (or zeros where the
-    /// filesystem cannot punch) in a file now `size` bytes long.
-    fn hole(&mut self, offset: u64, length: u64, size: u64) -> Result<(), PunchError> {
-        match punch_in(self.t, offset, length, size, PunchStrategy::Auto) {
-            Ok((_, _, written)) => {
-                self.changed = true;
-                self.written += written;
-                Ok(())
-            }
-            Err(e) => {
-                self.changed |= e.changed_file();
-                Err(e)
-            }
-        }
-    }
-
-    fn collapse(mut self, offset: u64, length: u64) -> Result<u64, PunchError> {
-        self.t.require_in_place_writes()?;
-        self.t.require_readable()?;
-        let size = self.t.size;
-        let mut done = offset + length;
-        let result = self.collapse_steps(offset, length, &mut done);
-        match result {
-            Ok(()) => Ok(self.written),
-            Err(e) if !self.changed => Err(e),
-            Err(e) => {
-                let state = if done >= size {
-                    format!(
-                        "all data is in place but the file keeps its old size {size}; truncating it to {} finishes the collapse",
-                        size - length
-                    )
-                } else {
-                    format!(
-                        "the file keeps its size {size}; bytes below {} hold the collapsed content and bytes from {} on still hold the old content; collapsing offset {} length {length} finishes the job",
-                        done - length,
-                        done - length,
-                        done - length
-                    )
-                };
-                Err(e.partial(self.t.op, state))
-            }
-        }
-    }
-
-    fn collapse_steps(
-        &mut self,
-        offset: u64,
-        length: u64,
-        done: &mut u64,
-    ) -> Result<(), PunchError> {
-        let size = self.t.size;
-        let fd = self.t.fd;
-        let map = MapOptions::new()
-            .range(offset + length..size)
-            .map(&fd)
-            .map_err(|e| self.map_err(e))?;
-        // Destinations lie below their sources and at most up to the end of
-        // the current extent, so the lazy map never sees a changed region.
-        for ext in map {
-            let ext = ext.map_err(|e| self.map_err(e))?;
-            match ext.kind {
-                ExtentKind::Data => self.copy(ext.offset, ext.offset - length, ext.length, done)?,
-                ExtentKind::Hole | ExtentKind::Unwritten => {
-                    self.hole(ext.offset - length, ext.length, size)?;
-                    *done = ext.end();
-                }
-            }
-        }
-        *done = size;
-        retry_truncate(self.t, size - length)
-    }
-
-    fn insert(mut self, offset: u64, length: u64) -> Result<u64, PunchError> {
-        self.t.require_in_place_writes()?;
-        self.t.require_readable()?;
-        let size = self.t.size;
-        let new_size = size + length;
-        // Nothing has changed if this fails (EFBIG past the filesystem's limit).
-        retry_truncate(self.t, new_size)?;
-        let mut done = size;
-        let result = self.insert_steps(offset, length, &mut done);
-        match result {
-            Ok(()) => Ok(self.written),
-            // Nothing moved yet: shrinking back undoes the extension.
-            Err(e) if !self.changed && retry_truncate(self.t, size).is_ok() => Err(e),
-            Err(e) => {
-                let state = if done <= offset {
-                    format!(
-                        "all data is in place at its new offset (the file is {new_size} bytes); punching offset {offset} length {length} finishes the insert"
-                    )
-                } else {
-                    format!(
-                        "the file is already {new_size} bytes long; bytes from {} on hold their final content and bytes below it still hold the old content; moving bytes {offset}..{done} up by {length} and punching offset {offset} length {length} finish the insert",
-                        done + length
-                    )
-                };
-                Err(e.partial(self.t.op, state))
-            }
-        }
-    }
-
-    fn insert_steps(&mut self, offset: u64, length: u64, done: &mut u64) -> Result<(), PunchError> {
-        let new_size = self.t.size + length;
-        let fd = self.t.fd;
-        let mut hi = self.t.size;
-        let mut window: Vec<Extent> = Vec::new();
-        while hi > offset {
-            let lo = align_down(hi.saturating_sub(INSERT_WINDOW), self.t.block).max(offset);
-            // Everything changed so far lies at or above `hi + length`, so
-            // this window's map describes untouched source.
-            window.clear();
-            let map = MapOptions::new()
-                .range(lo..hi)
-                .map(&fd)
-                .map_err(|e| self.map_err(e))?;
-            for ext in map {
-                window.push(ext.map_err(|e| self.map_err(e))?);
-            }
-            for ext in window.iter().rev() {
-                match ext.kind {
-                    ExtentKind::Data => {
-                        self.copy(ext.offset, ext.offset + length, ext.length, done)?
-                    }
-                    ExtentKind::Hole | ExtentKind::Unwritten => {
-                        self.hole(ext.offset + length, ext.length, new_size)?;
-                        *done = ext.offset;
-                    }
-                }
-            }
-            hi = lo;
-        }
-        *done = offset;
-        self.hole(offset, length, new_size)
-    }
-}
-
-fn retry_truncate(t: &Target<'_>, size: u64) -> Result<(), PunchError> {
-    crate::file::retry(|| ftruncate(t.fd, size)).map_err(|errno| t.io("ftruncate", size, errno))
+    .insert(&fd, offset, length)
 }

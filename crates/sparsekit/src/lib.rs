@@ -10,6 +10,10 @@
 //!   where blocks are all zero — each op reporting the strategy it used.
 //! - [`copy`]: the one-time copy of a disk image that keeps holes and leaves
 //!   the page cache as it found it.
+//! - [`compare`]: do two files or block devices hold the same bytes?
+//!   Driven by both extent maps (holes in both are never read), with the
+//!   copy's cache policies; also where one allocates what the other leaves
+//!   sparse. (It lives in `sparsekit-copy`, whose cache machinery it uses.)
 //! - [`clone`]: FICLONE / FICLONERANGE / FIDEDUPERANGE, or a clear
 //!   "unsupported".
 //! - [`probe`]: statx with chosen fields and cache control, bounded by a
@@ -42,6 +46,7 @@
 pub use sparsekit_caps as caps;
 pub use sparsekit_clone as clone;
 pub use sparsekit_copy as copy;
+pub use sparsekit_copy::compare;
 pub use sparsekit_extents as extents;
 pub use sparsekit_probe as probe;
 pub use sparsekit_punch as punch;

@@ -64,6 +64,7 @@ pub fn symbol(errno: Errno) -> Option<&'static str> {
         (Errno::ROFS, "EROFS"),
         (Errno::PIPE, "EPIPE"),
         (Errno::NAMETOOLONG, "ENAMETOOLONG"),
+        (Errno::NOLCK, "ENOLCK"),
         (Errno::NOSYS, "ENOSYS"),
         (Errno::NOTEMPTY, "ENOTEMPTY"),
         (Errno::LOOP, "ELOOP"),

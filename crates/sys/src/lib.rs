@@ -9,6 +9,7 @@
 //! # Brief overview
 //! - [`fiemap`]: `ioctl(fd, FS_IOC_FIEMAP, …)` in batches.
 //! - [`remap`]: `FICLONERANGE` and `FIDEDUPERANGE`.
+//! - [`lease`]: `F_SETLEASE` / `F_GETLEASE` / `F_SETOWN`: write leases.
 //! - [`fstype`]: filesystem names from `fstatfs` `f_type`.
 //! - [`pagecache`]: `cachestat`, `mincore` of a file, `sync_file_range`, `RWF_DONTCACHE`.
 //! - [`blkdev`]: `BLKGETSIZE64`, `BLKZEROOUT`, `BLKDISCARD`.
@@ -49,6 +50,7 @@ pub mod errno;
 pub mod fiemap;
 pub mod filetype;
 pub mod fstype;
+pub mod lease;
 pub mod pagecache;
 pub mod remap;
 

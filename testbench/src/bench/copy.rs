@@ -33,8 +33,14 @@ const SIZE: u64 = 8 << 30;
 const RUNS: usize = 5;
 const MIB: f64 = (1 << 20) as f64;
 
-/// A random extent layout: `(offset, length, zeros)`.
+/// A random extent layout of the benchmark image: `(offset, length, zeros)`.
 fn layout(seed: u64) -> Vec<(u64, u64, bool)> {
+    layout_of(SIZE, seed)
+}
+
+/// A random layout of `size` bytes with 10 % data (also the compare
+/// benchmark's image).
+pub(super) fn layout_of(size: u64, seed: u64) -> Vec<(u64, u64, bool)> {
     let mut x = seed | 1;
     let mut rnd = move |n: u64| {
         x ^= x << 13;
@@ -42,7 +48,7 @@ fn layout(seed: u64) -> Vec<(u64, u64, bool)> {
         x ^= x << 17;
         x % n
     };
-    let target = SIZE / 10;
+    let target = size / 10;
     let mut lens = Vec::new();
     let mut total = 0;
     while total < target {
@@ -51,7 +57,7 @@ fn layout(seed: u64) -> Vec<(u64, u64, bool)> {
         lens.push(len);
         total += len;
     }
-    let gap_total = (SIZE - total) / 4096;
+    let gap_total = (size - total) / 4096;
     let weights: Vec<u64> = (0..=lens.len()).map(|_| 1 + rnd(1000)).collect();
     let wsum: u64 = weights.iter().sum();
     let mut off = 0;
@@ -66,6 +72,15 @@ fn layout(seed: u64) -> Vec<(u64, u64, bool)> {
 
 /// Writes the image (incompressible data, written zeros) and syncs it.
 fn make_image(path: &Path, layout: &[(u64, u64, bool)]) -> anyhow::Result<()> {
+    make_image_of(path, layout, SIZE)
+}
+
+/// [`make_image`] of `size` bytes.
+pub(super) fn make_image_of(
+    path: &Path,
+    layout: &[(u64, u64, bool)],
+    size: u64,
+) -> anyhow::Result<()> {
     let f = File::create(path)?;
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut buf = vec![0u8; 4 << 20];
@@ -88,13 +103,13 @@ fn make_image(path: &Path, layout: &[(u64, u64, bool)]) -> anyhow::Result<()> {
             pos += n as u64;
         }
     }
-    f.set_len(SIZE)?;
+    f.set_len(size)?;
     f.sync_all()?;
     Ok(())
 }
 
 /// Bytes of `path` in the page cache.
-fn cached(path: &Path) -> anyhow::Result<u64> {
+pub(super) fn cached(path: &Path) -> anyhow::Result<u64> {
     let f = File::open(path)?;
     let cs = sparsekit_sys::pagecache::cachestat(&f, 0, 0).context("cachestat (Linux 6.5+)")?;
     Ok(cs.nr_cache * sparsekit_sys::pagecache::page_size() as u64)
@@ -136,7 +151,7 @@ fn identical(src: &Path, dst: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn s(p: &Path) -> anyhow::Result<&str> {
+pub(super) fn s(p: &Path) -> anyhow::Result<&str> {
     p.to_str().context("non-UTF-8 path")
 }
 

@@ -2,6 +2,7 @@
 //! Each prints a table of measurements and the ratios against the peers.
 
 pub mod clone;
+pub mod compare;
 pub mod copy;
 pub mod extents;
 pub mod measure;
@@ -17,6 +18,7 @@ pub fn all() -> Vec<Bench> {
         ("extents", extents::run),
         ("clone", clone::run),
         ("copy", copy::run),
+        ("compare", compare::run),
         ("probe", probe::run),
         ("punch", punch::run),
     ]

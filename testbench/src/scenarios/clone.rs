@@ -62,6 +62,10 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "clone/refused_requests",
             run: refused_requests,
         },
+        Scenario {
+            name: "clone/cli_stdout_errors",
+            run: cli_output::cli_stdout_errors,
+        },
     ]
 }
 
@@ -125,6 +129,7 @@ macro_rules! dedupe_supported {
 }
 
 mod cli_json;
+mod cli_output;
 mod refused;
 use refused::{cross_mount_unsupported, refused_requests, unsupported_is_clear};
 

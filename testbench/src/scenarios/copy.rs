@@ -8,6 +8,7 @@
 //! never a pass.
 
 mod device;
+mod edge;
 mod support;
 
 use crate::scenario::{Ctx, Scenario, ScenarioResult, Verdict};
@@ -49,6 +50,18 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::new("copy/block_device_source", device::block_device_source),
         Scenario::new("copy/block_device_refused", device::block_device_refused),
         Scenario::new("copy/enospc", device::enospc),
+        Scenario::new(
+            "copy/largest_file_data_at_end",
+            edge::largest_file_data_at_end,
+        ),
+        Scenario::new(
+            "copy/largest_file_data_at_start",
+            edge::largest_file_data_at_start,
+        ),
+        Scenario::new(
+            "copy/snapshot_of_a_live_file",
+            edge::snapshot_of_a_live_file,
+        ),
     ]
 }
 

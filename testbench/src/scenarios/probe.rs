@@ -8,6 +8,7 @@
 pub mod deadmount;
 pub mod fuse;
 pub mod seccomp;
+pub mod stalls;
 
 use crate::scenario::{Ctx, Scenario, ScenarioResult, Verdict};
 use crate::skip;
@@ -72,6 +73,14 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "probe/dead_fuse_mount_cleanup_on_panic",
             run: deadmount::cleanup_on_panic,
+        },
+        Scenario {
+            name: "probe/cli_timeouts_on_frozen_fuse",
+            run: stalls::cli_timeouts_on_frozen_fuse,
+        },
+        Scenario {
+            name: "probe/cli_timeouts_on_slow_fuse",
+            run: stalls::cli_timeouts_on_slow_fuse,
         },
     ]
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod alloc;
 pub(crate) mod cache;
+pub(crate) mod lease;
 pub(crate) mod meta;
 pub(crate) mod remap;
 pub(crate) mod seek;

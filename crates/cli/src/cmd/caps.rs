@@ -1,6 +1,9 @@
 //! `sparsekit caps [DIR] [--cross-fs DIR] [--json|--toml]`
 
 use crate::exit::UsageError;
+use crate::input::{Accept, check};
+use crate::output::stdout_failed;
+use crate::watchdog::{OnStall, TimeoutArg, Watchdog};
 use sparsekit_caps::{CapsError, CapsOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,10 +26,18 @@ pub(crate) struct Args {
     /// Print the report as TOML (the cell format of matrix.toml).
     #[arg(long)]
     toml: bool,
+    #[command(flatten)]
+    timeout: TimeoutArg,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
+    let watchdog = Watchdog::start(args.timeout.timeout, format!("{}: caps", dir.display()));
+    check(&dir, "caps", Accept::Directory)?;
+    watchdog.on_stall(OnStall {
+        note: "the scratch files are unnamed (O_TMPFILE) or unlinked as soon as made, so nothing is left".into(),
+        ..OnStall::default()
+    });
     let mut options = CapsOptions::new();
     if let Some(other) = &args.cross_fs {
         options = options.cross_fs_dir(other);
@@ -36,6 +47,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         CapsError::NotADirectory { .. } => UsageError(e.to_string()).into(),
         e => anyhow::Error::new(e),
     })?;
+    watchdog.finish();
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&report)?;
         s.push('\n');
@@ -46,7 +58,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.to_string()
     };
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()?;
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| stdout_failed(e.into()))?;
     Ok(ExitCode::SUCCESS)
 }

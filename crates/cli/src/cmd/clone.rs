@@ -7,14 +7,16 @@
 //! Mistakes in the request (a directory, a range past the end, an unaligned
 //! offset, overlapping ranges) exit 2 with nothing touched.
 
-use crate::exit::{UsageError, io_error};
-use crate::human::{human_size, parse_size};
+use crate::exit::UsageError;
+use crate::human::{check_range, human_size, parse_size};
+use crate::input::{Accept, check, open_checked};
+use crate::output::print_report;
+use crate::watchdog::{OnStall, TimeoutArg, Watchdog};
 use rustix::io::Errno;
 use sparsekit_clone::{
     CloneError, DedupeStatus, DedupeTarget, DestinationChange, FsType, PathClone, PathCloneError,
 };
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -41,6 +43,8 @@ pub(crate) struct CloneArgs {
     /// "exclusive_bytes","fallbacks":[]}.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    timeout: TimeoutArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,12 +68,34 @@ pub(crate) struct DedupeArgs {
     /// "differs_from","differs_to","fallbacks":[]} (differs: exit 1).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    timeout: TimeoutArg,
 }
 
 pub(crate) fn run_clone(args: CloneArgs) -> anyhow::Result<ExitCode> {
     let ranged = args.src_offset.is_some() || args.dst_offset.is_some() || args.length.is_some();
     let src_offset = args.src_offset.unwrap_or(0);
     let dst_offset = args.dst_offset.unwrap_or(0);
+    let (src_path, dst_path) = (display(&args.src), display(&args.dst));
+    check_ranges(
+        &src_path,
+        &dst_path,
+        src_offset,
+        dst_offset,
+        args.length,
+        "omit --length to clone to the end",
+    )?;
+    let watchdog = Watchdog::start(
+        args.timeout.timeout,
+        format!("{src_path} -> {dst_path}: clone"),
+    );
+    check(&args.src, "clone", Accept::Regular)?;
+    // A missing destination is made by the clone; an existing one must be
+    // a regular file (opening a fifo would block).
+    if std::fs::symlink_metadata(&args.dst).is_ok() && args.dst.exists() {
+        check(&args.dst, "clone", Accept::Regular)?;
+    }
+    watchdog.on_stall(clone_stall(&args.dst, ranged));
     let result = if ranged {
         sparsekit_clone::clone_range_to_path(
             &args.src,
@@ -90,12 +116,19 @@ pub(crate) fn run_clone(args: CloneArgs) -> anyhow::Result<ExitCode> {
             src_offset,
             dst_offset,
         };
+        // FIEMAP of the destination can hang on a dead mount like the
+        // clone itself: still under the watchdog.
         let sharing = sharing_of(&args.dst, dst_offset, &done);
+        watchdog.finish();
+        let done_line = clone_summary(&args.src, &args.dst, dst_offset, &done);
         let done = super::clone_json::CloneDone::new(&done, sharing.as_ref());
-        println!("{}", super::clone_json::clone_document(&req, &done));
+        let doc = super::clone_json::clone_document(&req, &done);
+        print_report(&doc.to_string(), Some(&done_line))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", clone_summary(&args.src, &args.dst, dst_offset, &done));
+    watchdog.finish();
+    let line = clone_summary(&args.src, &args.dst, dst_offset, &done);
+    print_report(&line, Some(&line))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -103,6 +136,86 @@ pub(crate) fn run_clone(args: CloneArgs) -> anyhow::Result<ExitCode> {
 fn sharing_of(dst: &Path, dst_offset: u64, done: &PathClone) -> Option<sparsekit_clone::Sharing> {
     let f = File::open(dst).ok()?;
     sparsekit_clone::sharing(&f, dst_offset..dst_offset.saturating_add(done.bytes)).ok()
+}
+
+/// Refuses `--length 0` (the kernel reads it as "to the end of the
+/// source", so it would clone more than was asked) and ranges whose end
+/// passes the largest file offset; both before anything is opened.
+fn check_ranges(
+    src: &str,
+    dst: &str,
+    src_offset: u64,
+    dst_offset: u64,
+    length: Option<u64>,
+    to_the_end: &str,
+) -> anyhow::Result<()> {
+    if length == Some(0) {
+        return Err(UsageError(format!(
+            "{src} -> {dst}: --length 0 is refused (the kernel would take it as \"to the end of the source\"); {to_the_end}"
+        ))
+        .into());
+    }
+    let length = length.unwrap_or(0);
+    check_range(src, src_offset, length).map_err(UsageError)?;
+    check_range(dst, dst_offset, length).map_err(UsageError)?;
+    Ok(())
+}
+
+/// What a clone stuck in the kernel leaves.
+fn clone_stall(dst: &Path, ranged: bool) -> OnStall {
+    let existed = std::fs::symlink_metadata(dst).is_ok();
+    let note = match (existed, ranged) {
+        (true, true) => format!(
+            "{}: the range may be partly cloned (its data is then the source's)",
+            dst.display()
+        ),
+        (true, false) => format!(
+            "{} is unchanged until the clone completes; a temporary *.sparsekit-tmp file may be left beside it",
+            dst.display()
+        ),
+        (false, _) => {
+            let (path, started) = (dst.to_owned(), std::time::SystemTime::now());
+            let if_stuck = format!("{} may be left, incomplete: remove it", dst.display());
+            return OnStall {
+                note: format!("nothing left at {}", dst.display()),
+                soft_stop: None,
+                cleanup: Some((Box::new(move || remove_created(&path, started)), if_stuck)),
+            };
+        }
+    };
+    OnStall {
+        note,
+        ..OnStall::default()
+    }
+}
+
+/// Removes a destination this clone created (it did not exist when the
+/// clone started; the clone creates it with `O_EXCL`): only a regular file
+/// of ours whose inode changed after `started`, so a file someone else made
+/// since is never touched. Returns what is left.
+fn remove_created(path: &Path, started: std::time::SystemTime) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?; // nothing was created
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
+    // One second of slack for filesystems with coarse timestamps.
+    let ours = meta.file_type().is_file()
+        && meta.uid() == rustix::process::geteuid().as_raw()
+        && changed + std::time::Duration::from_secs(1) >= started;
+    if !ours {
+        return Some(format!(
+            "{} exists and was not made by this clone: left as it is",
+            path.display()
+        ));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => None,
+        Err(e) => Some(format!(
+            "{} may be incomplete: {}",
+            path.display(),
+            crate::exit::io_error(&path.display().to_string(), "unlink", &e)
+        )),
+    }
 }
 
 /// `a.img -> b.img: cloned 8.0 GiB (new file on xfs); 812.0 MiB of data now shared`
@@ -136,8 +249,26 @@ fn clone_summary(src: &Path, dst: &Path, dst_offset: u64, done: &PathClone) -> S
 
 pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
     let (src_path, dst_path) = (display(&args.src), display(&args.dst));
-    let src = open_nonblocking(&args.src).map_err(|e| io_error(&src_path, "open", &e))?;
-    let dst = open_nonblocking(&args.dst).map_err(|e| io_error(&dst_path, "open", &e))?;
+    check_ranges(
+        &src_path,
+        &dst_path,
+        args.src_offset,
+        args.dst_offset,
+        Some(args.length),
+        "give the length of the range to dedupe",
+    )?;
+    let watchdog = Watchdog::start(
+        args.timeout.timeout,
+        format!("{src_path} -> {dst_path}: dedupe"),
+    );
+    let src = open_checked(&args.src, "dedupe", Accept::Regular, false)?;
+    let dst = open_checked(&args.dst, "dedupe", Accept::Regular, false)?;
+    watchdog.watch_cache(&src);
+    watchdog.watch_cache(&dst);
+    watchdog.on_stall(OnStall {
+        note: "no data was changed (dedupe only shares ranges the kernel found equal)".into(),
+        ..OnStall::default()
+    });
     let fs_of = |f: &File| FsType::of(f).unwrap_or(FsType(0));
     let (src_fs, dst_fs) = (fs_of(&src), fs_of(&dst));
     let results = sparsekit_clone::dedupe_range(
@@ -147,6 +278,7 @@ pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
         &[DedupeTarget::new(&dst, args.dst_offset)],
     )
     .map_err(|e| clone_error(&src_path, &dst_path, src_fs, dst_fs, &e, "dedupe"))?;
+    watchdog.finish();
     let r = &results[0];
     if args.json {
         let differs = match &r.status {
@@ -167,7 +299,12 @@ pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
                 calls: r.calls,
                 differs,
             };
-            println!("{}", super::clone_json::dedupe_document(&facts));
+            let doc = super::clone_json::dedupe_document(&facts).to_string();
+            let done = format!(
+                "{src_path} -> {dst_path}: deduped {}",
+                human_size(r.bytes_deduped)
+            );
+            print_report(&doc, Some(&done))?;
             if differs.is_none() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -176,7 +313,7 @@ pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
     }
     match &r.status {
         DedupeStatus::Same => {
-            println!(
+            let line = format!(
                 "{src_path} at {} -> {dst_path} at {}: deduped {} ({} call{})",
                 args.src_offset,
                 args.dst_offset,
@@ -184,6 +321,7 @@ pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
                 r.calls,
                 if r.calls == 1 { "" } else { "s" }
             );
+            print_report(&line, Some(&line))?;
             Ok(ExitCode::SUCCESS)
         }
         DedupeStatus::Differs {
@@ -217,15 +355,6 @@ pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
             "{dst_path}: dedupe ended in an unknown state"
         )),
     }
-}
-
-/// Read-only and non-blocking, so a fifo cannot hang the open (the library
-/// then refuses it as not a regular file).
-fn open_nonblocking(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
 }
 
 fn display(p: &Path) -> String {
@@ -298,6 +427,23 @@ mod tests {
 
     fn xfs() -> FsType {
         FsType(0x5846_5342)
+    }
+
+    #[test]
+    fn a_stalled_clone_removes_only_the_file_it_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.img");
+        let before = std::time::SystemTime::now();
+        std::fs::write(&path, b"partial").unwrap();
+        assert_eq!(remove_created(&path, before), None);
+        assert!(!path.exists());
+        assert_eq!(remove_created(&path, before), None, "nothing to remove");
+        // A file that was there long before is not ours.
+        std::fs::write(&path, b"someone's").unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let left = remove_created(&path, later).unwrap();
+        assert!(left.contains("not made by this clone"), "{left}");
+        assert!(path.exists());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `sparsekit copy SRC DST [--sparse auto|always|never] [--reflink auto|always|never]
 //! [--cache auto|keep|drop|direct|dontcache] [--progress|--no-progress] [--json] [--no-sync]
-//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place]`
+//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place] [--snapshot] [--verify]`
 //!
 //! Copies a file or block device without filling its holes or the page
 //! cache; a failed or interrupted copy (Ctrl-C, SIGTERM) leaves no
@@ -10,13 +10,16 @@
 
 use crate::exit::{UsageError, WithExitCode};
 use crate::human::human_size;
+use crate::input::{Accept, open_checked};
+use crate::output::print_report;
+use crate::watchdog::{TimeoutArg, Watchdog};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use sparsekit_copy::{
     CachePolicy, CopyError, CopyOptions, CopyReport, DataStrategy, HoleMethod, Interrupt, Progress,
     ReflinkMode, SparseMode, Staging,
 };
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -60,22 +63,38 @@ pub(crate) struct Args {
     /// links; a failure truncates it) instead of replacing it.
     #[arg(long)]
     in_place: bool,
+    /// Copy from a reflinked snapshot of SRC taken first (a consistent
+    /// image of a file being written; no extra space), removed afterwards.
+    /// Where the filesystem cannot reflink, fails before creating anything.
+    #[arg(long)]
+    snapshot: bool,
     /// Show progress on stderr even when it is not a terminal.
     #[arg(long, overrides_with = "no_progress")]
     progress: bool,
     /// Never show progress (default: a bar when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
-    /// Print JSON: {"source","destination","size","strategy","cache",
+    /// Print JSON: {"source","destination","size","strategy" (reflink,
+    /// copy_file_range, read_write, stream),"snapshot","cache",
     /// "cache_source","holes","staging","destination_kind","map_method",
     /// "bytes_copied","bytes_skipped_as_holes","zero_bytes_detected",
     /// "zero_bytes_written","seconds","synced","bytes_left_in_page_cache",
-    /// "page_cache":{…},"fallbacks":[{"strategy","errno"}]}.
+    /// "page_cache":{…},"fallbacks":[{"strategy","errno"}],"verified":null|{"equal",
+    /// "bytes_read","source_bytes_read","cache","map_method","seconds"}}.
     #[arg(long)]
     json: bool,
     /// Skip the fsync of the destination (and its directory) before success.
     #[arg(long)]
     no_sync: bool,
+    /// After the copy and its fsync, read DST back from the device
+    /// (O_DIRECT, or after dropping its pages) and compare it with SRC like
+    /// `sparsekit compare`. A mismatch exits 1 naming the first differing
+    /// offset; a new DST is not created, a replaced one is left as it was,
+    /// one written in place (--in-place, block devices) is invalidated.
+    #[arg(long)]
+    verify: bool,
+    #[command(flatten)]
+    timeout: TimeoutArg,
 }
 
 macro_rules! value_enum {
@@ -98,6 +117,17 @@ value_enum!(StrategyArg => DataStrategy { Auto, CopyFileRange, ReadWrite });
 value_enum!(HolesArg => HoleMethod { Auto, Punch, ZeroRange, ZeroOut, WriteZeros });
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let watchdog = Watchdog::start(
+        args.timeout.timeout,
+        format!("{} -> {}: copy", args.src.display(), args.dst.display()),
+    );
+    // The source is opened by the library: make sure first that opening it
+    // cannot block (a fifo) and that it is something a copy can read. This
+    // descriptor only lets the watchdog see pages arriving inside one long
+    // read of a buffered copy.
+    let src_file = open_checked(&args.src, "copy", Accept::FileOrDevice, false)?;
+    watchdog.watch_cache(&src_file);
+    super::copy_target::check_destination(&args.dst)?;
     // `cp SRC DIR` semantics: copy into the directory under SRC's name.
     let dst = if args.dst.is_dir() {
         let name = args.src.file_name().ok_or_else(|| {
@@ -111,6 +141,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.dst.clone()
     };
+    super::copy_target::check_destination(&dst)?;
     let interrupt = Interrupt::new();
     let _signals = interrupt
         .register_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
@@ -128,31 +159,49 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             Staging::Auto
         })
         .sync(!args.no_sync)
-        .interrupt(interrupt)
+        .snapshot(args.snapshot)
+        .verify(args.verify)
+        .interrupt(interrupt.clone())
         .faults_from_env()
         .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
     let show = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
     let progress = show.then(|| Reporter::new(&dst, std::io::stderr().is_terminal()));
-    if let Some(reporter) = &progress {
-        let reporter = reporter.clone();
-        options = options.progress(move |p| reporter.update(p));
-    }
+    // Every progress report is progress for the watchdog too.
+    let tick = watchdog.ticker();
+    let reporter = progress.clone();
+    options = options.progress(move |p| {
+        tick();
+        if let Some(reporter) = &reporter {
+            reporter.update(p);
+        }
+    });
+    watchdog.on_stall(super::copy_target::on_stall(
+        &dst,
+        args.in_place,
+        &interrupt,
+    ));
 
     let result = options.copy(&args.src, &dst);
+    let in_time = watchdog.finish();
     if let Some(reporter) = &progress {
         reporter.finish();
     }
-    let report = result.map_err(copy_error)?;
+    let report = result.map_err(|e| {
+        if !in_time && matches!(e, CopyError::Interrupted { .. }) {
+            watchdog.timeout_error(super::copy_target::left_after_stop(&dst, args.in_place))
+        } else {
+            copy_error(e)
+        }
+    })?;
+    let line = summary(&dst, &report);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&json_report(&args.src, &dst, &report))?
-        );
+        let doc = serde_json::to_string(&json_report(&args.src, &dst, &report))?;
+        print_report(&doc, Some(&line))?;
     } else {
         for fallback in &report.fallbacks {
             crate::verbosity::note(format_args!("{}: {fallback}, fell back", dst.display()));
         }
-        println!("{}", summary(&dst, &report));
+        print_report(&line, Some(&line))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -183,6 +232,9 @@ fn summary(dst: &Path, r: &CopyReport) -> String {
         human_size(r.size),
         r.strategy,
     );
+    if r.snapshot {
+        s += " from a snapshot";
+    }
     if let (Some(src), Some(dst)) = (r.cache_source, r.cache_destination) {
         s += &format!(", cache {src}/{dst}");
     }
@@ -206,6 +258,13 @@ fn summary(dst: &Path, r: &CopyReport) -> String {
     if let Some(left) = r.bytes_left_in_page_cache() {
         s += &format!("; {} left in the page cache", human_size(left));
     }
+    if let Some(v) = &r.verified {
+        s += &format!(
+            "; verified: {} read back (cache {}), equal",
+            human_size(v.b.bytes_read),
+            v.b.cache
+        );
+    }
     s
 }
 
@@ -220,6 +279,7 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
         "destination": dst.display().to_string(),
         "size": r.size,
         "strategy": r.strategy.as_str(),
+        "snapshot": r.snapshot,
         "cache": r.cache_destination.map(CachePolicy::as_str),
         "cache_source": r.cache_source.map(CachePolicy::as_str),
         "holes": r.holes.map(HoleMethod::as_str),
@@ -239,6 +299,14 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
             "destination_after": p.destination_after,
         })),
         "fallbacks": fallbacks,
+        "verified": r.verified.as_ref().map(|v| json!({
+            "equal": v.equal(),
+            "bytes_read": v.b.bytes_read,
+            "source_bytes_read": v.a.bytes_read,
+            "cache": v.b.cache.as_str(),
+            "map_method": v.b.map_method.as_str(),
+            "seconds": v.elapsed.as_secs_f64(),
+        })),
     })
 }
 
@@ -294,7 +362,9 @@ impl Reporter {
             } else {
                 p.data_done as f64 * 100.0 / p.data_total as f64
             };
-            eprintln!(
+            // Never a panic on a full or closed stderr.
+            let _ = writeln!(
+                std::io::stderr(),
                 "{}: {} of {} ({pct:.0}%)",
                 plain.1,
                 human_size(p.data_done),

@@ -1,10 +1,12 @@
 //! `sparsekit map FILE [--json] [--method auto|seek|fiemap|scan|all-data]`
 
-use crate::exit::{UsageError, io_error};
+use crate::exit::UsageError;
 use crate::human::{human_bytes, human_size, push_right, push_u64};
+use crate::input::{Accept, open_checked};
+use crate::output::{Stdout, stdout_failed, warning};
+use crate::watchdog::Watchdog;
 use sparsekit_extents::{Extent, ExtentKind, MapError, MapOptions, Method};
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,6 +21,8 @@ pub(crate) struct Args {
     /// shared extents show, then SEEK_DATA/SEEK_HOLE, then scanning.
     #[arg(long, value_enum, default_value_t = MethodArg::Auto)]
     method: MethodArg,
+    #[command(flatten)]
+    timeout: crate::watchdog::TimeoutArg,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -44,7 +48,10 @@ impl From<MethodArg> for Method {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.file.display().to_string();
-    let file = File::open(&args.file).map_err(|e| io_error(&path, "open", &e))?;
+    // Started before the open: on a dead mount the open itself hangs.
+    let watchdog = Watchdog::start(args.timeout.timeout, format!("{path}: map"));
+    let file = open_checked(&args.file, "map", Accept::FileOrDevice, false)?;
+    watchdog.watch_cache(&file);
     let map = MapOptions::new()
         .method(args.method.into())
         .prefer_fiemap(true)
@@ -58,22 +65,28 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::verbosity::note(format_args!("{path}: method {fallback}, fell back"));
     }
     if let Some(d) = map.degraded() {
-        eprintln!("sparsekit: {path}: warning: {d}");
+        warning!("{path}: warning: {d}");
     }
     let header = Header {
         file: &path,
         size: map.size(),
         method: map.method(),
     };
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    // The map is lazy: both renderers stream, so a million extents cost no memory.
-    let extents = map.into_iter_with_size_check(&path);
-    if args.json {
-        write_json(&mut out, &header, extents)?;
+    let mut out = BufWriter::with_capacity(1 << 16, Stdout::new(&watchdog));
+    // The map is lazy: both renderers stream, so a million extents cost no
+    // memory. Each extent found is progress for the watchdog.
+    let extents = map
+        .into_iter_with_size_check(&path)
+        .inspect(|_| watchdog.tick());
+    let written = if args.json {
+        write_json(&mut out, &header, extents)
     } else {
-        write_table(&mut out, &header, extents)?;
-    }
-    out.flush()?;
+        write_table(&mut out, &header, extents)
+    };
+    written
+        .and_then(|()| out.flush().map_err(Into::into))
+        .map_err(stdout_failed)?;
+    watchdog.finish();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -100,8 +113,8 @@ impl<'a> WithSizeCheck<'a> for sparsekit_extents::ExtentMap<'a> {
                 None => {
                     done = true;
                     if let Some(now) = self.size_changed() {
-                        eprintln!(
-                            "sparsekit: {path}: warning: size changed from {} to {now} while mapping; the map shows what was seen",
+                        warning!(
+                            "{path}: warning: size changed from {} to {now} while mapping; the map shows what was seen",
                             self.size()
                         );
                     }

@@ -1,5 +1,6 @@
 //! `sparsekit punch|zero|collapse|insert FILE --offset SIZE --length SIZE
-//! [--strategy …] [--json]`
+//! [--strategy …] [--json]` (collapse and insert run through
+//! [`super::shift`], which adds the journal and signals)
 //!
 //! Each prints what was done and the strategy used; the strategies `auto`
 //! left behind are named on stderr with their errno. A bad range, a file of
@@ -7,14 +8,16 @@
 //! nothing touched; a failing call exits 1 naming the file, offset and
 //! errno (and, if the file was changed part-way, what it now holds).
 
-use crate::exit::{UsageError, io_error};
-use crate::human::{human_size, parse_size};
+use crate::exit::UsageError;
+use crate::human::{check_range, human_size, parse_size};
+use crate::input::{Accept, open_checked};
+use crate::output::print_report;
+use crate::watchdog::{OnStall, TimeoutArg, Watchdog};
 use serde_json::json;
 use sparsekit_punch::{
     Operation, PunchError, PunchStrategy, Report, ShiftStrategy, Strategy, ZeroStrategy,
 };
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -22,18 +25,20 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub(crate) struct RangeArgs {
     /// The file to change (a regular file).
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Start of the range (bytes, or K/M/G/T).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    offset: u64,
+    pub(crate) offset: u64,
     /// Length of the range (bytes, or K/M/G/T).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    length: u64,
+    pub(crate) length: u64,
     /// Print JSON: {"file","operation","strategy","fallbacks":[{"strategy","errno"}],
     /// "offset","length","block_size","size_before","size_after",
     /// "allocated_before","allocated_after","bytes_freed","bytes_written"}.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) timeout: TimeoutArg,
 }
 
 /// `sparsekit punch`.
@@ -58,17 +63,6 @@ pub(crate) struct ZeroArgs {
     strategy: ZeroArg,
 }
 
-/// `sparsekit collapse` and `sparsekit insert`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ShiftArgs {
-    #[command(flatten)]
-    range: RangeArgs,
-    /// native remaps extents (ext4, xfs); move-data moves the data in
-    /// chunks, keeping holes. auto tries native first.
-    #[arg(long, value_enum, default_value_t = ShiftArg::Auto)]
-    strategy: ShiftArg,
-}
-
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum PunchArg {
     Auto,
@@ -86,7 +80,7 @@ enum ZeroArg {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ShiftArg {
+pub(crate) enum ShiftArg {
     Auto,
     Native,
     MoveData,
@@ -126,69 +120,65 @@ impl From<ShiftArg> for ShiftStrategy {
 
 pub(crate) fn run_punch(args: PunchArgs) -> anyhow::Result<ExitCode> {
     let r = &args.range;
-    run(r, |f| {
+    run(r, Operation::Punch, |f| {
         sparsekit_punch::punch_hole(f, r.offset, r.length, args.strategy.into())
     })
 }
 
 pub(crate) fn run_zero(args: ZeroArgs) -> anyhow::Result<ExitCode> {
     let r = &args.range;
-    run(r, |f| {
+    run(r, Operation::Zero, |f| {
         sparsekit_punch::zero_range(f, r.offset, r.length, args.strategy.into())
-    })
-}
-
-pub(crate) fn run_collapse(args: ShiftArgs) -> anyhow::Result<ExitCode> {
-    let r = &args.range;
-    run(r, |f| {
-        sparsekit_punch::collapse_range(f, r.offset, r.length, args.strategy.into())
-    })
-}
-
-pub(crate) fn run_insert(args: ShiftArgs) -> anyhow::Result<ExitCode> {
-    let r = &args.range;
-    run(r, |f| {
-        sparsekit_punch::insert_range(f, r.offset, r.length, args.strategy.into())
     })
 }
 
 fn run<S: Strategy>(
     args: &RangeArgs,
+    operation: Operation,
     op: impl FnOnce(&File) -> Result<Report<S>, PunchError>,
 ) -> anyhow::Result<ExitCode> {
     let path = args.file.display().to_string();
-    let file = open_for_writing(&args.file, &path)?;
+    let op_name = operation.as_str();
+    check_range(&format!("{path}: {op_name}"), args.offset, args.length).map_err(UsageError)?;
+    let watchdog = Watchdog::start(args.timeout.timeout, format!("{path}: {op_name}"));
+    let file = open_for_writing(&args.file, op_name)?;
+    watchdog.watch_cache(&file);
+    watchdog.on_stall(OnStall {
+        note: stall_note(operation).into(),
+        ..OnStall::default()
+    });
+    super::shift::refuse_if_pending(&args.file, &path)?;
     let report = op(&file).map_err(|e| punch_error(&path, e))?;
+    watchdog.finish();
     for fallback in &report.fallbacks {
         crate::verbosity::note(format_args!("{path}: {fallback}, fell back"));
     }
+    let line = report_line(&path, &report);
     if args.json {
-        println!("{}", report_json(&path, &report));
+        print_report(&report_json(&path, &report).to_string(), Some(&line))?;
     } else {
-        println!("{}", report_line(&path, &report));
+        print_report(&line, Some(&line))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Read-write, never created, non-blocking so a fifo cannot hang the open
-/// (the library then refuses it as not a regular file).
-pub(crate) fn open_for_writing(file: &Path, path: &str) -> anyhow::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(file)
-        .map_err(|e| open_error(path, &e))
+/// What a request stuck in the kernel may leave: it can still complete
+/// after we exit (the filesystem holds it), or have done part of its work.
+fn stall_note(op: Operation) -> &'static str {
+    match op {
+        Operation::Collapse | Operation::Insert => {
+            "the file may be partly shifted: a native request may still complete, a move-data one stopped between chunks"
+        }
+        _ => {
+            "the range may be partly done, and the request may still complete when the filesystem answers"
+        }
+    }
 }
 
-/// A directory is the wrong kind of argument (exit 2); anything else is an
-/// operation failure naming the errno.
-pub(crate) fn open_error(path: &str, e: &std::io::Error) -> anyhow::Error {
-    if e.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()) {
-        UsageError(format!("{path}: not a regular file (it is a directory)")).into()
-    } else {
-        io_error(path, "open", e)
-    }
+/// Read-write, never created, checked first so a fifo or device cannot
+/// hang the open (see [`crate::input`]).
+pub(crate) fn open_for_writing(file: &Path, op: &str) -> anyhow::Result<File> {
+    open_checked(file, op, Accept::Regular, true)
 }
 
 /// Bad input exits 2 (nothing was touched); the rest exits 1.
@@ -201,7 +191,7 @@ pub(crate) fn punch_error(path: &str, e: PunchError) -> anyhow::Error {
 }
 
 /// `disk.img: punched 1.0 MiB at offset 4096 with punch_hole; 1.0 MiB freed, size 8.0 GiB`
-fn report_line<S: Strategy>(path: &str, r: &Report<S>) -> String {
+pub(crate) fn report_line<S: Strategy>(path: &str, r: &Report<S>) -> String {
     let len = human_size(r.length);
     let what = match r.operation {
         Operation::Punch => format!("punched {len}"),
@@ -229,7 +219,7 @@ fn report_line<S: Strategy>(path: &str, r: &Report<S>) -> String {
 }
 
 /// The stable JSON document documented on `--json`.
-fn report_json<S: Strategy>(path: &str, r: &Report<S>) -> serde_json::Value {
+pub(crate) fn report_json<S: Strategy>(path: &str, r: &Report<S>) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()

@@ -6,6 +6,7 @@
 
 use crate::exit::{TIMEOUT, UsageError, WithExitCode};
 use crate::human::human_size;
+use crate::output::{stdout_failed, warning};
 use sparsekit_probe::{
     Fields, Metadata, MountId, ProbeError, ProbeOptions, Strategy, SyncMode, Timestamp,
 };
@@ -120,25 +121,31 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .timeout(args.timeout)
         .follow_symlinks(!args.no_dereference)
         .probe_path(&args.file)
-        .map_err(cli_error)?;
+        .map_err(|e| match e.errno() {
+            Some(errno) => crate::input::note_dangling(&args.file, errno, cli_error(e)),
+            None => cli_error(e),
+        })?;
     if let Some(why) = meta.fallback() {
         crate::verbosity::note(format_args!("{path}: {why}"));
     }
     if sync != SyncMode::AsStat && meta.sync() != sync {
-        eprintln!(
-            "sparsekit: {path}: warning: {} cannot honour sync mode {}; the answer is as stat(2) gives it",
+        warning!(
+            "{path}: warning: {} cannot honour sync mode {}; the answer is as stat(2) gives it",
             meta.strategy(),
             sync
         );
     }
     let mut out = io::stdout().lock();
-    if args.json {
-        serde_json::to_writer(&mut out, &to_json(&path, &meta))?;
-        writeln!(out)?;
+    let written: io::Result<()> = if args.json {
+        serde_json::to_writer(&mut out, &to_json(&path, &meta))
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        write_human(&mut out, &path, &meta)?;
-    }
-    out.flush()?;
+        write_human(&mut out, &path, &meta)
+    };
+    written
+        .and_then(|()| out.flush())
+        .map_err(|e| stdout_failed(e.into()))?;
     Ok(ExitCode::SUCCESS)
 }
 

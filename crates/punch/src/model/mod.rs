@@ -29,6 +29,8 @@ mod runner;
 mod step;
 
 pub use runner::{Config, ModelFailure, Verdict, run, run_ops, run_steps, run_with};
+#[cfg(test)]
+pub(crate) use step::fill_bytes;
 pub use step::{Fill, Op, Step, steps};
 
 use crate::RangeProblem;

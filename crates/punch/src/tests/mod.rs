@@ -5,7 +5,9 @@
 
 mod dig;
 mod errors;
+mod lease;
 mod punch;
+mod resume;
 mod shift;
 
 use rustix::fs::{MemfdFlags, memfd_create};

@@ -43,7 +43,7 @@ fn wait_bounded(
 }
 
 /// Runs `argv` with a hard bound; returns (status, stdout, stderr, elapsed).
-fn run_bounded(
+pub(crate) fn run_bounded(
     argv: &[&str],
     limit: Duration,
 ) -> anyhow::Result<(ExitStatus, String, String, Duration)> {

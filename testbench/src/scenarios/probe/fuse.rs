@@ -18,9 +18,10 @@ use fuser::{
 };
 use rustix::process::{Pid, Signal};
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The name of the one file.
@@ -37,6 +38,8 @@ pub fn pattern(i: u64) -> u8 {
 struct PatternFs {
     ttl: Duration,
     started: SystemTime,
+    /// Sleep before answering each read: a slow but live mount.
+    read_delay: Duration,
 }
 
 impl PatternFs {
@@ -98,6 +101,7 @@ impl Filesystem for PatternFs {
         if u64::from(ino) != FILE_INO {
             return reply.error(Errno::EISDIR);
         }
+        std::thread::sleep(self.read_delay);
         let end = FILE_SIZE.min(offset.saturating_add(u64::from(size)));
         let data: Vec<u8> = (offset.min(end)..end).map(pattern).collect();
         reply.data(&data);
@@ -128,11 +132,13 @@ impl Filesystem for PatternFs {
     }
 }
 
-/// The daemon side (`probe-fuse-daemon MOUNTPOINT TTL_MS`): mounts, says
-/// `READY`, serves until unmounted.
+/// The daemon side (`probe-fuse-daemon MOUNTPOINT TTL_MS [READ_DELAY_MS]`):
+/// mounts, says `READY`, serves until unmounted.
 pub fn daemon_main(args: &[String]) -> anyhow::Result<()> {
-    let [mnt, ttl_ms] = args else {
-        bail!("usage: probe-fuse-daemon MOUNTPOINT TTL_MS");
+    let (mnt, ttl_ms, delay_ms) = match args {
+        [mnt, ttl_ms] => (mnt, ttl_ms, "0"),
+        [mnt, ttl_ms, delay_ms] => (mnt, ttl_ms, delay_ms.as_str()),
+        _ => bail!("usage: probe-fuse-daemon MOUNTPOINT TTL_MS [READ_DELAY_MS]"),
     };
     // Never outlive the bench, even as a stopped process: SIGKILL ends a
     // stopped process too.
@@ -141,6 +147,7 @@ pub fn daemon_main(args: &[String]) -> anyhow::Result<()> {
     let fs = PatternFs {
         ttl,
         started: SystemTime::now(),
+        read_delay: Duration::from_millis(delay_ms.parse().context("READ_DELAY_MS")?),
     };
     let mut config = Config::default();
     config.mount_options = vec![
@@ -156,12 +163,17 @@ pub fn daemon_main(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A mounted pattern filesystem and its daemon process; see the module docs.
+/// A mounted FUSE filesystem and its daemon process (this bench binary run
+/// with a daemon subcommand); see the module docs. Also the guard of the
+/// fault-injecting filesystem (`scenarios::faults::fs`), whose daemon takes
+/// commands on its stdin ([`FuseMount::control`]).
 #[derive(Debug)]
 pub struct FuseMount {
     child: Option<Child>,
     mnt: PathBuf,
     reg: Option<Registration>,
+    /// The daemon's stdin and stdout, for daemons that take commands.
+    control: Option<(ChildStdin, BufReader<ChildStdout>)>,
 }
 
 /// Whether `mnt` is a mount point now (from /proc/self/mountinfo, which
@@ -184,15 +196,46 @@ pub fn proc_state(pid: u32) -> Option<char> {
 }
 
 impl FuseMount {
-    /// Creates `mnt` and mounts the filesystem there, served by a new daemon.
+    /// Creates `mnt` and mounts the pattern filesystem there, served by a new daemon.
     pub fn start(mnt: &Path, ttl: Duration) -> anyhow::Result<FuseMount> {
+        Self::start_slow(mnt, ttl, Duration::ZERO)
+    }
+
+    /// Like [`start`](Self::start), with every read answered only after
+    /// `read_delay`: a slow but live mount.
+    pub fn start_slow(
+        mnt: &Path,
+        ttl: Duration,
+        read_delay: Duration,
+    ) -> anyhow::Result<FuseMount> {
+        Self::spawn(
+            mnt,
+            &[
+                "probe-fuse-daemon".into(),
+                ttl.as_millis().to_string().into(),
+                read_delay.as_millis().to_string().into(),
+            ],
+            false,
+        )
+    }
+
+    /// Creates `mnt` and runs `bench-binary ARGS[0] MNT ARGS[1..]`, a daemon
+    /// that mounts there and prints `READY`. With `control`, its stdin stays
+    /// open for [`control`](Self::control) (closing it is the daemon's
+    /// signal to stop injecting anything, sent first on teardown).
+    pub fn spawn(mnt: &Path, args: &[OsString], control: bool) -> anyhow::Result<FuseMount> {
         std::fs::create_dir_all(mnt).with_context(|| format!("mkdir {}", mnt.display()))?;
         let exe = std::env::current_exe()?;
+        let (sub, rest) = args.split_first().context("no daemon subcommand")?;
         let child = Command::new(exe)
-            .arg("probe-fuse-daemon")
+            .arg(sub)
             .arg(mnt)
-            .arg(ttl.as_millis().to_string())
-            .stdin(Stdio::null())
+            .args(rest)
+            .stdin(if control {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -202,10 +245,15 @@ impl FuseMount {
             child: Some(child),
             mnt: mnt.to_owned(),
             reg: Some(reg),
+            control: None,
         };
         let child = me.child.as_mut().expect("child");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line)?;
+        if let Some(stdin) = child.stdin.take() {
+            me.control = Some((stdin, stdout));
+        }
         if line.trim() != "READY" {
             let _ = child.kill();
             let out = child.wait_with_output_taken();
@@ -230,6 +278,24 @@ impl FuseMount {
     /// The path of [`FILE`].
     pub fn file(&self) -> PathBuf {
         self.mnt.join(FILE)
+    }
+
+    /// Sends one command line to a daemon started with `control` and returns
+    /// its answer (a line starting with `OK`; `ERR …` becomes an error).
+    pub fn control(&mut self, command: &str) -> anyhow::Result<String> {
+        let (stdin, stdout) = self
+            .control
+            .as_mut()
+            .context("this FUSE daemon takes no commands")?;
+        writeln!(stdin, "{command}").with_context(|| format!("send {command:?} to the daemon"))?;
+        stdin.flush()?;
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let line = line.trim();
+        match line.strip_prefix("OK") {
+            Some(rest) => Ok(rest.trim().to_owned()),
+            None => bail!("FUSE daemon: {command:?}: {line:?}"),
+        }
     }
 
     /// The daemon's process id.
@@ -270,6 +336,9 @@ impl FuseMount {
             return Ok(());
         };
         let mut problems = Vec::new();
+        // EOF on its stdin: a controlled daemon stops injecting and answers
+        // every request it holds, so nothing is busy when we unmount.
+        drop(self.control.take());
         if let Ok(pid) = i32::try_from(child.id()) {
             if let Some(pid) = Pid::from_raw(pid) {
                 // Pending requests are answered, so unmounting is not busy.

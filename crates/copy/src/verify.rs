@@ -1,0 +1,103 @@
+//! `verify`: after the copy (and its fsync), the destination is read back
+//! from the device and compared with the source, before a staged
+//! destination gets its name.
+
+use crate::compare::{CompareOptions, compare_files};
+use crate::engine::{self, Target};
+use crate::error::{CopyError, VerifyLeft};
+use crate::options::{CachePolicy, CopyOptions, Staging};
+use crate::report::{CopyReport, DestinationKind, Fallback};
+use std::fs::File;
+use std::path::Path;
+
+/// [`engine::copy`], then, with `opts.verify`, the read-back comparison.
+/// `existed`: a staged destination replaces an existing file.
+pub(crate) fn copy(
+    opts: &CopyOptions,
+    src: &File,
+    src_path: &Path,
+    target: Target<'_>,
+    fallbacks: Vec<Fallback>,
+    existed: bool,
+) -> Result<CopyReport, CopyError> {
+    let (file, path, kind, staging) = (target.file, target.path, target.kind, target.staging);
+    let mut report = engine::copy(opts, src, src_path, target, fallbacks)?;
+    if !opts.verify {
+        return Ok(report);
+    }
+    let left = match (staging, kind) {
+        (Staging::InPlace, DestinationKind::BlockDevice) => VerifyLeft::HeaderZeroed,
+        // A new file made in place is removed by the caller on failure.
+        (Staging::InPlace, DestinationKind::NewFile) if !existed => VerifyLeft::NotCreated,
+        (Staging::InPlace, _) => VerifyLeft::Truncated,
+        _ if existed => VerifyLeft::Unchanged,
+        _ => VerifyLeft::NotCreated,
+    };
+    let size = report.size;
+    let fail = |e: CopyError| -> Result<CopyReport, CopyError> {
+        if staging == Staging::InPlace {
+            let target = Target {
+                file,
+                path,
+                kind,
+                staging,
+            };
+            engine::cleanup_in_place(&target, size);
+        }
+        Err(e)
+    };
+    #[cfg(any(test, feature = "fault-injection"))]
+    if let Some(off) = opts.faults.corrupt_at {
+        let mut b = [0u8; 1];
+        let _ = rustix::io::pread(file, &mut b, off);
+        b[0] ^= 0xff;
+        let _ = rustix::io::pwrite(file, &b, off);
+        let _ = rustix::fs::fdatasync(file);
+    }
+    if !opts.sync {
+        // Read back what the device holds, not dirty pages.
+        if let Err(errno) = rustix::fs::fdatasync(file) {
+            return fail(CopyError::Io {
+                path: path.to_owned(),
+                op: "fdatasync",
+                offset: None,
+                errno,
+            });
+        }
+    }
+    let mut cmp = CompareOptions::new();
+    // The source side reads as the copy did; the destination always with
+    // the Auto chain (O_DIRECT first) after its pages are dropped.
+    cmp.cache = opts.cache;
+    cmp.cache_b = Some(CachePolicy::Auto);
+    cmp.fresh_b = true;
+    #[cfg(any(test, feature = "fault-injection"))]
+    {
+        cmp.faults = opts.faults.clone();
+    }
+    let cmp = match &opts.interrupt {
+        Some(i) => cmp.interrupt(i.clone()),
+        None => cmp,
+    };
+    match compare_files(&cmp, src, src_path, file, path) {
+        Ok(r) if r.equal() => {
+            report.elapsed += r.elapsed;
+            report.verified = Some(r);
+            Ok(report)
+        }
+        Ok(r) => fail(CopyError::VerifyMismatch {
+            src: src_path.to_owned(),
+            dst: path.to_owned(),
+            offset: r.first_difference.unwrap_or(0),
+            left,
+        }),
+        Err(crate::compare::CompareError::Interrupted { .. }) => fail(CopyError::Interrupted {
+            path: path.to_owned(),
+        }),
+        Err(source) => fail(CopyError::Verify {
+            dst: path.to_owned(),
+            source,
+            left,
+        }),
+    }
+}
