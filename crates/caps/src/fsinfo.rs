@@ -165,20 +165,153 @@ pub(crate) fn kernel_release() -> String {
         .into_owned()
 }
 
-/// The memo key of the filesystem `path` is on: the unique mount id where
-/// the kernel has one, else the reusable one, plus the device.
-pub(crate) fn memo_key(path: &Path) -> Result<(u64, u64), CapsError> {
+/// What tells the mount a directory is on apart from every other mount,
+/// as observed (see [`memo_key`] for how it is trusted).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MountObservation {
+    /// `STATX_MNT_ID_UNIQUE` (Linux 6.8+): never reused while the system runs.
+    pub(crate) unique_mount_id: Option<u64>,
+    /// `STATX_MNT_ID`: reused once the mount is gone.
+    pub(crate) mount_id: Option<u64>,
+    /// `st_dev`, as `major << 32 | minor`.
+    pub(crate) device: u64,
+    /// `fstatfs` `f_type`.
+    pub(crate) magic: u64,
+    /// `fstatvfs` `f_fsid` (for xfs it is the device number, so it does not
+    /// change across `mkfs`; for ext4 and btrfs it comes from the UUID).
+    pub(crate) fsid: u64,
+    /// The mountinfo line with exactly `mount_id`.
+    pub(crate) mount: Option<MountEntry>,
+}
+
+/// The memo key of one mount (see [`memo_key`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum MemoKey {
+    /// A unique mount id names one mount for the life of the system.
+    Unique { mount_id: u64, device: u64 },
+    /// Without one (before Linux 6.8): everything observed about the mount,
+    /// so that a reused mount id on a reused device with another
+    /// filesystem on it, or a remount with other options, is a different
+    /// key. The same type made again on the same device can still look
+    /// the same (xfs' fsid is the device; `reflink=0` is not an option):
+    /// the memo drops such entries when the filesystem is unmounted (an
+    /// inotify `IN_UNMOUNT`), see `memo.rs`.
+    Fingerprint {
+        mount_id: u64,
+        device: u64,
+        magic: u64,
+        fsid: u64,
+        fs_type: String,
+        source: String,
+        mount_point: String,
+        mount_options: String,
+        super_options: String,
+    },
+}
+
+impl MemoKey {
+    /// The (reusable) mount id and device of a fingerprint: two fingerprints
+    /// sharing them cannot both be mounted now, so the older one is stale.
+    pub(crate) fn reused_slot(&self) -> Option<(u64, u64)> {
+        match self {
+            MemoKey::Unique { .. } => None,
+            MemoKey::Fingerprint {
+                mount_id, device, ..
+            } => Some((*mount_id, *device)),
+        }
+    }
+}
+
+/// Decides whether a report may be memoized for this mount, and under
+/// which key.
+///
+/// A unique mount id (Linux 6.8+) is trusted alone. A reusable one is not:
+/// once a filesystem is unmounted its id goes to the next mount, and a loop
+/// device is reused too, so (mount id, device) can name an ext4 now and an
+/// xfs a second later. Then the key is the whole fingerprint (fs magic,
+/// fsid, the mountinfo line of that mount id) and is only
+/// [`Fingerprint`](MemoKey::Fingerprint): valid while the memo sees no
+/// unmount. Without the mountinfo line, `None`: no memoization, every call
+/// probes (slower, never wrong).
+pub(crate) fn memo_key(obs: &MountObservation) -> Option<MemoKey> {
+    if let Some(mount_id) = obs.unique_mount_id {
+        return Some(MemoKey::Unique {
+            mount_id,
+            device: obs.device,
+        });
+    }
+    let mount_id = obs.mount_id?;
+    let mount = obs.mount.as_ref().filter(|m| m.mount_id == mount_id)?;
+    Some(MemoKey::Fingerprint {
+        mount_id,
+        device: obs.device,
+        magic: obs.magic,
+        fsid: obs.fsid,
+        fs_type: mount.fs_type.clone(),
+        source: mount.source.clone(),
+        mount_point: mount.mount_point.clone(),
+        mount_options: mount.mount_options.clone(),
+        super_options: mount.super_options.clone(),
+    })
+}
+
+/// Observes the mount of the directory `dir` for [`memo_key`]: one `statx`
+/// where the kernel has a unique mount id (and `trust_unique`), else also
+/// `fstatfs`, `fstatvfs` and `/proc/self/mountinfo`. `trust_unique` is false only in tests, to force the path of
+/// kernels before 6.8.
+pub(crate) fn observe_mount(dir: &Path, trust_unique: bool) -> Result<MountObservation, CapsError> {
+    use rustix::fs::{Mode, OFlags};
+    let inspect = |op, errno| CapsError::Inspect {
+        path: dir.to_owned(),
+        op,
+        errno,
+    };
+    // Every call goes through one descriptor, so all of them see the same
+    // directory even if something is mounted over the path meanwhile.
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| inspect("open", e))?;
+    let statx_err = |e: sparsekit_probe::ProbeError| {
+        inspect("statx", e.errno().unwrap_or(rustix::io::Errno::IO))
+    };
+    let fields = if trust_unique {
+        Fields::INO | Fields::MNT_ID_UNIQUE | Fields::MNT_ID
+    } else {
+        Fields::INO | Fields::MNT_ID
+    };
     let meta = ProbeOptions::new()
-        .fields(Fields::INO | Fields::MNT_ID_UNIQUE | Fields::MNT_ID)
-        .probe_path(path)
-        .map_err(|e| CapsError::Inspect {
-            path: path.to_owned(),
-            op: "statx",
-            errno: e.errno().unwrap_or(rustix::io::Errno::IO),
-        })?;
+        .fields(fields)
+        .probe_fd(&fd)
+        .map_err(statx_err)?;
     let dev = meta.dev();
-    let dev = u64::from(dev.major) << 32 | u64::from(dev.minor);
-    Ok((meta.mount_id().map(|m| m.get()).unwrap_or(u64::MAX), dev))
+    let mut obs = MountObservation {
+        device: u64::from(dev.major) << 32 | u64::from(dev.minor),
+        ..MountObservation::default()
+    };
+    match meta.mount_id() {
+        Some(MountId::Unique(id)) => {
+            obs.unique_mount_id = Some(id);
+            return Ok(obs);
+        }
+        Some(MountId::Reusable(id)) => obs.mount_id = Some(id),
+        None => return Ok(obs),
+    }
+    let fs = rustix::fs::fstatfs(&fd).map_err(|e| inspect("fstatfs", e))?;
+    obs.magic = fs.f_type as u64 & 0xffff_ffff;
+    obs.fsid = rustix::fs::fstatvfs(&fd)
+        .map_err(|e| inspect("fstatvfs", e))?
+        .f_fsid;
+    obs.mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .filter_map(parse_mountinfo_line)
+                .find(|e| Some(e.mount_id) == obs.mount_id)
+        });
+    Ok(obs)
 }
 
 #[cfg(test)]
@@ -217,6 +350,103 @@ mod tests {
         let spaced = find_mount(SAMPLE, Some(999), "7:3", Path::new("/mnt/with space/d")).unwrap();
         assert_eq!(spaced.mount_id, 95);
         assert_eq!(find_mount(SAMPLE, None, "1:1", Path::new("/x")), None);
+    }
+
+    /// The loop device of the bench on Linux 6.1, mounted as `fs`: the
+    /// same device and the same (reused) mount id every time.
+    fn loop_mount(fs: &str, magic: u64, fsid: u64, options: &str) -> MountObservation {
+        MountObservation {
+            unique_mount_id: None,
+            mount_id: Some(120),
+            device: 7 << 32 | 3,
+            magic,
+            fsid,
+            mount: parse_mountinfo_line(&format!(
+                "120 22 7:3 / /mnt/bench rw,relatime - {fs} /dev/loop3 {options}"
+            )),
+        }
+    }
+
+    #[test]
+    fn a_reused_mount_id_and_device_with_another_filesystem_is_another_key() {
+        const XFS: u64 = 0x5846_5342;
+        const EXT4: u64 = 0xef53;
+        let ext4 = loop_mount("ext4", EXT4, 0x1234_5678, "rw");
+        let xfs = loop_mount("xfs", XFS, 7 << 8 | 3, "rw,attr2,inode64");
+        let (k_ext4, k_xfs) = (memo_key(&ext4).unwrap(), memo_key(&xfs).unwrap());
+        assert_ne!(k_ext4, k_xfs);
+        // Both name the same slot: the newer one replaces the older.
+        assert_eq!(k_ext4.reused_slot(), Some((120, 7 << 32 | 3)));
+        assert_eq!(k_ext4.reused_slot(), k_xfs.reused_slot());
+        // The type alone differs too, and the options alone (a remount).
+        let mut as_ext4 = xfs.clone();
+        as_ext4.mount.as_mut().unwrap().fs_type = "ext4".into();
+        assert_ne!(memo_key(&as_ext4).unwrap(), k_xfs);
+        let remount = loop_mount("xfs", XFS, 7 << 8 | 3, "ro,attr2,inode64");
+        assert_ne!(memo_key(&remount).unwrap(), k_xfs);
+        // The same mount observed twice is the same key.
+        assert_eq!(memo_key(&xfs.clone()).unwrap(), k_xfs);
+    }
+
+    #[test]
+    fn without_a_unique_id_an_incomplete_fingerprint_is_not_memoized() {
+        let full = loop_mount("xfs", 0x5846_5342, 1, "rw");
+        assert!(memo_key(&full).is_some());
+        let no_line = MountObservation {
+            mount: None,
+            ..full.clone()
+        };
+        assert_eq!(memo_key(&no_line), None);
+        // A mountinfo line of another mount id is not this mount's.
+        let other_line = MountObservation {
+            mount_id: Some(121),
+            ..full.clone()
+        };
+        assert_eq!(memo_key(&other_line), None);
+        let no_id = MountObservation {
+            mount_id: None,
+            ..full
+        };
+        assert_eq!(memo_key(&no_id), None);
+    }
+
+    #[test]
+    fn a_unique_mount_id_alone_is_the_key() {
+        let mut a = loop_mount("ext4", 0xef53, 1, "rw");
+        a.unique_mount_id = Some(0x1_0000_0042);
+        let b = MountObservation {
+            mount: None,
+            magic: 0,
+            ..a.clone()
+        };
+        let key = MemoKey::Unique {
+            mount_id: 0x1_0000_0042,
+            device: 7 << 32 | 3,
+        };
+        assert_eq!(memo_key(&a), Some(key.clone()));
+        assert_eq!(memo_key(&b), Some(key.clone()));
+        assert_eq!(key.reused_slot(), None);
+        a.unique_mount_id = Some(0x1_0000_0043);
+        assert_ne!(memo_key(&a), Some(key));
+    }
+
+    #[test]
+    fn observes_a_temporary_directory_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let fast = observe_mount(dir.path(), true).unwrap();
+        if fast.unique_mount_id.is_some() {
+            // One statx is all the fast path costs.
+            assert_eq!(fast.mount, None);
+        }
+        let old = observe_mount(dir.path(), false).unwrap();
+        assert_eq!(old.unique_mount_id, None);
+        let expected = FsType::of(std::fs::File::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(old.magic, expected.0);
+        assert_eq!(old.mount.as_ref().map(|m| m.mount_id), old.mount_id);
+        assert_eq!(old.device, fast.device);
+        let err = observe_mount(&dir.path().join("missing"), false).unwrap_err();
+        assert_eq!(err.errno(), Some(rustix::io::Errno::NOENT));
+        assert!(err.to_string().contains("missing: open: ENOENT"), "{err}");
     }
 
     #[test]

@@ -18,8 +18,10 @@
 //! - [`probe`] / [`CapsOptions`]: run the trials for one directory (and
 //!   optionally a second one on another filesystem, for
 //!   `copy_file_range_cross_fs`) → [`CapsReport`].
-//! - [`Caps::for_path`]: the same, memoized per filesystem (keyed by mount
-//!   id and device), for callers that want to decide in advance.
+//! - [`Caps::for_path`]: the same, memoized per filesystem (keyed by the
+//!   unique mount id on Linux 6.8+; before, by a fingerprint of the mount
+//!   dropped when an inotify watch sees it unmounted), for callers that
+//!   want to decide in advance.
 //! - [`CapsReport`]: [`FsInfo`] (type, block size, mount, device, DIO
 //!   alignment, kernel) and one [`Cell`] per capability; serializes to TOML
 //!   and JSON (it is the cell format of `matrix.toml`) and displays as a

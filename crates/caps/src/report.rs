@@ -265,4 +265,48 @@ impl CapsReport {
 
     /// What [`redacted`](Self::redacted) puts in place of a value.
     pub const REDACTED: &'static str = "[redacted]";
+
+    /// The capabilities whose cell on one filesystem changes with the
+    /// kernel release, not only with the filesystem: system calls and
+    /// flags added over time (`cachestat` 6.5, tmpfs `O_DIRECT` 6.6,
+    /// `RWF_DONTCACHE` 6.14, `FALLOC_FL_WRITE_ZEROES` 6.17), what is
+    /// measured with them (page-cache residency: by `cachestat` or, before
+    /// it, `mincore`), and the statx fields a kernel fills.
+    pub const KERNEL_DEPENDENT: &'static [&'static str] = &[
+        "cachestat",
+        "fadvise_dontneed",
+        "o_direct",
+        "rwf_dontcache_read",
+        "rwf_dontcache_write",
+        "seek_sees_dirty_data",
+        "statx",
+        "write_zeroes",
+    ];
+
+    /// What [`kernel_independent`](Self::kernel_independent) puts as the
+    /// reason of a cell it masks.
+    pub const KERNEL_DEPENDENT_REASON: &'static str = "[depends on the kernel]";
+
+    /// [`redacted`](Self::redacted), and each cell of
+    /// [`KERNEL_DEPENDENT`](Self::KERNEL_DEPENDENT) reduced to its
+    /// `verified_by` (support `unsupported`, reason
+    /// [`KERNEL_DEPENDENT_REASON`](Self::KERNEL_DEPENDENT_REASON)): for
+    /// comparing reports of one filesystem made on different kernels. The
+    /// set of capabilities, the filesystem section, every other cell whole
+    /// and every `verified_by` still count. Not a report to show.
+    pub fn kernel_independent(&self) -> CapsReport {
+        let mut r = self.redacted();
+        for name in Self::KERNEL_DEPENDENT {
+            if let Some(cell) = r.capabilities.get_mut(*name) {
+                *cell = Cell {
+                    support: Support::Unsupported,
+                    errno: None,
+                    reason: Some(Self::KERNEL_DEPENDENT_REASON.to_owned()),
+                    detail: None,
+                    verified_by: std::mem::take(&mut cell.verified_by),
+                };
+            }
+        }
+        r
+    }
 }

@@ -64,7 +64,10 @@ impl Layout {
         Self::byte(if i < OFFSET { i } else { i + length })
     }
 
-    fn write(&self, f: &File) -> anyhow::Result<()> {
+    /// Writes `F0` and closes the file again: the shifts take a write lease,
+    /// which the kernel refuses while anyone else has the file open.
+    fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let f = File::options().write(true).open(path)?;
         f.set_len(0)?;
         f.set_len(self.size)?;
         let mut buf = Vec::with_capacity(MIB as usize);
@@ -164,7 +167,7 @@ fn run_to_end(bin: &Path, args: &[String]) -> anyhow::Result<Duration> {
 fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
     let bin = crate::bench::measure::sparsekit_bin()?;
     let path = ctx.path("image.raw");
-    let f = ctx.create("image.raw")?;
+    drop(ctx.create("image.raw")?);
     let seed = std::env::var("SPARSEKIT_BENCH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -183,7 +186,7 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
         size: 32 * MIB + 100,
     };
     let took = loop {
-        layout.write(&f)?;
+        layout.write(&path)?;
         let took = run_to_end(&bin, &shift_args(&path, true, LENGTHS[0]))?;
         run_to_end(&bin, &shift_args(&path, false, LENGTHS[0]))?;
         if took >= Duration::from_millis(300) || layout.size > 128 * MIB {
