@@ -47,6 +47,7 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     // built from its .crate as crates.io would (verification needs only the
     // registry cache, so it stays on). --allow-dirty: this checks that the
     // crates package, not that the work tree is committed.
+    forget_packaged_builds()?;
     let mut c = cargo();
     c.args([
         "package",
@@ -194,4 +195,50 @@ pub(crate) fn matrix(args: &[String]) -> anyhow::Result<()> {
     ])
     .args(args);
     run(c)
+}
+
+/// Removes what an earlier `cargo package` built from its temporary
+/// registry. Cargo takes registry crates as immutable, so an unchanged
+/// version (0.1.0) with a new module would verify against the stale build
+/// (observed: `unresolved import sparsekit_sys::lease`). They are found by
+/// their dep-info naming a source under `registry/src/-*` (the temporary
+/// registry's directory; crates.io's is `index.crates.io-*`).
+fn forget_packaged_builds() -> anyhow::Result<()> {
+    let debug = crate::util::root().join("target/debug");
+    let Ok(entries) = std::fs::read_dir(debug.join("deps")) else {
+        return Ok(()); // nothing built yet
+    };
+    let mut hashes = Vec::new();
+    for e in entries {
+        let path = e?.path();
+        if path.extension().is_none_or(|x| x != "d") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.contains("/registry/src/-") {
+            continue;
+        }
+        if let Some((_, hash)) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.rsplit_once('-'))
+        {
+            hashes.push(format!("-{hash}"));
+        }
+    }
+    for dir in ["deps", ".fingerprint"] {
+        for e in std::fs::read_dir(debug.join(dir))? {
+            let path = e?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let stem = name.split('.').next().unwrap_or("");
+            if hashes.iter().any(|h| stem.ends_with(h.as_str())) {
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
