@@ -17,6 +17,9 @@
 //!   (fail). Panics are caught and count as failures.
 //! - [`scenarios`]: one module per op crate; `scenarios::all()` lists them.
 //! - [`runner`]: runs them per filesystem and prints pass/fail/skip counts.
+//! - [`results`], [`junit`], [`kcidb`]: the run as test cases, and as the
+//!   `junit.xml` (fstests' xunit shape) and `kcidb.json` (KCIDB v5) that
+//!   CI systems read.
 //! - [`bench`](mod@bench): benchmarks against peer tools (`cargo xtask bench NAME`).
 //!
 //! # Adding scenarios
@@ -32,10 +35,13 @@ pub mod cleanup;
 pub mod defs;
 pub mod fixture;
 pub mod identity;
+pub mod junit;
+pub mod kcidb;
 pub mod markdown;
 pub mod matrix;
 pub mod proptest_support;
 pub mod publish;
+pub mod results;
 pub mod runner;
 pub mod scenario;
 pub mod scenarios;

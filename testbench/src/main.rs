@@ -9,6 +9,7 @@ usage: sparsekit-testbench run [--fs NAME[,NAME…]] [--filter TEXT] [--no-insta
                                [--out DIR] [--no-compare]
        sparsekit-testbench collect DIR [--bless]
        sparsekit-testbench list
+       sparsekit-testbench results-sample DIR
        sparsekit-testbench matrix readme [--check] | matrix merge FILE… | matrix diff A B
        sparsekit-testbench bench [NAME…]";
 
@@ -51,6 +52,15 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Some("matrix") => {
             publish::matrix_command(&args[1..], &defs)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        // A run with every kind of case and hostile strings, written as the
+        // bench writes its results, for `cargo xtask ci` to check with
+        // readers we did not write (no root needed).
+        Some("results-sample") => {
+            let dir = std::path::PathBuf::from(args.get(1).context("results-sample DIR")?);
+            std::fs::create_dir_all(&dir)?;
+            publish::write_ci_results(&dir, &sparsekit_testbench::results::sample())?;
             Ok(ExitCode::SUCCESS)
         }
         Some("list") => {
@@ -153,6 +163,7 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
         }
     }
     cleanup::install_signal_handlers()?;
+    let started = std::time::SystemTime::now();
     let all = scenarios::all();
     let mut reports = Vec::new();
     if selftest {
@@ -169,7 +180,7 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
         reports.push(runner::run_fs(def, &all, &opts));
     }
     let ok = runner::print_summary(&reports);
-    let no_regression = publish::after_run(&reports, defs, &publish_opts)?;
+    let no_regression = publish::after_run(&reports, defs, &publish_opts, started)?;
     let leaks = cleanup::leaks_of(std::process::id());
     if !leaks.is_empty() {
         println!("LEAKED: {leaks:?}");

@@ -5,7 +5,9 @@
 use crate::defs::{self, FsDef};
 use crate::identity;
 use crate::matrix::{self, Column, Matrix};
+use crate::results::RunResults;
 use crate::runner::{FsReport, Outcome};
+use crate::{junit, kcidb};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,7 @@ pub fn after_run(
     reports: &[FsReport],
     defs: &[FsDef],
     opts: &PublishOptions,
+    started: std::time::SystemTime,
 ) -> anyhow::Result<bool> {
     let observed = column(reports);
     let dir = &opts.out;
@@ -90,10 +93,18 @@ pub fn after_run(
         "\nmatrix of this run: {}/matrix.{{toml,md,json}}",
         dir.display()
     );
-    if !opts.compare {
-        return Ok(true);
-    }
-    judge(&observed, defs, opts.bless)
+    // A guest (no comparison here) reports its scenarios and cells; the
+    // matrix verdict is the host's `collect`.
+    let (ok, gating) = if opts.compare {
+        judge_run(&observed, defs, opts.bless)?
+    } else {
+        (true, Vec::new())
+    };
+    write_ci_results(
+        dir,
+        &RunResults::of_this_system(reports, defs, &gating, started),
+    )?;
+    Ok(ok)
 }
 
 /// Compares `observed` with the committed column [`Matrix::baseline`]
@@ -101,12 +112,26 @@ pub fn after_run(
 /// there was no regression: less support fails only against the same
 /// release or series ([`Basis::gates`](crate::identity::Basis::gates)).
 pub fn judge(observed: &Column, defs: &[FsDef], bless: bool) -> anyhow::Result<bool> {
+    Ok(judge_run(observed, defs, bless)?.0)
+}
+
+/// [`judge`], also returning the differences that gate the run (none
+/// against another series: reported, not failed), for junit/kcidb.
+fn judge_run(
+    observed: &Column,
+    defs: &[FsDef],
+    bless: bool,
+) -> anyhow::Result<(bool, Vec<matrix::Difference>)> {
     let path = defs::matrix_path();
     let text = std::fs::read_to_string(&path)?;
     let mut committed = Matrix::parse(&text)?;
     println!("this run: {}", observed.label());
     let judgement = committed.judge(observed);
     let ok = judgement.passes();
+    let gating = match judgement.baseline {
+        Some((basis, _)) if basis.gates() => judgement.differences.clone(),
+        _ => Vec::new(),
+    };
     match judgement.baseline {
         None => println!(
             "matrix.toml holds no results yet: nothing to compare (record them with `cargo xtask testbench --bless`)"
@@ -142,7 +167,30 @@ pub fn judge(observed: &Column, defs: &[FsDef], bless: bool) -> anyhow::Result<b
             path.display()
         );
     }
-    Ok(ok)
+    Ok((ok, gating))
+}
+
+/// Writes junit.xml, kcidb.json and counts.json (what both hold, for the
+/// check with other readers in `cargo xtask ci`) into `dir`, and prints
+/// the totals.
+pub fn write_ci_results(dir: &Path, run: &RunResults) -> anyhow::Result<()> {
+    let runs = std::slice::from_ref(run);
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+    };
+    write("junit.xml", junit::document(runs))?;
+    write(
+        "kcidb.json",
+        serde_json::to_string_pretty(&kcidb::document(runs))? + "\n",
+    )?;
+    let counts = run.counts();
+    write("counts.json", serde_json::to_string_pretty(&counts)? + "\n")?;
+    println!(
+        "CI results: {}/{{junit.xml,kcidb.json}}: {counts} (every scenario above and every capability cell)",
+        dir.display()
+    );
+    Ok(())
 }
 
 /// The host's side of a VM run: reads the column a guest wrote into `dir`

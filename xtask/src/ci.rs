@@ -3,7 +3,9 @@
 use crate::util::{cargo, is_root, run};
 use anyhow::bail;
 
-/// fmt --check, clippy -D warnings, tests, rustdoc -D warnings, then the bench.
+/// fmt --check, clippy -D warnings, tests, rustdoc -D warnings, the
+/// README's matrix, junit.xml/kcidb.json read back by other readers,
+/// `cargo package` of every published crate, then the bench.
 pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     let no_bench = args.iter().any(|a| a == "--no-bench");
     let no_kernel = args.iter().any(|a| a == "--no-kernel");
@@ -38,6 +40,26 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     run(c)?;
     // The README's matrix must match matrix.toml (no root needed).
     matrix(&["readme".into(), "--check".into()])?;
+    crate::man::command(&["--check".into()])?;
+    // junit.xml and kcidb.json as other readers see them (no root needed).
+    crate::results::check_sample()?;
+    // Each library crate and the CLI can be published alone: packaged and
+    // built from its .crate as crates.io would (verification needs only the
+    // registry cache, so it stays on). --allow-dirty: this checks that the
+    // crates package, not that the work tree is committed.
+    forget_packaged_builds()?;
+    let mut c = cargo();
+    c.args([
+        "package",
+        "--workspace",
+        "--exclude",
+        "sparsekit-testbench",
+        "--exclude",
+        "xtask",
+        "--locked",
+        "--allow-dirty",
+    ]);
+    run(c)?;
     if no_bench {
         println!(
             "xtask ci: --no-bench given: the test bench was NOT run, so this is not a full pass"
@@ -85,6 +107,7 @@ pub(crate) fn testbench(args: &[String]) -> anyhow::Result<()> {
     if let Some(k) = crate::kernel::parse_args(args)? {
         return crate::kernel::run_kernels(&k);
     }
+    let started = std::time::SystemTime::now();
     // Scenarios that check the CLI's exit codes (probe: `sparsekit stat
     // --timeout` on a frozen FUSE mount) run the release binary.
     let mut c = cargo();
@@ -101,7 +124,24 @@ pub(crate) fn testbench(args: &[String]) -> anyhow::Result<()> {
         "run",
     ])
     .args(args);
-    run(c)
+    let bench = run(c);
+    // The documents of this very run, read back by other readers; a
+    // failing bench still wrote them (unless it failed before the end).
+    let dir = crate::util::root().join("target/testbench");
+    let fresh = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= started)
+    };
+    let checked = if fresh("junit.xml") && fresh("kcidb.json") && fresh("counts.json") {
+        crate::results::check(&dir)
+    } else {
+        Err(anyhow::anyhow!(
+            "the bench did not write junit.xml, kcidb.json and counts.json into {}",
+            dir.display()
+        ))
+    };
+    bench.and(checked)
 }
 
 /// Builds the CLI and runs the benchmarks (and the zero-detector microbenchmark).
@@ -155,4 +195,50 @@ pub(crate) fn matrix(args: &[String]) -> anyhow::Result<()> {
     ])
     .args(args);
     run(c)
+}
+
+/// Removes what an earlier `cargo package` built from its temporary
+/// registry. Cargo takes registry crates as immutable, so an unchanged
+/// version (0.1.0) with a new module would verify against the stale build
+/// (observed: `unresolved import sparsekit_sys::lease`). They are found by
+/// their dep-info naming a source under `registry/src/-*` (the temporary
+/// registry's directory; crates.io's is `index.crates.io-*`).
+fn forget_packaged_builds() -> anyhow::Result<()> {
+    let debug = crate::util::root().join("target/debug");
+    let Ok(entries) = std::fs::read_dir(debug.join("deps")) else {
+        return Ok(()); // nothing built yet
+    };
+    let mut hashes = Vec::new();
+    for e in entries {
+        let path = e?.path();
+        if path.extension().is_none_or(|x| x != "d") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.contains("/registry/src/-") {
+            continue;
+        }
+        if let Some((_, hash)) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.rsplit_once('-'))
+        {
+            hashes.push(format!("-{hash}"));
+        }
+    }
+    for dir in ["deps", ".fingerprint"] {
+        for e in std::fs::read_dir(debug.join(dir))? {
+            let path = e?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let stem = name.split('.').next().unwrap_or("");
+            if hashes.iter().any(|h| stem.ends_with(h.as_str())) {
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,9 +7,14 @@
 //! - `kernel-selftest`: a kernel that cannot boot fails cleanly.
 //! - `bench [NAME…]`: benchmarks against peer tools (root).
 //! - `matrix readme [--check]`, `matrix merge FILE…`: the published matrix.
+//! - `man [--check]`: the CLI's man pages in crates/cli/man (clap_mangen).
+//! - `check-results [DIR]`: junit.xml and kcidb.json checked with kcidb-io
+//!   and junitparser (a sample run's without DIR).
 
 mod ci;
 mod kernel;
+mod man;
+mod results;
 mod setup;
 mod util;
 
@@ -21,7 +26,9 @@ usage: cargo xtask ci [--no-bench] [--no-kernel]
                              [--kernel debian:6.1|debian:6.12|host|PATH/vmlinuz-REL[,…] [--run-timeout SECONDS]]
        cargo xtask kernel-selftest
        cargo xtask bench [NAME…]
-       cargo xtask matrix readme [--check] | matrix merge FILE… | matrix diff A B";
+       cargo xtask matrix readme [--check] | matrix merge FILE… | matrix diff A B
+       cargo xtask check-results [DIR]
+       cargo xtask man [--check]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +38,8 @@ fn main() -> ExitCode {
         Some("kernel-selftest") => kernel::selftest(),
         Some("bench") => ci::bench(&args[1..]),
         Some("matrix") => ci::matrix(&args[1..]),
+        Some("check-results") => results::command(&args[1..]),
+        Some("man") => man::command(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

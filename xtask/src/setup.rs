@@ -67,6 +67,16 @@ const NEEDS: &[Need] = &[
         present: || on_path("bwrap"),
     },
     Need {
+        package: "python3-venv",
+        why: "a virtualenv for kcidb-io and junitparser, the readers that check junit.xml and kcidb.json",
+        present: || {
+            Command::new("python3")
+                .args(["-c", "import ensurepip, venv"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+    },
+    Need {
         package: "qemu-utils",
         why: "qemu-img, a peer in the copy benchmark",
         present: || on_path("qemu-img"),
@@ -111,6 +121,55 @@ pub(crate) fn ensure(required: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The Python packages that read our CI results, pinned so that a new
+/// release cannot change the verdict behind our back (kcidb-io 141 knows
+/// KCIDB I/O schema v5.3, the version `kcidb.json` declares).
+const PYTHON_TOOLS: &[&str] = &["kcidb-io==141", "junitparser==5.0.3"];
+
+/// A Python with [`PYTHON_TOOLS`] installed: a virtualenv under
+/// `target/pyvenv`, made and filled with pip on first use (like the apt
+/// packages above; a virtualenv because Debian's system Python refuses
+/// `pip install`, PEP 668).
+pub(crate) fn python_tools() -> anyhow::Result<std::path::PathBuf> {
+    let venv = crate::util::root().join("target/pyvenv");
+    let python = venv.join("bin/python3");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", "import kcidb_io, junitparser"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ready() {
+        return Ok(python);
+    }
+    ensure(&["python3-venv"])?;
+    println!(
+        "xtask: installing {} into {} (pip)",
+        PYTHON_TOOLS.join(" "),
+        venv.display()
+    );
+    let mut c = Command::new("python3");
+    c.args(["-m", "venv"]).arg(&venv);
+    crate::util::run(c)?;
+    let mut c = Command::new(&python);
+    c.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .args(PYTHON_TOOLS);
+    crate::util::run(c)?;
+    if !ready() {
+        bail!(
+            "{} still cannot import kcidb_io and junitparser after pip install",
+            python.display()
+        );
+    }
+    Ok(python)
 }
 
 /// What `--kernel` needs besides the bench's packages: QEMU, kmod

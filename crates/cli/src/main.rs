@@ -8,20 +8,33 @@
 
 mod cmd;
 mod exit;
+mod fallback;
+mod generate;
 mod human;
 mod input;
 mod output;
+mod verbosity;
+mod version;
 mod watchdog;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Inspect, alter, copy, clone and probe large sparse files (virtual disk images).
 #[derive(Debug, Parser)]
-#[command(name = "sparsekit", version, propagate_version = true)]
+#[command(
+    name = "sparsekit",
+    version = version::SHORT,
+    long_version = version::LONG,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Also say on stderr which expected fallbacks were taken (they are
+    /// always in --json); without it stderr has warnings and errors only.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +81,11 @@ enum Command {
     /// scratch files: native, degraded, emulated or unsupported, and how
     /// each was verified.
     Caps(cmd::caps::Args),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages into a directory (`cargo xtask man` runs this).
+    #[command(name = "__man", hide = true)]
+    Man(generate::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +93,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(e),
     };
+    verbosity::set_verbose(cli.verbose);
     let result = match cli.command {
         Command::Map(args) => cmd::map::run(args),
         Command::Stat(args) => cmd::stat::run(args),
@@ -89,6 +108,8 @@ fn main() -> ExitCode {
         Command::Copy(args) => cmd::copy::run(args),
         Command::Compare(args) => cmd::compare::run(args),
         Command::Caps(args) => cmd::caps::run(args),
+        Command::Completions(args) => generate::run_completions(Cli::command(), args),
+        Command::Man(args) => generate::run_man(Cli::command(), args),
     };
     exit::report(result)
 }

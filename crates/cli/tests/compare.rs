@@ -196,3 +196,46 @@ fn copy_verify_success_and_mismatch() {
     assert!(err(&o).contains("nothing was created"), "{}", err(&o));
     assert!(!dst2.exists());
 }
+
+/// Quiet by default like every command: compare's cache fallbacks (forced:
+/// O_DIRECT and RWF_DONTCACHE refused on both sides) are in `--json` as the
+/// shared `{"strategy","errno"}` record and on stderr only under `-v`.
+#[test]
+fn cache_fallbacks_only_under_verbose_and_in_json() {
+    let (_d, a, b) = pair();
+    let faults = Some("no-cache=direct,no-cache=dontcache");
+    let json = sparsekit(&["compare", s(&a), s(&b), "--json"], faults);
+    assert_eq!(json.status.code(), Some(0), "{}", err(&json));
+    assert_eq!(err(&json), "", "--json: stderr");
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let fallbacks = doc["fallbacks"].as_array().unwrap();
+    for want in [
+        "cache direct (a)",
+        "cache dontcache (a)",
+        "cache direct (b)",
+        "cache dontcache (b)",
+    ] {
+        assert!(
+            fallbacks
+                .iter()
+                .any(|f| f == &serde_json::json!({"strategy": want, "errno": "EOPNOTSUPP"})),
+            "{want}: {doc}"
+        );
+    }
+
+    let quiet = sparsekit(&["compare", s(&a), s(&b)], faults);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert_eq!(err(&quiet), "", "stderr without -v");
+    assert!(out(&quiet).contains("are equal"), "{}", out(&quiet));
+
+    let loud = sparsekit(&["-v", "compare", s(&a), s(&b)], faults);
+    assert_eq!(loud.status.code(), Some(0));
+    let e = err(&loud);
+    assert_eq!(e.lines().count(), fallbacks.len(), "{e}");
+    assert!(
+        e.lines().all(|l| l.starts_with("sparsekit: ")
+            && l.contains(": EOPNOTSUPP")
+            && l.ends_with(", fell back")),
+        "{e}"
+    );
+}

@@ -257,3 +257,59 @@ fn help_says_how_to_finish() {
     let o = sparsekit(&["--help"]);
     assert!(out(&o).contains("resume"), "{}", out(&o));
 }
+
+/// Quiet by default like every command: on tmpfs (no native collapse) the
+/// fallback to moving the data is in `--json` as the shared
+/// `{"strategy","errno"}` record and on stderr only under `-v`.
+#[test]
+fn the_native_fallback_only_under_verbose_and_in_json() {
+    let dir = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) for this test");
+    let fs = {
+        let f = std::fs::File::open(dir.path()).unwrap();
+        sparsekit_sys::fstype::FsType::of(&f).unwrap().to_string()
+    };
+    assert_eq!(fs, "tmpfs", "/dev/shm is not tmpfs here");
+    let path = dir.path().join("f.img");
+    let data: Vec<u8> = (0..8 * MIB).map(|i| (i / 4096) as u8 | 1).collect();
+    let run = |verbose: bool, json: bool| {
+        std::fs::write(&path, &data).unwrap();
+        let mut args = vec![];
+        if verbose {
+            args.push("-v");
+        }
+        args.extend(["collapse", s(&path), "--offset", "1M", "--length", "1M"]);
+        if json {
+            args.push("--json");
+        }
+        let o = sparsekit(&args);
+        assert!(o.status.success(), "{}", err(&o));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            collapsed(&data, MIB, MIB),
+            "content"
+        );
+        o
+    };
+
+    let json = run(false, true);
+    assert_eq!(err(&json), "", "--json: stderr");
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["strategy"], "move_data", "{doc}");
+    assert_eq!(
+        doc["fallbacks"],
+        serde_json::json!([{"strategy": "native", "errno": "EOPNOTSUPP"}]),
+        "{doc}"
+    );
+
+    let quiet = run(false, false);
+    assert_eq!(err(&quiet), "", "stderr without -v");
+    assert!(out(&quiet).contains("with move_data"), "{}", out(&quiet));
+
+    let loud = run(true, false);
+    let e = err(&loud);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with("sparsekit: ") && e.contains("native") && e.trim_end().ends_with("fell back"),
+        "{e}"
+    );
+}

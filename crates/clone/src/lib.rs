@@ -53,6 +53,8 @@
 //! - `fs/remap_range.c` (`generic_remap_checks()`: the alignment and range
 //!   rules this crate checks up front)
 
+#![warn(missing_docs)]
+
 mod check;
 mod dedupe;
 mod error;

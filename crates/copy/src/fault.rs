@@ -91,8 +91,9 @@ impl Faults {
     }
 
     /// Parses `write=ENOSPC@1048576,read=EIO@0,sync=EIO,delay-ms=20,
-    /// read-delay-ms=20,corrupt=4096` (the CLI's `SPARSEKIT_TEST_FAULTS`
-    /// variable in test builds).
+    /// read-delay-ms=20,corrupt=4096,no-cache=direct` (the CLI's
+    /// `SPARSEKIT_TEST_FAULTS` variable in test builds; `no-cache` makes a
+    /// cache policy's probe fail with `EOPNOTSUPP`, so `auto` falls back).
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut faults = Faults::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -130,6 +131,14 @@ impl Faults {
                             .parse()
                             .map_err(|_| format!("fault {item:?}: bad offset"))?,
                     );
+                }
+                "no-cache" => {
+                    faults.unsupported_cache.push(match value {
+                        "direct" => CachePolicy::Direct,
+                        "dontcache" => CachePolicy::DontCache,
+                        "drop" => CachePolicy::Drop,
+                        _ => return Err(format!("fault {item:?}: not a cache policy")),
+                    });
                 }
                 _ => return Err(format!("fault {item:?}: unknown key {key:?}")),
             }
@@ -191,6 +200,12 @@ mod tests {
         assert!(Faults::parse("write=ENOSPC").is_err());
         assert!(Faults::parse("bogus=1").is_err());
         assert!(Faults::parse("read=EWHAT@0").is_err());
+        let f = Faults::parse("no-cache=direct,no-cache=dontcache").unwrap();
+        assert_eq!(
+            f.unsupported_cache,
+            [CachePolicy::Direct, CachePolicy::DontCache]
+        );
+        assert!(Faults::parse("no-cache=keep").is_err());
     }
 
     #[test]

@@ -132,6 +132,8 @@
 //!   [`open(2)`](https://man7.org/linux/man-pages/man2/open.2.html) (`O_TMPFILE`, `O_DIRECT`)
 //! - nbdcopy's page-cache handling (libnbd `copy/file-ops.c`)
 
+#![warn(missing_docs)]
+
 mod buffer;
 mod cache;
 mod cfr;

@@ -48,6 +48,8 @@
 //! - `lseek(2)` (`SEEK_DATA`/`SEEK_HOLE` since Linux 3.1)
 //! - `Documentation/filesystems/fiemap.rst` (since Linux 2.6.28)
 
+#![warn(missing_docs)]
+
 mod error;
 mod extent;
 mod fiemap;

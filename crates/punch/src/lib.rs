@@ -52,6 +52,8 @@
 //! - [`fallocate(2)`](https://man7.org/linux/man-pages/man2/fallocate.2.html)
 //! - [`posix_fadvise(2)`](https://man7.org/linux/man-pages/man2/posix_fadvise.2.html)
 
+#![warn(missing_docs)]
+
 mod dig;
 mod error;
 mod exclusive;

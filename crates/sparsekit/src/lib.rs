@@ -41,6 +41,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub use sparsekit_caps as caps;
 pub use sparsekit_clone as clone;
 pub use sparsekit_copy as copy;

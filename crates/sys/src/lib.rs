@@ -15,6 +15,35 @@
 //! - [`blkdev`]: `BLKGETSIZE64`, `BLKZEROOUT`, `BLKDISCARD`.
 //! - [`filetype`]: the words errors use for file types.
 //! - [`errno`]: `EINVAL (Invalid argument)`-style names for messages.
+//!
+//! # Example
+//! Map a file's data with FIEMAP, or learn by its errno that the
+//! filesystem cannot (tmpfs answers `EOPNOTSUPP`):
+//! ```
+//! use sparsekit_sys::ErrnoName;
+//! use sparsekit_sys::fiemap::{FIEMAP_FLAG_SYNC, FiemapBuffer, extent_flags, fiemap};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("data");
+//! std::fs::write(&path, vec![7u8; 64 * 1024])?;
+//! let file = std::fs::File::open(&path)?;
+//! let mut buf = FiemapBuffer::default();
+//! match fiemap(&file, 0, u64::MAX, FIEMAP_FLAG_SYNC, &mut buf) {
+//!     Ok(extents) => {
+//!         let mapped: u64 = extents.iter().map(|e| e.length).sum();
+//!         assert!(mapped >= 64 * 1024, "all written data is mapped");
+//!         let last = extents.last().expect("written data has an extent");
+//!         assert_ne!(last.flags & extent_flags::LAST, 0);
+//!     }
+//!     Err(errno) => {
+//!         assert_eq!(ErrnoName(errno).symbol(), Some("EOPNOTSUPP"), "{errno}");
+//!         println!("no FIEMAP here: {}", ErrnoName(errno));
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod blkdev;
 pub mod errno;

@@ -19,6 +19,10 @@ use std::os::unix::fs::FileExt;
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
+            name: "clone/cli_json",
+            run: cli_json::clone_and_dedupe_json,
+        },
+        Scenario {
             name: "clone/ficlone_shares",
             run: ficlone_shares,
         },
@@ -124,6 +128,7 @@ macro_rules! dedupe_supported {
     };
 }
 
+mod cli_json;
 mod cli_output;
 mod refused;
 use refused::{cross_mount_unsupported, refused_requests, unsupported_is_clear};

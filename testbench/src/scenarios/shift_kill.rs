@@ -6,7 +6,7 @@
 //! `OFFSET..OFFSET + HOLE` is a hole, and `F0` collapsed by `length` at
 //! `OFFSET`; inserting `length` at `OFFSET` turns the second back into the
 //! first, so one file serves every kill without being rewritten. The model
-//! is a pure function of the offset ([`Layout::byte`]), so checking a
+//! is a pure function of the offset (`Layout::byte`), so checking a
 //! 100 MiB file costs no memory.
 
 use crate::scenario::{Ctx, Scenario, ScenarioResult, Verdict};

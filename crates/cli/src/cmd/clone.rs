@@ -38,6 +38,11 @@ pub(crate) struct CloneArgs {
     /// default: up to SRC's end).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     length: Option<u64>,
+    /// Print JSON: {"operation","source","destination","strategy","src_offset",
+    /// "dst_offset","bytes","destination_change","filesystem","shared_bytes",
+    /// "exclusive_bytes","fallbacks":[]}.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     timeout: TimeoutArg,
 }
@@ -58,6 +63,11 @@ pub(crate) struct DedupeArgs {
     /// Length of the range (block-aligned unless it ends at both files' ends).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     length: u64,
+    /// Print JSON: {"operation","source","destination","strategy","src_offset",
+    /// "dst_offset","length","status":"same"|"differs","bytes_deduped","calls",
+    /// "differs_from","differs_to","fallbacks":[]} (differs: exit 1).
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     timeout: TimeoutArg,
 }
@@ -98,10 +108,34 @@ pub(crate) fn run_clone(args: CloneArgs) -> anyhow::Result<ExitCode> {
         sparsekit_clone::clone_file_to_path(&args.src, &args.dst)
     };
     let done = result.map_err(|e| path_error(e, "reflink"))?;
+    if args.json {
+        let req = super::clone_json::CloneRequest {
+            src: &args.src,
+            dst: &args.dst,
+            ranged,
+            src_offset,
+            dst_offset,
+        };
+        // FIEMAP of the destination can hang on a dead mount like the
+        // clone itself: still under the watchdog.
+        let sharing = sharing_of(&args.dst, dst_offset, &done);
+        watchdog.finish();
+        let done_line = clone_summary(&args.src, &args.dst, dst_offset, &done);
+        let done = super::clone_json::CloneDone::new(&done, sharing.as_ref());
+        let doc = super::clone_json::clone_document(&req, &done);
+        print_report(&doc.to_string(), Some(&done_line))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     watchdog.finish();
     let line = clone_summary(&args.src, &args.dst, dst_offset, &done);
     print_report(&line, Some(&line))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What FIEMAP sees in the destination range after a clone, if it can tell.
+fn sharing_of(dst: &Path, dst_offset: u64, done: &PathClone) -> Option<sparsekit_clone::Sharing> {
+    let f = File::open(dst).ok()?;
+    sparsekit_clone::sharing(&f, dst_offset..dst_offset.saturating_add(done.bytes)).ok()
 }
 
 /// Refuses `--length 0` (the kernel reads it as "to the end of the
@@ -246,6 +280,37 @@ pub(crate) fn run_dedupe(args: DedupeArgs) -> anyhow::Result<ExitCode> {
     .map_err(|e| clone_error(&src_path, &dst_path, src_fs, dst_fs, &e, "dedupe"))?;
     watchdog.finish();
     let r = &results[0];
+    if args.json {
+        let differs = match &r.status {
+            DedupeStatus::Differs {
+                differs_from,
+                differs_to,
+            } => Some((*differs_from, *differs_to)),
+            _ => None,
+        };
+        if matches!(r.status, DedupeStatus::Same | DedupeStatus::Differs { .. }) {
+            let facts = super::clone_json::DedupeFacts {
+                src: &src_path,
+                dst: &dst_path,
+                src_offset: args.src_offset,
+                dst_offset: args.dst_offset,
+                length: args.length,
+                bytes_deduped: r.bytes_deduped,
+                calls: r.calls,
+                differs,
+            };
+            let doc = super::clone_json::dedupe_document(&facts).to_string();
+            let done = format!(
+                "{src_path} -> {dst_path}: deduped {}",
+                human_size(r.bytes_deduped)
+            );
+            print_report(&doc, Some(&done))?;
+            if differs.is_none() {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        // Differs and failures still exit 1 with the message below.
+    }
     match &r.status {
         DedupeStatus::Same => {
             let line = format!(

@@ -53,7 +53,7 @@ pub(crate) struct Args {
     /// "first_difference","differences":[{"offset","length"}],
     /// "differences_truncated","allocation":null|{"equal","only_a","only_b",
     /// "differences":[{"offset","length","allocated_in"}],"truncated"},
-    /// "bytes_compared","bytes_skipped","seconds","fallbacks":[{"from","errno"}]}.
+    /// "bytes_compared","bytes_skipped","seconds","fallbacks":[{"strategy","errno"}]}.
     #[arg(long)]
     json: bool,
 }
@@ -94,8 +94,8 @@ fn watchdog(timeout: Duration, interrupt: Interrupt, what: String) {
         std::thread::sleep(timeout);
         interrupt.trigger();
         std::thread::sleep(GRACE);
-        eprintln!(
-            "sparsekit: {what}: timed out after {} (a read did not return)",
+        crate::output::warning!(
+            "{what}: timed out after {} (a read did not return)",
             humantime(timeout)
         );
         std::process::exit(i32::from(TIMEOUT));
@@ -124,14 +124,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = opts
         .compare(&args.a, &args.b)
         .map_err(|e| compare_error(e, &what, args.timeout))?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer(&mut out, &json_report(&args.a, &args.b, &report))?;
-        writeln!(out)?;
-    } else {
-        write_human(&mut out, &args.a, &args.b, &report)?;
+    // Quiet by default like every command: an expected fallback is in
+    // --json and, under --verbose, on stderr.
+    for f in &report.fallbacks {
+        crate::verbosity::note(format_args!("{what}: {f}, fell back"));
     }
-    out.flush()?;
+    let printed = (|| -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer(&mut out, &json_report(&args.a, &args.b, &report))
+                .map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        } else {
+            write_human(&mut out, &args.a, &args.b, &report)?;
+        }
+        out.flush()?;
+        Ok(())
+    })();
+    printed.map_err(crate::output::stdout_failed)?;
     Ok(if report.equal() {
         ExitCode::SUCCESS
     } else {
@@ -275,7 +285,7 @@ fn json_report(a: &Path, b: &Path, r: &CompareReport) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| json!({"from": f.from, "errno": sparsekit_sys::ErrnoName(f.errno).symbol()}))
+        .map(|f| crate::fallback::record(f.from, f.errno))
         .collect();
     json!({
         "a": side(a, &r.a),

@@ -11,7 +11,7 @@
 use crate::exit::{UsageError, WithExitCode};
 use crate::human::human_size;
 use crate::input::{Accept, open_checked};
-use crate::output::{print_report, warning};
+use crate::output::print_report;
 use crate::watchdog::{TimeoutArg, Watchdog};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -79,7 +79,7 @@ pub(crate) struct Args {
     /// "cache_source","holes","staging","destination_kind","map_method",
     /// "bytes_copied","bytes_skipped_as_holes","zero_bytes_detected",
     /// "zero_bytes_written","seconds","synced","bytes_left_in_page_cache",
-    /// "page_cache":{…},"fallbacks":[{"from","errno"}],"verified":null|{"equal",
+    /// "page_cache":{…},"fallbacks":[{"strategy","errno"}],"verified":null|{"equal",
     /// "bytes_read","source_bytes_read","cache","map_method","seconds"}}.
     #[arg(long)]
     json: bool,
@@ -199,7 +199,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_report(&doc, Some(&line))?;
     } else {
         for fallback in &report.fallbacks {
-            warning!("{}: {fallback}, fell back", dst.display());
+            crate::verbosity::note(format_args!("{}: {fallback}, fell back", dst.display()));
         }
         print_report(&line, Some(&line))?;
     }
@@ -272,7 +272,7 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| json!({"from": f.from, "errno": sparsekit_sys::ErrnoName(f.errno).symbol()}))
+        .map(|f| crate::fallback::record(f.from, f.errno))
         .collect();
     json!({
         "source": src.display().to_string(),

@@ -180,7 +180,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     watchdog.finish();
     let seconds = start.elapsed().as_secs_f64();
     for fallback in &dug.fallbacks {
-        warning!("{path}: method {fallback}, falling back");
+        crate::verbosity::note(format_args!("{path}: method {fallback}, fell back"));
     }
     if let CacheOutcome::Failed(errno) = dug.cache {
         warning!(

@@ -62,7 +62,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             e => anyhow::anyhow!("{path}: {e}"),
         })?;
     for fallback in map.fallbacks() {
-        warning!("{path}: method {fallback}, falling back");
+        crate::verbosity::note(format_args!("{path}: method {fallback}, fell back"));
     }
     if let Some(d) = map.degraded() {
         warning!("{path}: warning: {d}");

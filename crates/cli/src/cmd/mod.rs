@@ -2,6 +2,7 @@
 
 pub(crate) mod caps;
 pub(crate) mod clone;
+pub(crate) mod clone_json;
 pub(crate) mod compare;
 pub(crate) mod copy;
 pub(crate) mod copy_target;

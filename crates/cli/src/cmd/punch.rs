@@ -11,7 +11,7 @@
 use crate::exit::UsageError;
 use crate::human::{check_range, human_size, parse_size};
 use crate::input::{Accept, open_checked};
-use crate::output::{print_report, warning};
+use crate::output::print_report;
 use crate::watchdog::{OnStall, TimeoutArg, Watchdog};
 use serde_json::json;
 use sparsekit_punch::{
@@ -151,7 +151,7 @@ fn run<S: Strategy>(
     let report = op(&file).map_err(|e| punch_error(&path, e))?;
     watchdog.finish();
     for fallback in &report.fallbacks {
-        warning!("{path}: {fallback}, falling back");
+        crate::verbosity::note(format_args!("{path}: {fallback}, fell back"));
     }
     let line = report_line(&path, &report);
     if args.json {
@@ -223,12 +223,7 @@ pub(crate) fn report_json<S: Strategy>(path: &str, r: &Report<S>) -> serde_json:
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| {
-            json!({
-                "strategy": f.from.as_str(),
-                "errno": sparsekit_sys::ErrnoName(f.errno).symbol().unwrap_or("unknown"),
-            })
-        })
+        .map(|f| crate::fallback::record(f.from.as_str(), f.errno))
         .collect();
     json!({
         "file": path,

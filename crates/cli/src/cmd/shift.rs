@@ -263,7 +263,7 @@ fn nothing(path: &str, json: bool) -> anyhow::Result<ExitCode> {
 
 fn print_report(path: &str, report: &Report<ShiftStrategy>, json: bool) -> anyhow::Result<()> {
     for fallback in &report.fallbacks {
-        warning!("{path}: {fallback}, falling back");
+        crate::verbosity::note(format_args!("{path}: {fallback}, fell back"));
     }
     let line = report_line(path, report);
     if json {

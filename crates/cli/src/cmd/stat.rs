@@ -126,7 +126,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => cli_error(e),
         })?;
     if let Some(why) = meta.fallback() {
-        warning!("{path}: {why}");
+        crate::verbosity::note(format_args!("{path}: {why}"));
     }
     if sync != SyncMode::AsStat && meta.sync() != sync {
         warning!(

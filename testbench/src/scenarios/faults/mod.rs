@@ -706,12 +706,12 @@ fn lost_bytes_slice(have: &[u8], want: &[u8]) -> u64 {
         + have.len().abs_diff(want.len())) as u64
 }
 
-/// `faults/collapse_emulated_eio`: see [`shift_eio`].
+/// `faults/collapse_emulated_eio`: see `shift_eio`.
 pub fn collapse_emulated_eio(ctx: &Ctx<'_>) -> ScenarioResult {
     shift_eio(ctx, "collapse")
 }
 
-/// `faults/insert_emulated_eio`: see [`shift_eio`].
+/// `faults/insert_emulated_eio`: see `shift_eio`.
 pub fn insert_emulated_eio(ctx: &Ctx<'_>) -> ScenarioResult {
     shift_eio(ctx, "insert")
 }
