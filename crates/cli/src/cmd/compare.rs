@@ -6,15 +6,15 @@
 //! for zeros, data against data is compared. Exit 0 equal, 1 different
 //! (the first differing offset printed), 2 usage error, 3 timeout.
 
-use crate::exit::{TIMEOUT, UsageError, WithExitCode};
+use crate::exit::UsageError;
 use crate::human::human_size;
+use crate::watchdog::{OnStall, TimeoutArg, Watchdog};
 use serde_json::json;
 use sparsekit_copy::compare::{CompareError, CompareOptions, CompareReport};
 use sparsekit_copy::{CachePolicy, Interrupt};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Exit status when the files differ (`cmp`'s convention).
 const DIFFERENT: u8 = 1;
@@ -36,9 +36,8 @@ pub(crate) struct Args {
     /// the first differing byte. Default: 0, or 100 with --json.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Give up after this long (e.g. 30s, 2m) and exit 3.
-    #[arg(long, value_name = "DURATION", value_parser = super::stat::parse_duration)]
-    timeout: Option<Duration>,
+    #[command(flatten)]
+    timeout: TimeoutArg,
     /// Page-cache policy of the reads: auto takes the first of direct
     /// (O_DIRECT), dontcache (RWF_DONTCACHE), drop (fadvise), keep that works.
     #[arg(long, value_enum, default_value_t = CacheArg::Auto)]
@@ -80,39 +79,21 @@ impl From<CacheArg> for CachePolicy {
     }
 }
 
-/// How long a read may stay stuck after the deadline before the process
-/// exits anyway (a dead mount does not return from `pread`). The
-/// comparison only reads, so ending the process loses nothing.
-const GRACE: Duration = Duration::from_secs(2);
-
-/// `--timeout`: at the deadline the comparison is interrupted (it returns
-/// between requests); if a request does not return within [`GRACE`], the
-/// process exits 3 from here.
-// A minimal watchdog until the CLI has a shared one for every command.
-fn watchdog(timeout: Duration, interrupt: Interrupt, what: String) {
-    std::thread::spawn(move || {
-        std::thread::sleep(timeout);
-        interrupt.trigger();
-        std::thread::sleep(GRACE);
-        crate::output::warning!(
-            "{what}: timed out after {} (a read did not return)",
-            humantime(timeout)
-        );
-        std::process::exit(i32::from(TIMEOUT));
-    });
-}
-
-fn humantime(d: Duration) -> String {
-    format!("{:.3} s", d.as_secs_f64())
-}
-
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let limit = args.limit.unwrap_or(if args.json { JSON_LIMIT } else { 0 });
     let interrupt = Interrupt::new();
     let what = format!("{} vs {}", args.a.display(), args.b.display());
-    if let Some(t) = args.timeout {
-        watchdog(t, interrupt.clone(), what.clone());
-    }
+    // The shared watchdog: a stall (no byte read for that long) first asks
+    // the comparison to stop between requests, then exits 3 itself (a read
+    // on a dead mount never returns; the comparison only reads, so nothing
+    // is lost).
+    let watchdog = Watchdog::start(args.timeout.timeout, format!("{what}: compare"));
+    let stop = interrupt.clone();
+    watchdog.on_stall(OnStall {
+        note: "nothing was changed (compare only reads)".into(),
+        soft_stop: Some(Box::new(move || stop.trigger())),
+        cleanup: None,
+    });
     let opts = CompareOptions::new()
         .allocation(args.allocation)
         .limit(limit)
@@ -123,7 +104,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
     let report = opts
         .compare(&args.a, &args.b)
-        .map_err(|e| compare_error(e, &what, args.timeout))?;
+        .map_err(|e| compare_error(e, &what, &watchdog))?;
+    watchdog.finish();
     // Quiet by default like every command: an expected fallback is in
     // --json and, under --verbose, on stderr.
     for f in &report.fallbacks {
@@ -149,22 +131,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn compare_error(e: CompareError, what: &str, timeout: Option<Duration>) -> anyhow::Error {
+fn compare_error(e: CompareError, what: &str, watchdog: &Watchdog) -> anyhow::Error {
     if e.is_usage_error() {
         return UsageError(e.to_string()).into();
     }
-    if let (CompareError::Interrupted { bytes_compared }, Some(t)) = (&e, timeout) {
-        return WithExitCode(
-            TIMEOUT,
-            anyhow::anyhow!(
-                "{what}: timed out after {} ({} compared, no difference so far)",
-                humantime(t),
+    // Interrupted only by the watchdog (no signal handlers here): `finish`
+    // says false once it fired.
+    if let CompareError::Interrupted { bytes_compared } = &e {
+        if !watchdog.finish() {
+            return watchdog.timeout_error(&format!(
+                "{} compared, no difference so far; nothing was changed",
                 human_size(*bytes_compared)
-            ),
-        )
-        .into();
+            ));
+        }
     }
-    anyhow::anyhow!("{e}")
+    anyhow::anyhow!("{what}: {e}")
 }
 
 /// `a.img and b.img differ: first at offset 1234` (and the ranges with
