@@ -10,6 +10,10 @@ pub(crate) const FAILURE: u8 = 1;
 pub(crate) const USAGE: u8 = 2;
 /// A timeout expired (`--timeout`).
 pub(crate) const TIMEOUT: u8 = 3;
+/// Stopped by SIGINT, SIGTERM (or, for collapse, insert and resume,
+/// SIGHUP) at a consistent point: 128 + SIGINT, the shell's convention for
+/// Ctrl-C, whichever signal it was.
+pub(crate) const INTERRUPTED: u8 = 130;
 
 /// A usage error found after parsing (an impossible combination of values,
 /// a file of the wrong type given where a regular file is needed): exit 2.

@@ -25,9 +25,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Exit status of a copy stopped by SIGINT or SIGTERM (128 + SIGINT, the
-/// shell convention for Ctrl-C).
-const INTERRUPTED: u8 = 130;
+use crate::exit::INTERRUPTED;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

@@ -27,9 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// Exit status of an operation stopped by SIGINT, SIGTERM or SIGHUP, as for
-/// `copy` (128 + SIGINT, whichever signal it was).
-const INTERRUPTED: u8 = 130;
+use crate::exit::INTERRUPTED;
 
 /// `sparsekit collapse` and `sparsekit insert`.
 #[derive(Debug, clap::Args)]
