@@ -8,7 +8,7 @@
 //! names the file, offset and errno), 2 usage error (nothing touched), 130
 //! interrupted.
 
-use crate::exit::{UsageError, WithExitCode};
+use crate::exit::{INTERRUPTED, UsageError, WithExitCode};
 use crate::human::human_size;
 use crate::input::{Accept, open_checked};
 use crate::output::print_report;
@@ -24,8 +24,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use crate::exit::INTERRUPTED;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

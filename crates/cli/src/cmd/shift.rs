@@ -10,7 +10,7 @@
 //! the journal is there.
 
 use super::punch::{RangeArgs, ShiftArg, open_for_writing, punch_error, report_json, report_line};
-use crate::exit::{UsageError, WithExitCode};
+use crate::exit::{INTERRUPTED, UsageError, WithExitCode};
 use crate::human::check_range;
 use crate::output::{print_report as print_line, warning};
 use crate::watchdog::{OnStall, TimeoutArg, Watchdog};
@@ -26,8 +26,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-
-use crate::exit::INTERRUPTED;
 
 /// `sparsekit collapse` and `sparsekit insert`.
 #[derive(Debug, clap::Args)]
