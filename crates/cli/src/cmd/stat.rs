@@ -125,8 +125,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(errno) => crate::input::note_dangling(&args.file, errno, cli_error(e)),
             None => cli_error(e),
         })?;
+    // Not an expected fallback but a degraded answer (seccomp or an old
+    // kernel hides statx: no btime, no DIO alignment…): a warning.
     if let Some(why) = meta.fallback() {
-        crate::verbosity::note(format_args!("{path}: {why}"));
+        warning!("{path}: warning: {why}; fields only statx reports are missing");
     }
     if sync != SyncMode::AsStat && meta.sync() != sync {
         warning!(
