@@ -172,25 +172,41 @@ fn writer_opens_mid_dig(ctx: &Ctx<'_>) -> ScenarioResult {
             sparsekit_sys::ErrnoName(errno)
         );
     }
-    let path = match image_here(ctx)? {
-        Ok(p) => p,
-        Err(why) => crate::skip!("{why}"),
-    };
     let b = B;
-    let dig = spawn_dig(&path, &[])?;
-    let pid = dig.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !holds_lease(pid) {
-        if Instant::now() > deadline {
-            let o = finish(dig)?;
+    // Dig may finish before this process sees its lease in /proc/locks (a
+    // fast filesystem on a busy machine): then the image is made again and
+    // dig run again, a few times, before that counts as a failure.
+    let mut attempt = 0;
+    let (path, dig, pid) = loop {
+        attempt += 1;
+        let path = match image_here(ctx)? {
+            Ok(p) => p,
+            Err(why) => crate::skip!("{why}"),
+        };
+        let mut dig = spawn_dig(&path, &[])?;
+        let pid = dig.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            if holds_lease(pid) {
+                break true;
+            }
+            if dig.try_wait()?.is_some() || Instant::now() > deadline {
+                break false;
+            }
+            std::hint::spin_loop();
+        };
+        if seen {
+            break (path, dig, pid);
+        }
+        let o = finish(dig)?;
+        if attempt == 5 || !o.status.success() {
             bail!(
-                "dig took no lease within 10 s (exit {:?}: {})",
+                "dig took no lease that could be seen in {attempt} attempts (last exit {:?}: {})",
                 o.status.code(),
                 stderr(&o)
             );
         }
-        std::hint::spin_loop();
-    }
+    };
     signal(pid, rustix::process::Signal::STOP)?;
     let zeros: Vec<u64> = (1..BLOCKS).step_by(2).collect();
     let writer = {
