@@ -91,9 +91,16 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
 /// 80 s in the guest under TCG on a loaded 2-core machine (the punch
 /// scenarios add about 2 minutes and pass on 6.12 too, but their random
 /// model runs would let an unrelated flake fail everyone's CI).
-const CI_KERNEL_RUN: [&str; 7] = [
+///
+/// btrfs and btrfs-zstd are left out for now: on 6.12 their `o_direct`
+/// cell came out native in one guest run and degraded in the next (a
+/// direct write to a checksummed file may go buffered), which would fail
+/// every CI run at random until that trial is made deterministic.
+const CI_KERNEL_RUN: [&str; 9] = [
     "--kernel",
     "debian:6.12",
+    "--fs",
+    "ext4,ext4-noextents,xfs,xfs-noreflink,overlay-xfs,tmpfs",
     "--filter",
     "caps/",
     "--no-selftest",
