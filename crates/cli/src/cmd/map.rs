@@ -62,7 +62,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             e => anyhow::anyhow!("{path}: {e}"),
         })?;
     for fallback in map.fallbacks() {
-        crate::verbosity::note(format_args!("{path}: method {fallback}, fell back"));
+        crate::fallback::note(format_args!("{path}: method "), fallback);
     }
     if let Some(d) = map.degraded() {
         warning!("{path}: warning: {d}");
