@@ -30,7 +30,8 @@ pub(crate) struct Args {
     /// Report what would be punched; change nothing (opens read-only).
     #[arg(long)]
     dry_run: bool,
-    /// Print JSON: {"file","size","method","dry_run","block_size","min_hole",
+    /// Print JSON: {"file","size","method","fallbacks":[{"strategy","errno"}],"dry_run",
+    /// "block_size","min_hole",
     /// "bytes_scanned","zero_bytes","holes_punched","bytes_deallocated",
     /// "allocated_before","allocated_after","cache","seconds","writers"
     /// ("excluded": held a write lease; "not_excluded": --force without
@@ -261,6 +262,7 @@ fn dug_json(path: &str, d: &Dug, seconds: f64) -> serde_json::Value {
         "file": path,
         "size": d.size,
         "method": d.method.as_str(),
+        "fallbacks": d.fallbacks.iter().map(crate::fallback::record).collect::<Vec<_>>(),
         "dry_run": d.dry_run,
         "block_size": d.block_size,
         "min_hole": d.min_hole,
