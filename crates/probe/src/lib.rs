@@ -74,7 +74,11 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use error::{Fallback, ProbeError};
+pub use error::{ProbeError, StatxUnavailable};
+
+/// A strategy `Auto` left, and the errno that showed it unavailable: the
+/// record every sparsekit crate uses.
+pub type Fallback = sparsekit_sys::Fallback<Strategy>;
 pub use fields::Fields;
 pub use metadata::{
     AtomicWrite, Attribute, Attributes, DevId, DioAlign, FileType, Metadata, MountId, Timestamp,

@@ -109,7 +109,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Quiet by default like every command: an expected fallback is in
     // --json and, under --verbose, on stderr.
     for f in &report.fallbacks {
-        crate::verbosity::note(format_args!("{what}: {f}, fell back"));
+        crate::fallback::note(format_args!("{what}: "), &crate::fallback::copy_fallback(f));
     }
     let printed = (|| -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
@@ -266,7 +266,7 @@ fn json_report(a: &Path, b: &Path, r: &CompareReport) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| crate::fallback::record(f.from, f.errno))
+        .map(|f| crate::fallback::record(&crate::fallback::copy_fallback(f)))
         .collect();
     json!({
         "a": side(a, &r.a),

@@ -195,7 +195,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_report(&doc, Some(&line))?;
     } else {
         for fallback in &report.fallbacks {
-            crate::verbosity::note(format_args!("{}: {fallback}, fell back", dst.display()));
+            crate::fallback::note(
+                format_args!("{}: ", dst.display()),
+                &crate::fallback::copy_fallback(fallback),
+            );
         }
         print_report(&line, Some(&line))?;
     }
@@ -268,7 +271,7 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| crate::fallback::record(f.from, f.errno))
+        .map(|f| crate::fallback::record(&crate::fallback::copy_fallback(f)))
         .collect();
     json!({
         "source": src.display().to_string(),
