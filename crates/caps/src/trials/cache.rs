@@ -190,7 +190,7 @@ fn o_direct(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
                 Err(errno) => {
                     detail.push_str(&format!(
                         "; range not mapped ({}): a buffered fallback may hide",
-                        super::sym(errno)
+                        sparsekit_sys::ErrnoName(errno).symbolic()
                     ));
                     None
                 }
