@@ -322,9 +322,12 @@ pub(crate) fn boot_and_run(g: &GuestRun<'_>) -> Result<i32, StageError> {
             }
             (Some(b), None) if started.elapsed() > b + g.run_limit => {
                 vm.kill();
+                // The limit may strike before the bench started (modprobe
+                // is slow under TCG): then the console is the log to read.
+                let guest_log = g.rwdir.join("guest.log");
                 return Err(err(
                     Stage::Run,
-                    &g.rwdir.join("guest.log"),
+                    if guest_log.exists() { &guest_log } else { &console },
                     anyhow::anyhow!(
                         "the bench did not finish in {} s{}",
                         g.run_limit.as_secs(),
@@ -381,7 +384,7 @@ mod tests {
             package: Some("linux-image-6.1.0-57-amd64 6.1.192-3"),
             testbench: Path::new("/w/target/release/sparsekit-testbench"),
             bench_args: &args,
-            rwdir: Path::new("/w/target/kernels/runs/debian-6.1"),
+            rwdir: Path::new("/w/target/kernel-runs/debian-6.1"),
             accel: Accel::Tcg,
             boot_limit: Duration::from_secs(1),
             run_limit: Duration::from_secs(1),
@@ -399,7 +402,7 @@ mod tests {
         );
         assert!(!s.contains("sysrq") && !s.contains("sleep 86400"));
         assert!(s.contains(r"'--filter' 'it'\''s'"), "{s}");
-        assert!(s.contains("--no-compare --out '/w/target/kernels/runs/debian-6.1'/out"));
+        assert!(s.contains("--no-compare --out '/w/target/kernel-runs/debian-6.1'/out"));
         assert!(s.contains("SPARSEKIT_KERNEL_PACKAGE='linux-image-6.1.0-57-amd64 6.1.192-3'"));
         assert!(s.contains("echo $? > \"$R/run.rc\""));
         let panic = script(&GuestRun {
