@@ -14,6 +14,7 @@
 //! - [`cachestat(2)`](https://man7.org/linux/man-pages/man2/cachestat.2.html) (since Linux 6.5)
 //! - [`mincore(2)`](https://man7.org/linux/man-pages/man2/mincore.2.html)
 //! - [`sync_file_range(2)`](https://man7.org/linux/man-pages/man2/sync_file_range.2.html) (since Linux 2.6.17)
+//! - [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html) (`MAP_POPULATE`, for [`map_populated`])
 //! - [`preadv2(2)`](https://man7.org/linux/man-pages/man2/preadv2.2.html) (`RWF_DONTCACHE` since Linux 6.14)
 #![allow(unsafe_code)]
 
@@ -164,6 +165,68 @@ pub fn mincore_file<Fd: AsFd>(
     }
 }
 
+/// A read-only shared mapping of a file range whose pages were all faulted
+/// in when it was made; unmapped on drop. See [`map_populated`].
+#[derive(Debug)]
+pub struct PopulatedMapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Drop for PopulatedMapping {
+    fn drop(&mut self) {
+        // SAFETY: `addr..addr+len` is the mapping `map_populated` made and
+        // owns; nothing ever reads or writes through it.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// `mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, offset)`—Maps
+/// `offset..offset+len` of `fd` and faults every page in, so the range is in
+/// the page cache *and mapped* until the returned guard is dropped.
+///
+/// Why it exists: the kernel's best-effort invalidation
+/// (`invalidate_mapping_pages`, used by `POSIX_FADV_DONTNEED` and by btrfs
+/// after a direct write that fell back to buffered) skips mapped pages,
+/// while a real direct write unmaps and drops them
+/// (`invalidate_inode_pages2_range`). Holding this mapping across an
+/// `O_DIRECT` write therefore makes a buffered fallback visible every time
+/// instead of only when the invalidation happens to lose a race.
+///
+/// The mapping is never read through: population is the kernel's doing.
+/// `offset` must be a multiple of [`page_size`].
+///
+/// # Errors
+/// `EINVAL` (unaligned `offset`, `len` 0), `EACCES` (`fd` not open for
+/// reading), `ENODEV` (the file cannot be mapped), `ENOMEM`.
+///
+/// # References
+/// - [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html) (`MAP_POPULATE` since Linux 2.5.46)
+#[doc(alias = "MAP_POPULATE")]
+pub fn map_populated<Fd: AsFd>(fd: Fd, offset: u64, len: usize) -> io::Result<PopulatedMapping> {
+    if len == 0 || offset % page_size() as u64 != 0 {
+        return Err(io::Errno::INVAL);
+    }
+    let off = libc::off_t::try_from(offset).map_err(|_| io::Errno::OVERFLOW)?;
+    // SAFETY: a fresh read-only shared mapping chosen by the kernel (addr
+    // NULL) cannot alias any Rust object; nothing reads through it, and the
+    // returned guard unmaps it exactly once.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd.as_fd().as_raw_fd(),
+            off,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(last_errno());
+    }
+    Ok(PopulatedMapping { addr, len })
+}
+
 bitflags::bitflags! {
     /// `SYNC_FILE_RANGE_*` flags for [`sync_file_range`].
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +319,42 @@ mod tests {
         if crate::fstype::FsType::of(&f).unwrap().name() != Some("tmpfs") {
             assert!(vec.iter().all(|b| b & 1 == 0), "{vec:?}");
         }
+    }
+
+    #[test]
+    fn a_populated_mapping_caches_its_pages_and_keeps_them_from_dontneed() {
+        let mut f = tempfile::tempfile().unwrap();
+        let page = page_size();
+        f.write_all(&vec![7u8; 4 * page]).unwrap();
+        f.sync_all().unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let resident = |f: &std::fs::File| {
+            let mut vec = vec![0u8; 4];
+            mincore_file(f, 0, 4 * page, &mut vec).unwrap();
+            vec.iter().filter(|b| *b & 1 == 1).count()
+        };
+        let tmpfs = crate::fstype::FsType::of(&f).unwrap().name() == Some("tmpfs");
+        if !tmpfs {
+            assert_eq!(resident(&f), 0, "DONTNEED dropped the written-back pages");
+        }
+        let mapping = map_populated(&f, 0, 4 * page).unwrap();
+        assert_eq!(resident(&f), 4, "MAP_POPULATE faulted every page in");
+        // The best-effort invalidation skips mapped pages: what makes a
+        // buffered fallback of an O_DIRECT write visible in caps.
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert_eq!(resident(&f), 4, "mapped pages survive DONTNEED");
+        drop(mapping);
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        if !tmpfs {
+            assert_eq!(resident(&f), 0, "unmapped, they are dropped again");
+        }
+    }
+
+    #[test]
+    fn populated_mapping_rejects_unaligned_and_empty_ranges() {
+        let f = tempfile::tempfile().unwrap();
+        assert_eq!(map_populated(&f, 1, 1).unwrap_err(), io::Errno::INVAL);
+        assert_eq!(map_populated(&f, 0, 0).unwrap_err(), io::Errno::INVAL);
     }
 
     #[test]

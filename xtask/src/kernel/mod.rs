@@ -211,9 +211,17 @@ fn testbench_bin() -> PathBuf {
     root().join("target/release/sparsekit-testbench")
 }
 
-/// `target/kernels`: the package cache and the runs' shared directories.
+/// `target/kernels`: the package cache (shared between checkouts, so a
+/// second checkout downloads nothing).
 fn cache_dir() -> PathBuf {
     root().join("target/kernels")
+}
+
+/// `target/kernel-runs`: each guest's writable directory, per checkout
+/// (not in the shared cache: two checkouts booting the same kernel at once
+/// would empty each other's run).
+fn runs_dir() -> PathBuf {
+    root().join("target/kernel-runs")
 }
 
 fn guest(spec: &Spec, k: &KernelArgs, accel: vm::Accel) -> Result<(), StageError> {
@@ -240,7 +248,7 @@ fn guest(spec: &Spec, k: &KernelArgs, accel: vm::Accel) -> Result<(), StageError
         }
         Spec::Host => unreachable!("the host runs without a VM"),
     };
-    let rwdir = cache.join("runs").join(&label);
+    let rwdir = runs_dir().join(&label);
     let run_limit = k.run_limit.unwrap_or(limits::RUN);
     let rc = vm::boot_and_run(&vm::GuestRun {
         label: &label,
@@ -252,6 +260,7 @@ fn guest(spec: &Spec, k: &KernelArgs, accel: vm::Accel) -> Result<(), StageError
         accel,
         boot_limit: limits::BOOT,
         run_limit,
+        fault: vm::Fault::None,
     })?;
     let guest_log = rwdir.join("guest.log");
     // The guest's report, shown here since its stdout is lost.
@@ -282,56 +291,250 @@ fn guest(spec: &Spec, k: &KernelArgs, accel: vm::Accel) -> Result<(), StageError
     collected.map_err(|e| StageError::new(&label, Stage::Collect, &out.join("matrix.toml"), e))
 }
 
-/// `cargo xtask kernel-selftest`: a kernel that cannot boot (a garbage
-/// vmlinuz) fails at the boot stage with a message naming the kernel, the
-/// stage and the log, and leaves no process behind.
+/// `cargo xtask kernel-selftest`: every way a guest run can fail, forced
+/// for real, ends with a message naming the kernel, the stage and a log that
+/// exists, within its time limit, with no process left behind:
+/// - a garbage vmlinuz (boot);
+/// - the Debian 6.12 kernel (from the cache) whose btrfs module is removed:
+///   the btrfs definition is skipped with the reason, the run passes;
+/// - the same kernel panicking a few seconds into the bench (run);
+/// - a guest whose bench never ends (run, bounded by its time limit).
 pub(crate) fn selftest() -> anyhow::Result<()> {
     crate::setup::ensure_vm()?;
-    let dir = cache_dir().join("selftest");
+    let dir = runs_dir().join("selftest");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let image = dir.join("vmlinuz-garbage");
-    std::fs::write(&image, vec![0x5a_u8; 1 << 20])?;
-    let rwdir = dir.join("run");
-    let started = Instant::now();
-    let result = vm::boot_and_run(&vm::GuestRun {
-        label: "selftest-garbage",
-        image: &image,
+    let garbage = dir.join("vmlinuz-garbage");
+    std::fs::write(&garbage, vec![0x5a_u8; 1 << 20])?;
+    // A garbage image either makes QEMU exit at once or runs garbage
+    // forever; a working kernel reaches its script in seconds.
+    expect_failure(
+        &dir,
+        "selftest-garbage",
+        &garbage,
+        vm::Fault::None,
+        Stage::Boot,
+        Duration::from_secs(60),
+        "",
+    )?;
+    run(release_build())?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let kernel = fetch::debian("6.12", "debian-6.12", &cache_dir(), &logs)?;
+    let image = without_module(&kernel.image, &dir.join("no-btrfs"), "btrfs")?;
+    missing_module_is_skipped(&dir, &image)?;
+    expect_failure(
+        &dir,
+        "selftest-panic",
+        &image,
+        vm::Fault::Panic,
+        Stage::Run,
+        limits::BOOT + Duration::from_secs(300),
+        "Kernel panic",
+    )?;
+    expect_failure(
+        &dir,
+        "selftest-hang",
+        &image,
+        vm::Fault::Hang,
+        Stage::Run,
+        limits::BOOT + Duration::from_secs(60),
+        "did not finish in 20 s",
+    )?;
+    std::fs::remove_dir_all(&dir)?;
+    println!(
+        "kernel selftest: passed (each failure named with its stage and log, bounded, nothing left running)"
+    );
+    Ok(())
+}
+
+fn release_build() -> Command {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "sparsekit-testbench",
+    ]);
+    c
+}
+
+fn selftest_run<'a>(
+    label: &'a str,
+    image: &'a Path,
+    testbench: &'a Path,
+    rwdir: &'a Path,
+    args: &'a [String],
+    fault: vm::Fault,
+) -> vm::GuestRun<'a> {
+    vm::GuestRun {
+        label,
+        image,
         package: None,
-        testbench: &testbench_bin(),
-        bench_args: &[],
-        rwdir: &rwdir,
+        testbench,
+        bench_args: args,
+        rwdir,
         accel: vm::Accel::Tcg,
-        // A garbage image either makes QEMU exit at once or runs garbage
-        // forever; a working kernel reaches its script in seconds.
-        boot_limit: Duration::from_secs(30),
-        run_limit: Duration::from_secs(60),
-    });
-    let e = match result {
-        Ok(rc) => bail!("kernel selftest: a garbage vmlinuz booted and ran the bench (exit {rc})"),
+        boot_limit: limits::BOOT,
+        run_limit: Duration::from_secs(20),
+        fault,
+    }
+}
+
+/// Boots `image` with `fault` and checks the run fails at `stage` with a
+/// message naming the kernel, the stage, `needle` and an existing log, in
+/// less than `bound`, leaving no process that mentions `dir`.
+fn expect_failure(
+    dir: &Path,
+    label: &str,
+    image: &Path,
+    fault: vm::Fault,
+    stage: Stage,
+    bound: Duration,
+    needle: &str,
+) -> anyhow::Result<()> {
+    let rwdir = dir.join(label);
+    let args = [
+        "--fs".to_owned(),
+        "tmpfs".to_owned(),
+        "--no-selftest".to_owned(),
+    ];
+    let bin = testbench_bin();
+    let mut g = selftest_run(label, image, &bin, &rwdir, &args, fault);
+    if label == "selftest-garbage" {
+        g.boot_limit = Duration::from_secs(30);
+    }
+    let started = Instant::now();
+    let e = match vm::boot_and_run(&g) {
+        Ok(rc) => bail!("kernel selftest {label}: the guest ran the bench to the end (exit {rc})"),
         Err(e) => e,
     };
+    let took = started.elapsed();
     let msg = e.to_string();
     println!(
-        "kernel selftest: got, after {:.1} s: {msg}",
-        started.elapsed().as_secs_f64()
+        "kernel selftest {label}: after {:.0} s: {msg}",
+        took.as_secs_f64()
     );
-    if e.stage != Stage::Boot || !msg.contains("selftest-garbage") || !msg.contains("stage boot") {
-        bail!("kernel selftest: expected a boot failure naming the kernel, got: {msg}");
+    let stage_text = format!("stage {}", stage.name());
+    if e.stage != stage
+        || !msg.contains(label)
+        || !msg.contains(&stage_text)
+        || !msg.contains(needle)
+    {
+        bail!(
+            "kernel selftest {label}: expected a {stage_text} failure naming the kernel and {needle:?}, got: {msg}"
+        );
     }
     if !e.log.is_file() {
         bail!(
-            "kernel selftest: the named log {} does not exist",
+            "kernel selftest {label}: the named log {} does not exist",
             e.log.display()
         );
     }
-    let leftovers = qemu_processes_under(&dir);
-    if !leftovers.is_empty() {
-        bail!("kernel selftest: processes left behind: {leftovers:?}");
+    if took > bound {
+        bail!(
+            "kernel selftest {label}: took {:.0} s, over its bound of {} s",
+            took.as_secs_f64(),
+            bound.as_secs()
+        );
     }
-    std::fs::remove_dir_all(&dir)?;
-    println!("kernel selftest: passed (boot failure named, log kept, nothing left running)");
+    let leftovers = qemu_processes_under(dir);
+    if !leftovers.is_empty() {
+        bail!("kernel selftest {label}: processes left behind: {leftovers:?}");
+    }
     Ok(())
+}
+
+/// A guest whose kernel lacks a filesystem's module: the definition is
+/// skipped with the reason, nothing fails, and the launcher names the module.
+fn missing_module_is_skipped(dir: &Path, image: &Path) -> anyhow::Result<()> {
+    let label = "selftest-no-btrfs";
+    let rwdir = dir.join(label);
+    let args = [
+        "--fs".to_owned(),
+        "btrfs".to_owned(),
+        "--no-selftest".to_owned(),
+    ];
+    let bin = testbench_bin();
+    let g = selftest_run(label, image, &bin, &rwdir, &args, vm::Fault::None);
+    let g = vm::GuestRun {
+        run_limit: Duration::from_secs(600),
+        ..g
+    };
+    let rc = vm::boot_and_run(&g).map_err(anyhow::Error::from)?;
+    let log = std::fs::read_to_string(rwdir.join("guest.log")).unwrap_or_default();
+    let missing = std::fs::read_to_string(rwdir.join("modules.missing")).unwrap_or_default();
+    let counts = total_counts(&log);
+    let skip = log
+        .lines()
+        .find(|l| l.contains("SKIP btrfs:"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    println!("kernel selftest {label}: exit {rc}, modules.missing {missing:?}, {skip}");
+    if rc != 0
+        || vm::missing_modules(&missing) != ["btrfs"]
+        || !skip.contains("no \"btrfs\" filesystem")
+        || counts != Some((0, 0, 1))
+    {
+        bail!(
+            "kernel selftest {label}: expected exit 0, btrfs named missing and skipped (0 passed, 0 failed, 1 skipped), got exit {rc}, {missing:?}, {skip:?}, counts {counts:?} (log: {})",
+            rwdir.join("guest.log").display()
+        );
+    }
+    Ok(())
+}
+
+/// (passed, failed, skipped) from the `total` line of the bench's summary
+/// table (`total  P  F  S`).
+fn total_counts(log: &str) -> Option<(usize, usize, usize)> {
+    let line = log.lines().rev().find(|l| l.starts_with("total "))?;
+    let n: Vec<usize> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    match n[..] {
+        [p, f, s] => Some((p, f, s)),
+        _ => None,
+    }
+}
+
+/// A copy of the unpacked kernel package of `image` (hard links) without
+/// `module`: returns the copy's image.
+fn without_module(image: &Path, to: &Path, module: &str) -> anyhow::Result<PathBuf> {
+    let package = image
+        .parent()
+        .and_then(Path::parent)
+        .context("a kernel image lies in PACKAGE/boot/")?;
+    let _ = std::fs::remove_dir_all(to);
+    let mut c = Command::new("cp");
+    c.arg("-al").arg(package).arg(to);
+    run(c)?;
+    let mut removed = 0;
+    for modules in ["lib/modules", "usr/lib/modules"] {
+        let Ok(walk) = std::fs::read_dir(to.join(modules)) else {
+            continue;
+        };
+        for release in walk.flatten() {
+            let dir = release.path().join("kernel/fs").join(module);
+            if dir.is_dir() {
+                std::fs::remove_dir_all(&dir)?;
+                removed += 1;
+            }
+        }
+    }
+    if removed == 0 {
+        bail!(
+            "{}: no kernel/fs/{module} directory to remove",
+            to.display()
+        );
+    }
+    Ok(to
+        .join("boot")
+        .join(image.file_name().context("image name")?))
 }
 
 /// Pids of processes whose command line mentions `dir` (a guest of ours).
@@ -384,6 +587,14 @@ mod tests {
         assert!(parse_args(&args(&["--kernel"])).is_err());
         assert!(parse_args(&args(&["--kernel", "debian:6.1", "--what"])).is_err());
         assert!(parse_args(&args(&["--run-timeout", "5"])).is_err());
+    }
+
+    #[test]
+    fn the_summary_total_line_gives_the_counts() {
+        let log = "filesystem       passed failed skipped      time\nbtrfs                 0      0       1      3.1s\ntotal                 0      0       1\n";
+        assert_eq!(total_counts(log), Some((0, 0, 1)));
+        assert_eq!(total_counts("total 1 2\n"), None);
+        assert_eq!(total_counts("no table\n"), None);
     }
 
     #[test]

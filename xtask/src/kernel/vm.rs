@@ -89,6 +89,17 @@ pub(crate) fn probe_accel() -> (Accel, String) {
     verdict
 }
 
+/// A failure the kernel selftest forces in the guest, for real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// None: the bench runs.
+    None,
+    /// The kernel panics (sysrq `c`) a few seconds into the bench.
+    Panic,
+    /// The bench is replaced by a sleep that never ends.
+    Hang,
+}
+
 /// What the guest runs.
 pub(crate) struct GuestRun<'a> {
     pub(crate) label: &'a str,
@@ -103,6 +114,7 @@ pub(crate) struct GuestRun<'a> {
     pub(crate) accel: Accel,
     pub(crate) boot_limit: Duration,
     pub(crate) run_limit: Duration,
+    pub(crate) fault: Fault,
 }
 
 /// The column's machine label for guests: the same on every host, so a
@@ -122,6 +134,16 @@ pub(crate) fn script(g: &GuestRun<'_>) -> String {
     ];
     bench.extend(g.bench_args.iter().map(|a| sh_quote(a)));
     let package = g.package.map(sh_quote).unwrap_or_else(|| "''".into());
+    let bench = format!(
+        "TMPDIR=/tmp SPARSEKIT_MACHINE={machine} SPARSEKIT_KERNEL_PACKAGE={package} \\\n  {bench}",
+        machine = sh_quote(GUEST_MACHINE),
+        bench = bench.join(" "),
+    );
+    let bench = match g.fault {
+        Fault::None => bench,
+        Fault::Panic => format!("( sleep 3; echo c > /proc/sysrq-trigger ) &\n{bench}"),
+        Fault::Hang => "sleep 86400".into(),
+    };
     format!(
         "#!/bin/sh\n\
          # Written by `cargo xtask testbench --kernel`: runs in the guest.\n\
@@ -129,16 +151,102 @@ pub(crate) fn script(g: &GuestRun<'_>) -> String {
          echo booted > \"$R/booted\"\n\
          # Scratch for loop images: the host's root is read-only here.\n\
          mount -t tmpfs -o size=2560m sparsekit-scratch /tmp >>\"$R/modprobe.log\" 2>&1\n\
-         modprobe -a {MODULES} >>\"$R/modprobe.log\" 2>&1\n\
-         echo $? > \"$R/modprobe.rc\"\n\
-         [ \"$(cat \"$R/modprobe.rc\")\" = 0 ] || exit 0\n\
+         # One at a time: a missing module skips the definitions needing it.\n\
+         for m in {MODULES}; do\n\
+         \x20 modprobe \"$m\" >>\"$R/modprobe.log\" 2>&1 || echo \"$m\" >> \"$R/modules.missing\"\n\
+         done\n\
          cd /\n\
-         TMPDIR=/tmp SPARSEKIT_MACHINE={machine} SPARSEKIT_KERNEL_PACKAGE={package} \\\n  {bench} >\"$R/guest.log\" 2>&1\n\
+         {bench} >\"$R/guest.log\" 2>&1\n\
          echo $? > \"$R/run.rc\"\n\
          sync\n",
-        machine = sh_quote(GUEST_MACHINE),
-        bench = bench.join(" "),
     )
+}
+
+/// What a guest left in its rwdir, read back after QEMU is gone.
+#[derive(Debug, Default)]
+pub(crate) struct RunFiles {
+    pub(crate) booted: bool,
+    /// `run.rc`, if written.
+    pub(crate) rc: Option<String>,
+    pub(crate) guest_log: bool,
+    /// The console log (kernel messages, virtme's own output).
+    pub(crate) console: String,
+}
+
+impl RunFiles {
+    pub(crate) fn read(rwdir: &Path) -> Self {
+        RunFiles {
+            booted: rwdir.join("booted").exists(),
+            rc: std::fs::read_to_string(rwdir.join("run.rc")).ok(),
+            guest_log: rwdir.join("guest.log").exists(),
+            console: std::fs::read_to_string(rwdir.join("console.log")).unwrap_or_default(),
+        }
+    }
+}
+
+/// Which log a failure points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Log {
+    Console,
+    Guest,
+}
+
+impl Log {
+    pub(crate) fn file(self) -> &'static str {
+        match self {
+            Log::Console => "console.log",
+            Log::Guest => "guest.log",
+        }
+    }
+}
+
+/// The bench's exit code, or the stage that failed, the log to read and why
+/// (with the kernel's panic line when the console has one).
+pub(crate) fn judge(f: &RunFiles) -> Result<i32, (Stage, Log, String)> {
+    let panic = panic_line(&f.console);
+    if !f.booted {
+        return Err((
+            Stage::Boot,
+            Log::Console,
+            format!(
+                "the guest never reached its script (kernel panic or an unbootable image?){panic}"
+            ),
+        ));
+    }
+    match f.rc.as_deref().map(str::trim).map(str::parse::<i32>) {
+        Some(Ok(rc)) => Ok(rc),
+        _ => Err((
+            Stage::Run,
+            if f.guest_log {
+                Log::Guest
+            } else {
+                Log::Console
+            },
+            format!(
+                "the guest stopped before the bench finished (no exit code written){}",
+                if panic.is_empty() {
+                    " [console: no panic line; out of memory or killed?]".to_owned()
+                } else {
+                    panic
+                }
+            ),
+        )),
+    }
+}
+
+/// ` [console: LINE]` for the first line of `console` that shows the
+/// kernel dying (panic, BUG, Oops), else empty.
+fn panic_line(console: &str) -> String {
+    console
+        .lines()
+        .find(|l| l.contains("Kernel panic") || l.contains("BUG:") || l.contains("Oops"))
+        .map(|l| format!(" [console: {}]", l.trim()))
+        .unwrap_or_default()
+}
+
+/// The modules `modules.missing` names (one a line).
+pub(crate) fn missing_modules(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
 }
 
 /// Boots the guest and waits for the bench inside; returns the bench's exit
@@ -214,10 +322,17 @@ pub(crate) fn boot_and_run(g: &GuestRun<'_>) -> Result<i32, StageError> {
             }
             (Some(b), None) if started.elapsed() > b + g.run_limit => {
                 vm.kill();
+                // The limit may strike before the bench started (modprobe
+                // is slow under TCG): then the console is the log to read.
+                let guest_log = g.rwdir.join("guest.log");
                 return Err(err(
                     Stage::Run,
-                    &g.rwdir.join("guest.log"),
-                    anyhow::anyhow!("the bench did not finish in {} s", g.run_limit.as_secs()),
+                    if guest_log.exists() { &guest_log } else { &console },
+                    anyhow::anyhow!(
+                        "the bench did not finish in {} s{}",
+                        g.run_limit.as_secs(),
+                        panic_line(&std::fs::read_to_string(&console).unwrap_or_default())
+                    ),
                 ));
             }
             // The bench is done; the guest powers off by itself, but a hung
@@ -234,38 +349,18 @@ pub(crate) fn boot_and_run(g: &GuestRun<'_>) -> Result<i32, StageError> {
             anyhow::anyhow!("processes of `{}` survived SIGKILL", vm.shown()),
         ));
     }
-    if boot_time.is_none() && !booted.exists() {
-        return Err(err(
-            Stage::Boot,
-            &console,
-            anyhow::anyhow!(
-                "the guest never reached its script (kernel panic or an unbootable image?)"
-            ),
-        ));
+    let rc = judge(&RunFiles::read(g.rwdir))
+        .map_err(|(stage, log, why)| err(stage, &g.rwdir.join(log.file()), anyhow::anyhow!(why)))?;
+    let missing = std::fs::read_to_string(g.rwdir.join("modules.missing")).unwrap_or_default();
+    let missing = missing_modules(&missing);
+    if !missing.is_empty() {
+        println!(
+            "kernel {}: no module for {} (see {}): the definitions needing it are skipped",
+            g.label,
+            missing.join(", "),
+            g.rwdir.join("modprobe.log").display()
+        );
     }
-    let modprobe_log = g.rwdir.join("modprobe.log");
-    let modprobe_rc = std::fs::read_to_string(g.rwdir.join("modprobe.rc")).unwrap_or_default();
-    if modprobe_rc.trim() != "0" {
-        return Err(err(
-            Stage::Boot,
-            &modprobe_log,
-            anyhow::anyhow!(
-                "`modprobe -a {MODULES}` failed (exit {:?}): a module is missing",
-                modprobe_rc.trim()
-            ),
-        ));
-    }
-    let rc = std::fs::read_to_string(&rc_file).unwrap_or_default();
-    let rc: i32 = rc.trim().parse().map_err(|_| {
-        err(
-            Stage::Run,
-            &g.rwdir.join("guest.log"),
-            anyhow::anyhow!(
-                "the guest stopped before the bench finished (panic or out of memory? see also {})",
-                console.display()
-            ),
-        )
-    })?;
     println!(
         "kernel {}: bench finished in the guest in {:.0} s (exit {rc}), {:.0} s in all",
         g.label,
@@ -289,17 +384,83 @@ mod tests {
             package: Some("linux-image-6.1.0-57-amd64 6.1.192-3"),
             testbench: Path::new("/w/target/release/sparsekit-testbench"),
             bench_args: &args,
-            rwdir: Path::new("/w/target/kernels/runs/debian-6.1"),
+            rwdir: Path::new("/w/target/kernel-runs/debian-6.1"),
             accel: Accel::Tcg,
             boot_limit: Duration::from_secs(1),
             run_limit: Duration::from_secs(1),
+            fault: Fault::None,
         };
         let s = script(&g);
         assert!(s.contains("echo booted > \"$R/booted\""));
-        assert!(s.contains("modprobe -a loop fuse overlay ext4 xfs btrfs"));
+        assert!(
+            s.contains("for m in loop fuse overlay ext4 xfs btrfs; do"),
+            "{s}"
+        );
+        assert!(
+            s.contains("modprobe \"$m\" >>\"$R/modprobe.log\" 2>&1 || echo \"$m\" >> \"$R/modules.missing\""),
+            "{s}"
+        );
+        assert!(!s.contains("sysrq") && !s.contains("sleep 86400"));
         assert!(s.contains(r"'--filter' 'it'\''s'"), "{s}");
-        assert!(s.contains("--no-compare --out '/w/target/kernels/runs/debian-6.1'/out"));
+        assert!(s.contains("--no-compare --out '/w/target/kernel-runs/debian-6.1'/out"));
         assert!(s.contains("SPARSEKIT_KERNEL_PACKAGE='linux-image-6.1.0-57-amd64 6.1.192-3'"));
         assert!(s.contains("echo $? > \"$R/run.rc\""));
+        let panic = script(&GuestRun {
+            fault: Fault::Panic,
+            ..g
+        });
+        assert!(panic.contains("( sleep 3; echo c > /proc/sysrq-trigger ) &\nTMPDIR=/tmp"));
+        let hang = script(&GuestRun {
+            fault: Fault::Hang,
+            ..g
+        });
+        assert!(hang.contains("sleep 86400 >\"$R/guest.log\"") && !hang.contains("sparsekit-testbench"));
+    }
+
+    fn files(booted: bool, rc: Option<&str>, guest_log: bool, console: &str) -> RunFiles {
+        RunFiles {
+            booted,
+            rc: rc.map(str::to_owned),
+            guest_log,
+            console: console.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_finished_bench_gives_its_exit_code() {
+        assert_eq!(judge(&files(true, Some("0\n"), true, "")), Ok(0));
+        assert_eq!(judge(&files(true, Some("1\n"), true, "")), Ok(1));
+    }
+
+    #[test]
+    fn a_guest_that_never_booted_fails_at_boot_with_the_console() {
+        let (stage, log, why) = judge(&files(false, None, false, "")).unwrap_err();
+        assert_eq!((stage, log), (Stage::Boot, Log::Console));
+        assert!(why.contains("never reached its script"), "{why}");
+    }
+
+    #[test]
+    fn a_guest_that_died_mid_run_names_the_panic_and_the_log() {
+        let console = "[ 9.1] sysrq: Trigger a crash\n[ 9.2] Kernel panic - not syncing: sysrq triggered crash\n";
+        let (stage, log, why) = judge(&files(true, None, true, console)).unwrap_err();
+        assert_eq!((stage, log), (Stage::Run, Log::Guest));
+        assert!(why.contains("stopped before the bench finished"), "{why}");
+        assert!(
+            why.contains("Kernel panic - not syncing: sysrq triggered crash"),
+            "{why}"
+        );
+        // Died before the bench wrote anything: the console is the log.
+        let (_, log, why) = judge(&files(true, None, false, "")).unwrap_err();
+        assert_eq!(log, Log::Console);
+        assert!(why.contains("no panic line"), "{why}");
+        // A torn exit code is no exit code.
+        let (stage, _, _) = judge(&files(true, Some("1x"), true, "")).unwrap_err();
+        assert_eq!(stage, Stage::Run);
+    }
+
+    #[test]
+    fn missing_modules_are_read_one_a_line() {
+        assert_eq!(missing_modules("btrfs\nxfs\n"), ["btrfs", "xfs"]);
+        assert!(missing_modules("").is_empty());
     }
 }
