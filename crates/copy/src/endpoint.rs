@@ -156,20 +156,38 @@ pub(crate) struct Dest<'a> {
     pub(crate) faults: crate::fault::Faults,
 }
 
+/// How a [`Dest`] is set up: what the destination is and what the copy
+/// asked for, fixed for the whole copy.
+pub(crate) struct DestSettings {
+    /// The source's size: nothing is written at or past it.
+    pub(crate) size: u64,
+    pub(crate) kind: DestinationKind,
+    /// Bytes of old content that holes must clear (0 for a new file).
+    pub(crate) old_size: u64,
+    pub(crate) sparse: SparseMode,
+    pub(crate) holes: HoleMethod,
+    /// Logical block size of a block device (BLKZEROOUT alignment).
+    pub(crate) block: u64,
+    pub(crate) buf_size: usize,
+    /// Checked between the writes of zeros.
+    pub(crate) interrupt: Option<Interrupt>,
+}
+
 impl<'a> Dest<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        fd: BorrowedFd<'a>,
-        path: &'a Path,
-        size: u64,
-        kind: DestinationKind,
-        old_size: u64,
-        side: SidePolicy,
-        sparse: SparseMode,
-        holes: HoleMethod,
-        block: u64,
-        buf_size: usize,
-    ) -> Self {
+    /// A writer with the buffered `Keep` policy until
+    /// [`set_side`](Dest::set_side) gives it the resolved one.
+    pub(crate) fn new(fd: BorrowedFd<'a>, path: &'a Path, settings: DestSettings) -> Self {
+        let DestSettings {
+            size,
+            kind,
+            old_size,
+            sparse,
+            holes,
+            block,
+            buf_size,
+            interrupt,
+        } = settings;
+        let side = SidePolicy::KEEP;
         let chain = match (holes, kind) {
             // fallocate(PUNCH_HOLE) on a block device is WRITE ZEROES with
             // unmap allowed and no fallback: it deallocates (a loop device
@@ -213,7 +231,7 @@ impl<'a> Dest<'a> {
             direct_on: side.policy == CachePolicy::Direct,
             zeros: None,
             behind,
-            interrupt: None,
+            interrupt,
             #[cfg(any(test, feature = "fault-injection"))]
             faults: crate::fault::Faults::default(),
         }
