@@ -11,6 +11,7 @@ use rustix::fd::BorrowedFd;
 use rustix::fs::{Advice, AtFlags, FileType, OFlags, StatxFlags, fadvise, fstat, statx};
 use rustix::io::{Errno, pread, preadv2, pwrite, pwritev2};
 use sparsekit_extents::{ExtentKind, MapOptions};
+use sparsekit_sys::consts::STATX_DIO_READ_ALIGN;
 use sparsekit_sys::pagecache::{
     RWF_DONTCACHE, SyncFileRangeFlags, cachestat, mincore_file, page_size, sync_file_range,
 };
@@ -41,10 +42,6 @@ impl SidePolicy {
         align: 1,
     };
 }
-
-/// `STATX_DIO_READ_ALIGN` (Linux 6.16): a separate, possibly smaller,
-/// alignment for O_DIRECT reads. rustix has no name for it yet.
-const STATX_DIO_READ_ALIGN: StatxFlags = StatxFlags::from_bits_retain(0x0002_0000);
 
 /// The probe writes of the destination side go at offset 0: a new file is
 /// truncated back to 0 afterwards, an in-place destination has its first MiB
@@ -89,10 +86,7 @@ pub(crate) fn resolve(
         match probe {
             Ok(align) => return Ok(SidePolicy { policy, align }),
             Err(Probe::Unsupported(errno)) if requested == CachePolicy::Auto => {
-                fallbacks.push(Fallback {
-                    from: fallback_name(policy, side),
-                    errno,
-                });
+                fallbacks.push(Fallback::new(fallback_name(policy, side), errno));
             }
             Err(Probe::Unsupported(errno)) => {
                 return Err(CopyError::CacheUnsupported {
@@ -147,6 +141,10 @@ fn probe_dontcache(side: Side, fd: BorrowedFd<'_>) -> Result<(), Probe> {
     match res {
         Ok(_) => Ok(()),
         // Kernels before 6.14 reject unknown RWF bits with EOPNOTSUPP too.
+        // Narrower than sparsekit_sys::is_unsupported on purpose: EINVAL
+        // from a 512-byte read or write at offset 0 is a real failure of
+        // this file (a preadv2 that knows the flag checks nothing else),
+        // and ENOTTY is no answer a read gives.
         Err(e @ (Errno::OPNOTSUPP | Errno::NOSYS)) => Err(Probe::Unsupported(e)),
         Err(e) => Err(Probe::Failed(
             if side == Side::Source {
@@ -176,6 +174,8 @@ fn direct_reaches_the_end(side: Side, size: u64, align: u64) -> Result<u64, Prob
 /// 0. On failure O_DIRECT is turned off again. Returns the alignment.
 fn probe_direct(side: Side, fd: BorrowedFd<'_>) -> Result<u64, Probe> {
     let align = direct_alignment(side, fd)?;
+    // Narrower than sparsekit_sys::is_unsupported on purpose: only the two
+    // answers open(2) documents for a filesystem without O_DIRECT.
     set_direct(fd, true).map_err(|e| match e {
         Errno::INVAL | Errno::OPNOTSUPP => Probe::Unsupported(e),
         e => Probe::Failed("fcntl(F_SETFL, O_DIRECT)", e),

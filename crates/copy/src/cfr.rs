@@ -120,12 +120,11 @@ impl CopyFileRange<'_> {
                     }
                 }
                 Err(Errno::INTR) => {}
+                // The workspace's "unsupported" set, widened by EXDEV: no
+                // copy_file_range between these two filesystems (kernels
+                // before 5.3, and again from 5.19 across superblocks).
                 Err(e)
-                    if !*copied_any
-                        && matches!(
-                            e,
-                            Errno::XDEV | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL
-                        ) =>
+                    if !*copied_any && (sparsekit_sys::is_unsupported(e) || e == Errno::XDEV) =>
                 {
                     return Ok(Outcome::Unsupported(e));
                 }

@@ -420,10 +420,8 @@ impl<'a> Dest<'a> {
                         errno: Errno::OPNOTSUPP,
                     });
                 }
-                self.fallbacks.push(Fallback {
-                    from: hole_fallback_name(action),
-                    errno: Errno::OPNOTSUPP,
-                });
+                self.fallbacks
+                    .push(Fallback::new(hole_fallback_name(action), Errno::OPNOTSUPP));
                 self.holes.remove(0);
                 continue;
             }
@@ -473,10 +471,8 @@ impl<'a> Dest<'a> {
                             errno: e,
                         });
                     }
-                    self.fallbacks.push(Fallback {
-                        from: hole_fallback_name(action),
-                        errno: e,
-                    });
+                    self.fallbacks
+                        .push(Fallback::new(hole_fallback_name(action), e));
                     self.holes.remove(0);
                 }
                 Err((op, at, e)) => return Err(self.io_err(op, at, e)),
@@ -543,9 +539,10 @@ fn hole_fallback_name(action: HoleAction) -> &'static str {
 }
 
 /// Errnos that mean "this way of making holes does not exist here".
+///
+/// The workspace's set ([`sparsekit_sys::is_unsupported`]) widened by
+/// `ENODEV`: `fallocate(2)` answers it for a file whose filesystem cannot
+/// take the mode at all, and `BLKZEROOUT` for a device without the command.
 fn is_unsupported(e: Errno) -> bool {
-    matches!(
-        e,
-        Errno::OPNOTSUPP | Errno::NOSYS | Errno::NOTTY | Errno::INVAL | Errno::NODEV
-    )
+    sparsekit_sys::is_unsupported(e) || e == Errno::NODEV
 }

@@ -354,10 +354,7 @@ impl<'a> Run<'a> {
                         errno,
                     });
                 }
-                self.fallbacks.push(Fallback {
-                    from: "reflink",
-                    errno,
-                });
+                self.fallbacks.push(Fallback::new("reflink", errno));
                 Ok(false)
             }
         }
@@ -505,10 +502,7 @@ impl<'a> Run<'a> {
                 match cfr.run(planner, source, dst, &mut copied_any, &mut data_done)? {
                     Outcome::Done => continue,
                     Outcome::Unsupported(errno) if opts.data == DataStrategy::Auto => {
-                        self.fallbacks.push(Fallback {
-                            from: "copy_file_range",
-                            errno,
-                        });
+                        self.fallbacks.push(Fallback::new("copy_file_range", errno));
                         use_cfr = false;
                     }
                     Outcome::Unsupported(errno) => {

@@ -292,10 +292,9 @@ impl Staged {
             };
             match res {
                 Ok(fd) => unnamed = Some(File::from(fd)),
-                Err(e) if staging == Staging::Auto => fallbacks.push(Fallback {
-                    from: "staging o_tmpfile",
-                    errno: e,
-                }),
+                Err(e) if staging == Staging::Auto => {
+                    fallbacks.push(Fallback::new("staging o_tmpfile", e))
+                }
                 Err(e) => return Err(io(&dir_path, "open(O_TMPFILE)", e)),
             }
         }

@@ -30,7 +30,7 @@ fn data_file(path: &Path, mib: u64) -> u64 {
 fn falls_back(fallbacks: &[Fallback], from: &str) -> bool {
     fallbacks
         .iter()
-        .any(|f| f.from == from && f.errno == rustix::io::Errno::OPNOTSUPP)
+        .any(|f| f.strategy == from && f.errno == rustix::io::Errno::OPNOTSUPP)
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn auto_side(r: &CopyReport, got: Option<CachePolicy>, side: &str, dontcache: bo
     }
     let left_direct = format!("cache direct ({side})");
     assert!(
-        r.fallbacks.iter().any(|f| f.from == left_direct),
+        r.fallbacks.iter().any(|f| f.strategy == left_direct),
         "{side}: {r:?}"
     );
     if dontcache {
@@ -164,7 +164,7 @@ fn each_step_of_the_auto_chain_can_be_forced() {
         let left = r
             .fallbacks
             .iter()
-            .filter(|f| f.from.starts_with("cache "))
+            .filter(|f| f.strategy.starts_with("cache "))
             .count();
         assert_eq!(left, 2 * unsupported.len(), "{r:?}");
     }

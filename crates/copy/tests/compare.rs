@@ -207,7 +207,10 @@ fn cache_auto_falls_back_and_says_so_and_forced_policies_hold() {
     assert!(r.equal());
     assert_ne!(r.a.cache, CachePolicy::Direct);
     for side in ["cache direct (a)", "cache direct (b)"] {
-        assert!(r.fallbacks.iter().any(|f| f.from == side), "{side}: {r:?}");
+        assert!(
+            r.fallbacks.iter().any(|f| f.strategy == side),
+            "{side}: {r:?}"
+        );
     }
     for p in [CachePolicy::Keep, CachePolicy::Drop] {
         let r = CompareOptions::new().cache(p).compare(&a, &b).unwrap();

@@ -145,7 +145,7 @@ fn the_hole_chain_falls_back_step_by_step() {
         let left: Vec<_> = r
             .fallbacks
             .iter()
-            .filter(|f| f.from.starts_with("holes "))
+            .filter(|f| f.strategy.starts_with("holes "))
             .collect();
         assert_eq!(left.len(), unsupported.len(), "{r:?}");
     }

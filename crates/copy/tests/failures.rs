@@ -336,7 +336,7 @@ fn reflink_always_fails_clearly_where_there_is_none() {
     assert_clean(&s, &before, &[]);
     // Auto falls back and says so.
     let r = CopyOptions::new().copy(&s.src, &s.dst).unwrap();
-    assert!(r.fallbacks.iter().any(|f| f.from == "reflink"), "{r:?}");
+    assert!(r.fallbacks.iter().any(|f| f.strategy == "reflink"), "{r:?}");
 }
 
 #[test]
@@ -372,7 +372,7 @@ fn copy_file_range_across_filesystems_falls_back_or_fails_when_forced() {
             assert!(
                 r.fallbacks
                     .iter()
-                    .any(|f| f.from == "copy_file_range" && f.errno == errno),
+                    .any(|f| f.strategy == "copy_file_range" && f.errno == errno),
                 "{r:?}"
             );
             assert_eq!(r.strategy, sparsekit_copy::Strategy::ReadWrite);

@@ -266,7 +266,7 @@ fn json_report(a: &Path, b: &Path, r: &CompareReport) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| crate::fallback::record(f.from, f.errno))
+        .map(|f| crate::fallback::record(f.strategy, f.errno))
         .collect();
     json!({
         "a": side(a, &r.a),

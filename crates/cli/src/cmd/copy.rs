@@ -268,7 +268,7 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| crate::fallback::record(f.from, f.errno))
+        .map(|f| crate::fallback::record(f.strategy, f.errno))
         .collect();
     json!({
         "source": src.display().to_string(),

@@ -332,10 +332,10 @@ fn prepare(
     #[cfg(not(any(test, feature = "fault-injection")))]
     let fake = &[];
     let policy = cache::resolve(requested, Side::Source, fd, path, size, &mut own, fake)?;
-    fallbacks.extend(own.into_iter().map(|f| Fallback {
-        from: side_label(f.from, which),
-        errno: f.errno,
-    }));
+    fallbacks.extend(
+        own.into_iter()
+            .map(|f| Fallback::new(side_label(f.strategy, which), f.errno)),
+    );
     // Pages cached before the comparison stay; the rest it brings in goes.
     // (O_DIRECT reads too: they evict pages on some filesystems, observed
     // on compressed btrfs, and those are read back at the end.)
