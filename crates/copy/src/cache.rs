@@ -5,7 +5,7 @@
 use crate::buffer::{Buffer, mem_align};
 use crate::error::CopyError;
 use crate::interrupt::Interrupt;
-use crate::options::CachePolicy;
+use crate::modes::CachePolicy;
 use crate::report::Fallback;
 use rustix::fd::BorrowedFd;
 use rustix::fs::{Advice, AtFlags, FileType, OFlags, StatxFlags, fadvise, fstat, statx};

@@ -107,7 +107,7 @@ impl CopyFileRange<'_> {
                 Ok(n) => {
                     *copied_any = true;
                     dst.copied_externally(pos..pos + n as u64)?;
-                    if src.side.policy == crate::CachePolicy::Drop {
+                    if src.side.policy == crate::modes::CachePolicy::Drop {
                         src.residency.drop_copied(src.fd, pos..pos + n as u64);
                     }
                     pos += n as u64;

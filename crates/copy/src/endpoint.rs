@@ -6,7 +6,7 @@ use crate::buffer::Buffer;
 use crate::cache::{Residency, SidePolicy, WriteBehind, set_direct};
 use crate::error::CopyError;
 use crate::interrupt::Interrupt;
-use crate::options::{CachePolicy, HoleMethod, SparseMode};
+use crate::modes::{CachePolicy, HoleMethod, SparseMode};
 use crate::report::{DestinationKind, Fallback};
 use rustix::fd::BorrowedFd;
 use rustix::fs::{FallocateFlags, fallocate};

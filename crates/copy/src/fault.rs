@@ -5,7 +5,7 @@
 //! Compiled only for this crate's tests and with the `fault-injection`
 //! feature; the release CLI never has it.
 
-use crate::options::{CachePolicy, HoleMethod};
+use crate::modes::{CachePolicy, HoleMethod};
 use rustix::io::Errno;
 use std::ops::Range;
 use std::time::Duration;

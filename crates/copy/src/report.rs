@@ -1,6 +1,6 @@
 //! What a copy did: [`CopyReport`], and [`Progress`] while it runs.
 
-use crate::options::{CachePolicy, HoleMethod, Staging};
+use crate::modes::{CachePolicy, HoleMethod, Staging};
 use sparsekit_extents::Method;
 use std::fmt;
 use std::time::Duration;
@@ -142,7 +142,7 @@ pub struct CopyReport {
     pub fallbacks: Vec<Fallback>,
     /// The read-back comparison of [`verify`](crate::CopyOptions::verify)
     /// (always equal in a successful copy's report; `None` when not asked).
-    pub verified: Option<crate::compare::CompareReport>,
+    pub verified: Option<crate::compare::report::CompareReport>,
 }
 
 impl CopyReport {

@@ -5,7 +5,8 @@
 
 use crate::engine::{self, Target};
 use crate::error::CopyError;
-use crate::options::{CopyOptions, Staging};
+use crate::modes::Staging;
+use crate::options::CopyOptions;
 use crate::report::{CopyReport, DestinationKind, Fallback};
 use crate::verify;
 use rustix::fd::{AsFd, OwnedFd};

@@ -5,7 +5,8 @@
 use crate::compare::{CompareOptions, compare_files};
 use crate::engine::{self, Target};
 use crate::error::{CopyError, VerifyLeft};
-use crate::options::{CachePolicy, CopyOptions, Staging};
+use crate::modes::{CachePolicy, Staging};
+use crate::options::CopyOptions;
 use crate::report::{CopyReport, DestinationKind, Fallback};
 use std::fs::File;
 use std::path::Path;

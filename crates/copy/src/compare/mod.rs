@@ -61,9 +61,9 @@
 //! ```
 
 mod diff;
-mod error;
+pub(crate) mod error;
 mod plan;
-mod report;
+pub(crate) mod report;
 mod run;
 
 pub use error::CompareError;
@@ -75,7 +75,8 @@ use crate::buffer::mem_align;
 use crate::cache::{self, Residency, Side, SidePolicy, set_direct};
 use crate::endpoint::Source;
 use crate::interrupt::Interrupt;
-use crate::options::{CachePolicy, DEFAULT_BUFFER_SIZE};
+use crate::modes::CachePolicy;
+use crate::options::DEFAULT_BUFFER_SIZE;
 use crate::report::Fallback;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{FileType, Mode, OFlags, Stat, fstat, open};

@@ -9,9 +9,12 @@ use super::plan::Planner;
 use super::report::Which;
 use crate::buffer::Buffer;
 use crate::endpoint::Source;
+use crate::error::CopyError;
 use crate::interrupt::Interrupt;
+use rustix::io::Errno;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -220,6 +223,45 @@ impl Run<'_> {
             if tx.send(done).is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// The copy crate's reader reports its failures as [`CopyError`]s.
+impl From<CopyError> for CompareError {
+    fn from(e: CopyError) -> Self {
+        match e {
+            CopyError::Io {
+                path,
+                op,
+                offset,
+                errno,
+            } => CompareError::Io {
+                path,
+                op,
+                offset,
+                errno,
+            },
+            CopyError::Map { path, source } => CompareError::Map { path, source },
+            CopyError::CacheUnsupported {
+                path,
+                policy,
+                errno,
+            } => CompareError::CacheUnsupported {
+                path,
+                policy,
+                errno,
+            },
+            CopyError::SourceChanged { path } => CompareError::Changed { path },
+            CopyError::NotCopyable { path, kind, .. } => CompareError::NotComparable { path, kind },
+            // The reader and the policy probe produce nothing else; keep
+            // the message rather than lose it.
+            other => CompareError::Io {
+                path: PathBuf::from(other.to_string()),
+                op: "compare",
+                offset: None,
+                errno: other.errno().unwrap_or(Errno::IO),
+            },
         }
     }
 }
