@@ -3,7 +3,9 @@
 //! destinations), sync, cache sweep and the report.
 
 use crate::buffer::Pool;
-use crate::cache::{self, Residency, Side, SidePolicy, set_direct};
+use crate::cache::{
+    self, Behaviour, DestCache, Residency, Side, SidePolicy, SourceCache, set_direct,
+};
 use crate::cfr::{CopyFileRange, Outcome};
 use crate::endpoint::{Dest, DestSettings, Source};
 use crate::error::CopyError;
@@ -64,7 +66,7 @@ pub(crate) fn check_options(opts: &CopyOptions) -> Result<(), CopyError> {
         if opts.sparse == SparseMode::Always {
             return bad("sparse always must see the data; use the read_write strategy");
         }
-        if matches!(opts.cache, CachePolicy::Direct | CachePolicy::DontCache) {
+        if !Behaviour::of(opts.cache).buffered() {
             return bad("copy_file_range goes through the page cache; use cache keep or drop");
         }
     }
@@ -278,33 +280,27 @@ impl<'a> Run<'a> {
         let hot = self.residency_before()?;
         let mut dst = self.prepare_destination()?;
         let policies = self.resolve_policies()?;
-        dst.set_side(policies.dst);
+        dst.set_cache(DestCache::new(policies.dst, self.opts.buffer_size));
         let source = Source {
             fd: self.src.as_fd(),
             path: self.src_path,
             size: self.size,
-            side: policies.src,
-            residency: match policies.src.policy {
-                CachePolicy::Drop | CachePolicy::DontCache => hot.clone(),
-                _ => Residency::Known(Vec::new()),
-            },
-            #[cfg(any(test, feature = "fault-injection"))]
-            faults: self.opts.faults.clone(),
+            cache: SourceCache::new(policies.src, hot),
         };
         let strategy = self.passes(&source, &mut dst, &policies)?;
         dst.finish()?;
-        self.sweep(&source, &hot)?;
+        self.sweep(&source)?;
         let r = &mut self.report;
         r.strategy = strategy;
-        r.cache_source = Some(policies.src.policy);
-        r.cache_destination = Some(policies.dst.policy);
+        r.cache_source = Some(source.cache.policy());
+        r.cache_destination = Some(dst.cache().policy());
         r.holes = dst.hole_method();
         r.bytes_copied = dst.counts.copied;
         r.bytes_skipped_as_holes = dst.counts.skipped;
         r.zero_bytes_detected = dst.counts.detected;
         r.zero_bytes_written = dst.counts.zeros_written;
         self.fallbacks.append(&mut dst.fallbacks);
-        self.finish(Some(policies.dst.policy))
+        self.finish(Some(dst.cache()))
     }
 
     /// Phase 1: a whole-file reflink, where it may apply. `Ok(true)`: the
@@ -403,10 +399,6 @@ impl<'a> Run<'a> {
                 interrupt: opts.interrupt.clone(),
             },
         );
-        #[cfg(any(test, feature = "fault-injection"))]
-        {
-            dst.faults = opts.faults.clone();
-        }
         if self.in_place() {
             dst.clear(0..HEADER.min(self.old_size))?;
         }
@@ -423,17 +415,18 @@ impl<'a> Run<'a> {
             DataStrategy::Auto => {
                 opts.reflink != ReflinkMode::Never
                     && opts.sparse != SparseMode::Always
-                    && matches!(opts.cache, CachePolicy::Keep | CachePolicy::Drop)
+                    // Asked for explicitly, and one the kernel's copy
+                    // (through the page cache) can honour.
+                    && opts.cache != CachePolicy::Auto
+                    && Behaviour::of(opts.cache).buffered()
             }
         };
         let (src, dst) = if cfr {
+            // Nothing to probe: the kernel's copy is buffered I/O.
             let p = if opts.cache == CachePolicy::Keep {
                 SidePolicy::KEEP
             } else {
-                SidePolicy {
-                    policy: CachePolicy::Drop,
-                    align: 1,
-                }
+                SidePolicy::DROP
             };
             (p, p)
         } else {
@@ -564,33 +557,20 @@ impl<'a> Run<'a> {
     /// started by other processes' reads, whose markers survive in the
     /// page cache) fills pages past the extents read, into the holes after
     /// them, which neither RWF_DONTCACHE nor the per-read fadvise covers
-    /// (observed on ext4, 6.18): drop every source page that was not cached
-    /// before. Readahead itself stays on; turning it off
-    /// (POSIX_FADV_RANDOM) cost 10-15 % in the bench. Pages that were
-    /// cached before and got evicted are read back.
-    fn sweep(&self, source: &Source<'_>, hot: &Residency) -> Result<(), CopyError> {
-        let src_fd = self.src.as_fd();
-        let policy = source.side.policy;
-        if matches!(policy, CachePolicy::Drop | CachePolicy::DontCache) {
-            source.residency.drop_copied(src_fd, 0..self.size);
-        }
-        if policy != CachePolicy::Keep {
-            // Buffered reads from here on: the pages go to the cache.
-            set_direct(src_fd, false).map_err(|e| io(self.src_path, "fcntl(F_SETFL)", e))?;
-            hot.rewarm(src_fd);
-        }
-        Ok(())
+    /// (observed on ext4, 6.18): every source page that was not cached
+    /// before goes, and those that were and got evicted are read back
+    /// ([`SourceCache::sweep`]). Readahead itself stays on; turning it off
+    /// (POSIX_FADV_RANDOM) cost 10-15 % in the bench.
+    fn sweep(&self, source: &Source<'_>) -> Result<(), CopyError> {
+        source
+            .cache
+            .sweep(self.src.as_fd(), self.size, false)
+            .map_err(|e| io(self.src_path, "fcntl(F_SETFL)", e))
     }
 
     /// Phase 6: fsync (unless disabled) and the destination's pages.
-    fn finish(&mut self, dst_policy: Option<CachePolicy>) -> Result<(), CopyError> {
-        finish(
-            self.opts,
-            self.target,
-            self.size,
-            dst_policy,
-            &mut self.report,
-        )
+    fn finish(&mut self, dst: Option<&DestCache>) -> Result<(), CopyError> {
+        finish(self.opts, self.target, self.size, dst, &mut self.report)
     }
 
     /// The report, or the error after an in-place destination was made to
@@ -706,7 +686,9 @@ fn copy_streamed(
     report.bytes_copied = copied;
     report.cache_source = Some(CachePolicy::Keep);
     report.cache_destination = Some(CachePolicy::Drop);
-    finish(opts, target, copied, Some(CachePolicy::Drop), report)
+    // Written plainly; its pages go after the sync like `Drop`'s.
+    let cache = DestCache::new(SidePolicy::DROP, opts.buffer_size);
+    finish(opts, target, copied, Some(&cache), report)
 }
 
 fn resolve_sides(
@@ -716,16 +698,7 @@ fn resolve_sides(
     size: u64,
     fallbacks: &mut Vec<Fallback>,
 ) -> Result<(SidePolicy, SidePolicy), CopyError> {
-    let fake = opts.fake_unsupported_cache();
-    let s = cache::resolve(
-        opts.cache,
-        Side::Source,
-        src_fd,
-        src_path,
-        size,
-        fallbacks,
-        fake,
-    )?;
+    let s = cache::resolve(opts.cache, Side::Source, src_fd, src_path, size, fallbacks)?;
     let d = cache::resolve(
         opts.cache,
         Side::Destination,
@@ -733,7 +706,6 @@ fn resolve_sides(
         dst_path,
         size,
         fallbacks,
-        fake,
     );
     match d {
         Ok(d) => Ok((s, d)),
@@ -744,36 +716,24 @@ fn resolve_sides(
     }
 }
 
-/// fsync (unless disabled) and the destination's cache sweep.
+/// fsync (unless disabled), then the destination's pages by its cache
+/// behaviour (none after a reflink, which wrote nothing).
 fn finish(
     opts: &CopyOptions,
     target: &Target<'_>,
     size: u64,
-    dst_policy: Option<CachePolicy>,
+    dst: Option<&DestCache>,
     report: &mut CopyReport,
 ) -> Result<(), CopyError> {
     let fd = target.file.as_fd();
     if opts.sync {
         #[cfg(any(test, feature = "fault-injection"))]
-        opts.faults.check_sync().map_err(|errno| CopyError::Io {
-            path: target.path.to_owned(),
-            op: "fsync",
-            offset: None,
-            errno,
-        })?;
-        fsync(fd).map_err(|errno| CopyError::Io {
-            path: target.path.to_owned(),
-            op: "fsync",
-            offset: None,
-            errno,
-        })?;
+        crate::fault::sync().map_err(|e| io(target.path, "fsync", e))?;
+        fsync(fd).map_err(|e| io(target.path, "fsync", e))?;
         report.synced = true;
     }
-    // Every destination page was written by this copy: drop them all (this
-    // also catches an O_DIRECT write that a filesystem did buffered, as
-    // btrfs may for checksummed files).
-    if dst_policy.is_some_and(|p| p != CachePolicy::Keep) {
-        cache::drop_all(fd, 0..size);
+    if let Some(dst) = dst {
+        dst.synced(fd, size);
     }
     Ok(())
 }

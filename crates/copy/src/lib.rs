@@ -153,6 +153,7 @@ mod report;
 mod snapshot;
 mod staging;
 mod stream;
+mod threads;
 mod verify;
 
 pub use error::{CopyError, VerifyLeft};

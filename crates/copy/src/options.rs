@@ -31,8 +31,6 @@ pub struct CopyOptions {
     pub(crate) progress: Option<ProgressFn>,
     pub(crate) interrupt: Option<Interrupt>,
     pub(crate) snapshot: bool,
-    #[cfg(any(test, feature = "fault-injection"))]
-    pub(crate) faults: crate::fault::Faults,
 }
 
 impl fmt::Debug for CopyOptions {
@@ -87,8 +85,6 @@ impl CopyOptions {
             progress: None,
             interrupt: None,
             snapshot: false,
-            #[cfg(any(test, feature = "fault-injection"))]
-            faults: crate::fault::Faults::default(),
         }
     }
 
@@ -213,37 +209,6 @@ impl CopyOptions {
     /// up like any other failure.
     pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
         self.interrupt = Some(interrupt);
-        self
-    }
-
-    /// Cache policies a test pretends are unsupported.
-    pub(crate) fn fake_unsupported_cache(&self) -> &[CachePolicy] {
-        #[cfg(any(test, feature = "fault-injection"))]
-        return &self.faults.unsupported_cache;
-        #[cfg(not(any(test, feature = "fault-injection")))]
-        return &[];
-    }
-
-    /// Reads fault hooks from `SPARSEKIT_TEST_FAULTS` (see
-    /// `fault::Faults::parse`) when built with the `fault-injection`
-    /// feature, as the CLI's own tests are; otherwise returns `self`
-    /// unchanged, whatever the environment says.
-    #[doc(hidden)]
-    pub fn faults_from_env(self) -> Result<Self, String> {
-        #[cfg(feature = "fault-injection")]
-        if let Some(spec) = std::env::var_os("SPARSEKIT_TEST_FAULTS") {
-            let spec = spec.to_string_lossy().into_owned();
-            return Ok(self.faults(crate::fault::Faults::parse(&spec)?));
-        }
-        Ok(self)
-    }
-
-    /// Test hooks: make chosen I/O fail or slow down (feature
-    /// `fault-injection`).
-    #[cfg(any(test, feature = "fault-injection"))]
-    #[doc(hidden)]
-    pub fn faults(mut self, faults: crate::fault::Faults) -> Self {
-        self.faults = faults;
         self
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use sparsekit_copy::fault::Faults;
+use sparsekit_copy::fault::{self, Faults};
 use sparsekit_copy::{CachePolicy, CopyError, CopyOptions, CopyReport, DataStrategy, Fallback};
 use std::path::Path;
 
@@ -156,7 +156,8 @@ fn each_step_of_the_auto_chain_can_be_forced() {
         for p in &unsupported {
             faults = faults.unsupported_cache(*p);
         }
-        let r = CopyOptions::new().faults(faults).copy(&src, &dst).unwrap();
+        let _faults = fault::inject(faults);
+        let r = CopyOptions::new().copy(&src, &dst).unwrap();
         assert_same_content(&src, &dst);
         assert_eq!(r.cache_source, Some(expect), "{r:?}");
         assert_eq!(r.cache_destination, Some(expect), "{r:?}");

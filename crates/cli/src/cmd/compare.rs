@@ -99,9 +99,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .limit(limit)
         .cache(args.cache.into())
         .readers(args.readers)
-        .interrupt(interrupt)
-        .faults_from_env()
-        .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
+        .interrupt(interrupt);
     let report = opts
         .compare(&args.a, &args.b)
         .map_err(|e| compare_error(e, &what, &watchdog))?;

@@ -157,9 +157,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .sync(!args.no_sync)
         .snapshot(args.snapshot)
         .verify(args.verify)
-        .interrupt(interrupt.clone())
-        .faults_from_env()
-        .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
+        .interrupt(interrupt.clone());
     let show = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
     let progress = show.then(|| Reporter::new(&dst, std::io::stderr().is_terminal()));
     // Every progress report is progress for the watchdog too.

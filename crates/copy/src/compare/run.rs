@@ -11,6 +11,7 @@ use crate::buffer::Buffer;
 use crate::endpoint::Source;
 use crate::error::CopyError;
 use crate::interrupt::Interrupt;
+use crate::threads::spawn_reader;
 use rustix::io::Errno;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -111,7 +112,7 @@ impl Run<'_> {
             for _ in 0..self.readers {
                 let tx = tx.clone();
                 let shared = &shared;
-                s.spawn(move || self.reader(planner, a, b, shared, tx));
+                spawn_reader(s, move || self.reader(planner, a, b, shared, tx));
             }
             drop(tx);
             // Jobs that finished ahead of their turn.
