@@ -71,8 +71,9 @@ impl ScratchDir {
         match scratch.tmpfile() {
             Ok(_) if force_named => scratch.kind = ScratchKind::Named,
             Ok(_) => {}
-            // EISDIR: a kernel that predates O_TMPFILE sees O_DIRECTORY only.
-            Err(errno @ (Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS)) => {
+            // sparsekit's set, plus EISDIR: a kernel that predates O_TMPFILE
+            // (3.11) sees O_DIRECTORY only.
+            Err(errno) if sparsekit_sys::is_unsupported(errno) || errno == Errno::ISDIR => {
                 scratch.kind = ScratchKind::Named;
                 scratch.tmpfile = Err(errno);
             }
