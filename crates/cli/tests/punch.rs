@@ -24,7 +24,7 @@ fn err(o: &Output) -> String {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i / 100) as u8 | 1).collect()
+    sparsekit_sys::pattern(1, len as u64)
 }
 
 /// A file of `len` pattern bytes in a fresh directory.
@@ -201,6 +201,11 @@ fn dig_json_reports_and_content_is_unchanged() {
     assert_eq!(v["bytes_scanned"], 2 << 20);
     assert_eq!(v["cache"], "dropped");
     assert_eq!(v["method"], "seek");
+    assert_eq!(
+        v["fallbacks"],
+        serde_json::json!([]),
+        "SEEK worked: nothing left"
+    );
     let after = std::fs::metadata(&path).unwrap().blocks() * 512;
     assert_eq!(v["bytes_deallocated"], before - after);
     assert!(before - after >= 256 << 10);

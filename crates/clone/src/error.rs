@@ -155,12 +155,12 @@ impl CloneError {
     }
 }
 
-/// The errnos that mean "no sharing possible here" rather than a failure.
+/// The errnos that mean "no sharing possible here" rather than a failure:
+/// sparsekit's set ([`sparsekit_sys::is_unsupported`]), widened by `EXDEV`,
+/// which the remap ioctls answer for two files on different filesystems
+/// (or mounts): no sharing is possible between them, and a copy is.
 pub(crate) fn is_unsupported_errno(errno: Errno) -> bool {
-    matches!(
-        errno,
-        Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY | Errno::NOSYS
-    )
+    sparsekit_sys::is_unsupported(errno) || errno == Errno::XDEV
 }
 
 /// Why a path-level clone ([`clone_file_to_path`](crate::clone_file_to_path),

@@ -7,7 +7,6 @@ use crate::{Extent, ExtentKind, MapError};
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{FileType, SeekFrom, fstat, seek};
 use rustix::io::Errno;
-use sparsekit_sys::ErrnoName;
 use std::fmt;
 use std::ops::Range;
 
@@ -78,23 +77,11 @@ impl fmt::Display for Degraded {
     }
 }
 
-/// A method [`Method::Auto`] tried and left, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fallback {
-    /// The method left behind.
-    pub from: Method,
-    /// The errno that showed it unsupported, or `None` when it was degraded.
-    pub errno: Option<Errno>,
-}
-
-impl fmt::Display for Fallback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.errno {
-            Some(e) => write!(f, "{}: {}", self.from, ErrnoName(e)),
-            None => write!(f, "{}: degraded", self.from),
-        }
-    }
-}
+/// A method [`Method::Auto`] tried and left, with the errno that showed it
+/// unsupported (the record every sparsekit crate uses). A method left
+/// because its answer was degraded has no errno and is not a `Fallback`:
+/// [`ExtentMap::degraded`] reports it.
+pub type Fallback = sparsekit_sys::Fallback<Method>;
 
 /// Options for [`ExtentMap`]s; start from [`MapOptions::new`].
 #[derive(Clone, Debug)]
@@ -243,13 +230,7 @@ impl MapOptions {
             walker = Some(w);
             Ok(degraded)
         })
-        .map_err(|(method, errno)| {
-            if forced {
-                MapError::Unsupported { method, errno }
-            } else {
-                MapError::io(probe_op(method), start, errno)
-            }
-        })?;
+        .map_err(|(method, errno)| choice_error(method, errno, start))?;
         map.method = chosen.method;
         map.degraded = chosen.degraded;
         map.fallbacks = chosen.fallbacks;
@@ -290,16 +271,10 @@ fn choose(
                 if degraded.is_none() || forced {
                     return Ok(choice);
                 }
-                choice.fallbacks.push(Fallback {
-                    from: method,
-                    errno: None,
-                });
+                // Left for a degraded answer: `choice.degraded` says so.
             }
             Err(errno) if !forced && is_unsupported(errno) => {
-                choice.fallbacks.push(Fallback {
-                    from: method,
-                    errno: Some(errno),
-                });
+                choice.fallbacks.push(Fallback::new(method, errno));
             }
             Err(errno) => return Err((method, errno)),
         }
@@ -308,12 +283,25 @@ fn choose(
 }
 
 /// Errnos that mean "this method is not available here", as opposed to an
-/// I/O failure that another method would hit too.
+/// I/O failure that another method would hit too: sparsekit's set, widened
+/// for the two calls a map makes. `lseek(SEEK_DATA)` answers `ESPIPE` on
+/// files that cannot seek by data (some pseudo and FUSE files); FIEMAP
+/// answers `EBADR` for flags the filesystem does not support
+/// (`FIEMAP_FLAG_SYNC` included).
 fn is_unsupported(errno: Errno) -> bool {
-    matches!(
-        errno,
-        Errno::OPNOTSUPP | Errno::NOSYS | Errno::NOTTY | Errno::INVAL | Errno::SPIPE
-    ) || errno.raw_os_error() == 53 // EBADR: FIEMAP flags not supported
+    sparsekit_sys::is_unsupported(errno) || matches!(errno, Errno::SPIPE | Errno::BADR)
+}
+
+/// The error of a method that could not start: `Unsupported` when its
+/// errno says so (only a forced method gets here with one: `Auto` moves
+/// on), else the I/O error of its probing call, which any method would
+/// meet too.
+fn choice_error(method: Method, errno: Errno, start: u64) -> MapError {
+    if is_unsupported(errno) {
+        MapError::Unsupported { method, errno }
+    } else {
+        MapError::io(probe_op(method), start, errno)
+    }
 }
 
 fn probe_op(method: Method) -> &'static str {
@@ -373,6 +361,10 @@ enum Walker {
     Fiemap(FiemapWalker),
     Scan(ScanWalker),
     AllData,
+    /// The unit tests' walker: answers these extents in turn, whatever
+    /// the position, so a test can make one break the invariants.
+    #[cfg(test)]
+    Scripted(std::collections::VecDeque<Extent>),
 }
 
 /// A lazy extent map: an iterator of [`Extent`]s that cover the mapped range
@@ -479,6 +471,11 @@ impl ExtentMap<'_> {
                 Walker::Fiemap(w) => w.next(fd, pos, walker_end),
                 Walker::Scan(w) => w.next(fd, pos, end),
                 Walker::AllData => Ok(Extent::new(pos..end, ExtentKind::Data)),
+                #[cfg(test)]
+                Walker::Scripted(w) => {
+                    w.pop_front()
+                        .ok_or(MapError::io("scripted", pos, Errno::IO))
+                }
             }?;
             if !trusts_holes
                 || self.tail == end
@@ -593,6 +590,7 @@ mod tests {
             Errno::NOTTY,
             Errno::INVAL,
             Errno::SPIPE,
+            Errno::BADR,
         ] {
             let c = run(
                 false,
@@ -607,14 +605,8 @@ mod tests {
             assert_eq!(
                 c.fallbacks,
                 vec![
-                    Fallback {
-                        from: Method::Seek,
-                        errno: Some(errno)
-                    },
-                    Fallback {
-                        from: Method::Fiemap,
-                        errno: Some(Errno::OPNOTSUPP)
-                    },
+                    Fallback::new(Method::Seek, errno),
+                    Fallback::new(Method::Fiemap, Errno::OPNOTSUPP),
                 ]
             );
         }
@@ -625,13 +617,7 @@ mod tests {
         let c = run(false, AUTO, &[(Method::Seek, Ok(Some(DEGRADED)))]).unwrap();
         assert_eq!(c.method, Method::Fiemap);
         assert_eq!(c.degraded, Some(DEGRADED));
-        assert_eq!(
-            c.fallbacks,
-            vec![Fallback {
-                from: Method::Seek,
-                errno: None
-            }]
-        );
+        assert!(c.fallbacks.is_empty(), "no errno: reported as degraded");
     }
 
     #[test]
@@ -654,6 +640,66 @@ mod tests {
         let c = run(true, &[Method::Seek], &[(Method::Seek, Ok(Some(DEGRADED)))]).unwrap();
         assert_eq!(c.method, Method::Seek);
         assert_eq!(c.degraded, Some(DEGRADED));
+    }
+
+    #[test]
+    fn an_io_error_of_a_forced_method_is_not_called_unsupported() {
+        assert!(matches!(
+            choice_error(Method::Fiemap, Errno::BADR, 0),
+            MapError::Unsupported {
+                method: Method::Fiemap,
+                errno: Errno::BADR
+            }
+        ));
+        let e = choice_error(Method::Seek, Errno::IO, 4096);
+        assert!(!matches!(e, MapError::Unsupported { .. }), "{e:?}");
+        assert_eq!(e.errno(), Some(Errno::IO));
+    }
+
+    /// A map of 0..12288 (all data on a real file) whose walker answers
+    /// `script` instead.
+    fn scripted(file: &std::fs::File, script: &[Extent]) -> Vec<Result<Extent, MapError>> {
+        let mut map = MapOptions::new().method(Method::AllData).map(file).unwrap();
+        map.walker = Walker::Scripted(script.iter().copied().collect());
+        map.collect()
+    }
+
+    #[test]
+    fn an_extent_that_does_not_continue_the_map_ends_it_with_an_error() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(12288).unwrap();
+        let data = |r: Range<u64>| Extent::new(r, ExtentKind::Data);
+        let hole = |r: Range<u64>| Extent::new(r, ExtentKind::Hole);
+        // A good map, to show the script drives it.
+        let ok = scripted(&file, &[data(0..4096), hole(4096..12288)]);
+        assert!(ok.iter().all(Result::is_ok), "{ok:?}");
+        for (what, bad) in [
+            ("a gap", data(8192..12288)),
+            ("an overlap (going back)", data(0..8192)),
+            (
+                "no progress (empty)",
+                // Fields, not Extent::new, which debug-asserts the length.
+                Extent {
+                    length: 0,
+                    ..data(4096..8192)
+                },
+            ),
+            ("past the mapped range", data(4096..16384)),
+        ] {
+            let items = scripted(&file, &[data(0..4096), bad, hole(4096..12288)]);
+            assert_eq!(
+                items.len(),
+                2,
+                "{what}: the map stops at the error: {items:?}"
+            );
+            assert!(items[0].is_ok(), "{what}");
+            match &items[1] {
+                Err(MapError::Inconsistent { method, offset }) => {
+                    assert_eq!((*method, *offset), (Method::AllData, 4096), "{what}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
     }
 
     #[test]

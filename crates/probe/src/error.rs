@@ -140,7 +140,7 @@ impl fmt::Display for Secs {
 /// rustix does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Fallback {
+pub struct StatxUnavailable {
     /// What `statx` returned on this call; `None` when an earlier call had
     /// already shown statx to be unavailable and it was not tried again.
     /// rustix runs its own definitive probe on its first statx failure and
@@ -151,7 +151,15 @@ pub struct Fallback {
     pub probe_errno: Errno,
 }
 
-impl fmt::Display for Fallback {
+impl StatxUnavailable {
+    /// The record every sparsekit crate reports a fallback with: `statx`
+    /// left, with the errno that decided it (the definitive probe's).
+    pub fn fallback(&self) -> crate::Fallback {
+        crate::Fallback::new(crate::Strategy::Statx, self.probe_errno)
+    }
+}
+
+impl fmt::Display for StatxUnavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("statx is not available")?;
         if let Some(e) = self.statx_errno {

@@ -7,7 +7,7 @@
 
 use crate::metadata::Raw;
 use crate::{
-    Attribute, Attributes, DevId, Fallback, Fields, Metadata, Strategy, SyncMode, Timestamp,
+    Attribute, Attributes, DevId, Fields, Metadata, StatxUnavailable, Strategy, SyncMode, Timestamp,
 };
 use rustix::fd::BorrowedFd;
 use rustix::fs::{AtFlags, CWD, Stat, Statx, StatxFlags, StatxTimestamp};
@@ -161,7 +161,10 @@ impl Syscalls for Kernel {
 
 /// Errors that may mean "no statx here" rather than a problem with the
 /// file: seccomp filters answer ENOSYS or EPERM (old Docker), some
-/// sandboxes EACCES, and broken FUSE servers anything.
+/// sandboxes EACCES, and broken FUSE servers anything. Not
+/// `sparsekit_sys::is_unsupported`: statx has no mode a filesystem could
+/// refuse, so its `EINVAL` (a bad flag) and `ENOTTY` are not "missing",
+/// and these are only candidates, each confirmed by the definitive probe.
 fn may_mean_missing(errno: Errno) -> bool {
     matches!(
         errno,
@@ -182,7 +185,7 @@ pub(crate) fn execute(
             let known = match sys.state().get() {
                 Ok(known) => known,
                 Err(probe_errno) => {
-                    let why = Fallback {
+                    let why = StatxUnavailable {
                         statx_errno: None,
                         probe_errno,
                     };
@@ -204,7 +207,7 @@ pub(crate) fn execute(
                         }
                         Availability::Unavailable(probe_errno) => {
                             sys.state().set_unavailable(probe_errno);
-                            let why = Fallback {
+                            let why = StatxUnavailable {
                                 statx_errno: Some(failure.errno),
                                 probe_errno,
                             };
@@ -234,7 +237,7 @@ fn via_fstatat(
     sys: &dyn Syscalls,
     target: TargetRef<'_>,
     req: &Request,
-    fallback: Option<Fallback>,
+    fallback: Option<StatxUnavailable>,
 ) -> Result<Metadata, Failure> {
     let op = match target {
         TargetRef::Path(_) => "fstatat",
@@ -303,7 +306,7 @@ pub(crate) fn from_statx(x: &Statx, req: &Request) -> Metadata {
 // The field types of `struct stat` differ between architectures, so the
 // conversions below are casts; on x86_64 some of them are no-ops.
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-pub(crate) fn from_stat(st: &Stat, req: &Request, fallback: Option<Fallback>) -> Metadata {
+pub(crate) fn from_stat(st: &Stat, req: &Request, fallback: Option<StatxUnavailable>) -> Metadata {
     let dev = st.st_dev as u64;
     let rdev = st.st_rdev as u64;
     let raw = Raw {

@@ -60,7 +60,7 @@ bitflags::bitflags! {
         const WRITE_ATOMIC = 0x0001_0000;
         /// `STATX_DIO_READ_ALIGN`: `stx_dio_read_offset_align` (since
         /// Linux 6.14), when direct reads allow a finer alignment than writes.
-        const DIO_READ_ALIGN = 0x0002_0000;
+        const DIO_READ_ALIGN = sparsekit_sys::consts::STATX_DIO_READ_ALIGN.bits();
     }
 }
 

@@ -69,17 +69,23 @@ mod error;
 mod exec;
 mod fields;
 mod metadata;
+mod modes;
 mod options;
 mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use error::{Fallback, ProbeError, StuckProbe};
+pub use error::{ProbeError, StatxUnavailable, StuckProbe};
+
+/// A strategy `Auto` left, and the errno that showed it unavailable: the
+/// record every sparsekit crate uses.
+pub type Fallback = sparsekit_sys::Fallback<Strategy>;
 pub use fields::Fields;
 pub use metadata::{
     AtomicWrite, Attribute, Attributes, DevId, DioAlign, FileType, Metadata, MountId, Timestamp,
 };
-pub use options::{ProbeOptions, Strategy, SyncMode};
+pub use modes::{Strategy, SyncMode};
+pub use options::ProbeOptions;
 pub use pool::{DEFAULT_MAX_STUCK, WorkerPool};
 
 use std::path::Path;

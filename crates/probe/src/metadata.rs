@@ -1,6 +1,6 @@
 //! The result of a probe: the fields the kernel filled, and nothing else.
 
-use crate::{Fallback, Fields, Strategy, SyncMode};
+use crate::{Fallback, Fields, StatxUnavailable, Strategy, SyncMode};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +22,7 @@ pub struct Metadata {
     pub(crate) raw_mask: u32,
     pub(crate) strategy: Strategy,
     pub(crate) sync: SyncMode,
-    pub(crate) fallback: Option<Fallback>,
+    pub(crate) fallback: Option<StatxUnavailable>,
     pub(crate) attributes: Option<Attributes>,
     pub(crate) raw: Raw,
 }
@@ -102,8 +102,17 @@ impl Metadata {
         self.sync
     }
 
-    /// Why `Auto` used `fstatat` instead of `statx`, if it did.
-    pub fn fallback(&self) -> Option<&Fallback> {
+    /// The fallback `Auto` took, if it used `fstatat` instead of `statx`:
+    /// the record every sparsekit crate uses (`statx` and the errno that
+    /// decided). [`statx_unavailable`](Self::statx_unavailable) has the
+    /// whole story.
+    pub fn fallback(&self) -> Option<Fallback> {
+        self.fallback.as_ref().map(StatxUnavailable::fallback)
+    }
+
+    /// Why `Auto` used `fstatat` instead of `statx`, if it did: what statx
+    /// returned and what the definitive probe returned.
+    pub fn statx_unavailable(&self) -> Option<&StatxUnavailable> {
         self.fallback.as_ref()
     }
 

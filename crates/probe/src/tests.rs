@@ -2,7 +2,7 @@
 //! statx, filter it like seccomp, or block like a dead mount.
 
 use crate::exec::{Availability, StatxState, Syscalls, TargetRef};
-use crate::{Fields, ProbeError, ProbeOptions, Strategy, SyncMode, WorkerPool};
+use crate::{Fallback, Fields, ProbeError, ProbeOptions, Strategy, SyncMode, WorkerPool};
 use rustix::fs::{AtFlags, Stat, Statx};
 use rustix::io::Errno;
 use std::io::Write;
@@ -269,7 +269,11 @@ fn enosys_confirmed_by_the_probe_falls_back_to_fstatat_and_says_why() {
         .syscalls(fake);
     let m = probe.probe_path(f.path()).unwrap();
     assert_eq!(m.strategy(), Strategy::Fstatat);
-    let why = m.fallback().copied().expect("a fallback must be reported");
+    let why = *m.statx_unavailable().expect("a fallback must be reported");
+    assert_eq!(
+        m.fallback(),
+        Some(Fallback::new(Strategy::Statx, Errno::NOSYS))
+    );
     assert_eq!(why.statx_errno, Some(Errno::NOSYS));
     assert_eq!(why.probe_errno, Errno::NOSYS);
     assert!(why.to_string().contains("ENOSYS"), "{why}");
@@ -288,7 +292,7 @@ fn enosys_confirmed_by_the_probe_falls_back_to_fstatat_and_says_why() {
 
     // The verdict is cached: no more statx, no more probes.
     let m = probe.probe_fd(f.as_file()).unwrap();
-    assert_eq!(m.fallback().unwrap().statx_errno, None);
+    assert_eq!(m.statx_unavailable().unwrap().statx_errno, None);
     assert_eq!(fake.statx_calls.load(Ordering::SeqCst), 1);
     assert_eq!(fake.probe_calls.load(Ordering::SeqCst), 1);
     assert_eq!(fake.fstatat_calls.load(Ordering::SeqCst), 2);
@@ -303,7 +307,7 @@ fn seccomp_eperm_is_confirmed_before_falling_back() {
         .probe_path(f.path())
         .unwrap();
     assert_eq!(m.strategy(), Strategy::Fstatat);
-    assert_eq!(m.fallback().unwrap().probe_errno, Errno::PERM);
+    assert_eq!(m.statx_unavailable().unwrap().probe_errno, Errno::PERM);
     assert_eq!(fake.probe_calls.load(Ordering::SeqCst), 1);
 }
 

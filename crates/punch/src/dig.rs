@@ -8,7 +8,7 @@ use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{Advice, fadvise};
 use rustix::io::Errno;
 use sparsekit_extents::{
-    Extent, ExtentKind, ExtentMap, Fallback, MapError, MapOptions, Method, zero_runs,
+    Degraded, Extent, ExtentKind, ExtentMap, Fallback, MapError, MapOptions, Method, zero_runs,
 };
 use std::num::NonZeroU64;
 use std::ops::Range;
@@ -129,8 +129,11 @@ pub enum CacheOutcome {
 pub struct Dug {
     /// How the data extents were found (never `Auto`).
     pub method: Method,
-    /// The methods `Auto` left, and why.
+    /// The methods `Auto` left as unsupported, and their errno.
     pub fallbacks: Vec<Fallback>,
+    /// The degraded answer `Auto` left behind (a SEEK_HOLE that calls a
+    /// sparse file all data), if it met one.
+    pub degraded: Option<Degraded>,
     /// Nothing was changed.
     pub dry_run: bool,
     /// `st_size`.
@@ -271,7 +274,7 @@ fn dig<Fd: AsFd>(
         punched: 0,
     };
     let fd = t.fd;
-    let (map, fallbacks) = open_map(&fd, start..end, options.method)?;
+    let (map, fallbacks, degraded) = open_map(&fd, start..end, options.method)?;
     let method = map.method();
     if digger.drop {
         digger.advise(0, 0, Advice::Random);
@@ -297,6 +300,7 @@ fn dig<Fd: AsFd>(
     Ok(Dug {
         method,
         fallbacks,
+        degraded,
         dry_run: options.dry_run,
         size: t.size,
         block_size: block,
@@ -316,7 +320,7 @@ fn open_map<'fd>(
     fd: &'fd BorrowedFd<'_>,
     range: Range<u64>,
     method: Method,
-) -> Result<(ExtentMap<'fd>, Vec<Fallback>), PunchError> {
+) -> Result<(ExtentMap<'fd>, Vec<Fallback>, Option<Degraded>), PunchError> {
     let map_err = |source| PunchError::Map {
         op: Operation::Dig,
         source,
@@ -327,20 +331,18 @@ fn open_map<'fd>(
             .range(range)
             .map(fd)
             .map_err(map_err)?;
-        return Ok((map, Vec::new()));
+        let degraded = map.degraded();
+        return Ok((map, Vec::new(), degraded));
     }
     let mut fallbacks = Vec::new();
+    let mut degraded = None;
     for m in [Method::Seek, Method::Fiemap] {
         match MapOptions::new().method(m).range(range.clone()).map(fd) {
-            Ok(map) if map.degraded().is_none() => return Ok((map, fallbacks)),
-            Ok(_) => fallbacks.push(Fallback {
-                from: m,
-                errno: None,
-            }),
-            Err(MapError::Unsupported { errno, .. }) => fallbacks.push(Fallback {
-                from: m,
-                errno: Some(errno),
-            }),
+            Ok(map) if map.degraded().is_none() => return Ok((map, fallbacks, degraded)),
+            Ok(map) => degraded = degraded.or(map.degraded()),
+            Err(MapError::Unsupported { errno, .. }) => {
+                fallbacks.push(Fallback::new(m, errno));
+            }
             Err(e) => return Err(map_err(e)),
         }
     }
@@ -349,7 +351,7 @@ fn open_map<'fd>(
         .range(range)
         .map(fd)
         .map_err(map_err)?;
-    Ok((map, fallbacks))
+    Ok((map, fallbacks, degraded))
 }
 
 /// A run of zero bytes (zero blocks in data extents, and holes) being

@@ -179,15 +179,13 @@ pub(crate) fn check_range(op: Operation, offset: u64, length: u64) -> Result<u64
     }
 }
 
-/// The errnos after which `Auto` tries the next strategy: the call (or this
-/// mode of it) is not implemented here. `EINVAL` counts because several
-/// filesystems answer an unknown `fallocate` mode with it, and every other
-/// cause of `EINVAL` was ruled out by the checks made first.
+/// The errnos after which `Auto` tries the next strategy: sparsekit's set
+/// ([`sparsekit_sys::is_unsupported`]; its `EINVAL` is safe here because
+/// every other cause of `EINVAL` was ruled out by the checks made first),
+/// widened by `ENODEV`, which `fallocate(2)` answers on a file whose
+/// filesystem or driver has no `fallocate` at all.
 pub(crate) fn is_unsupported(errno: Errno) -> bool {
-    matches!(
-        errno,
-        Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL | Errno::NODEV | Errno::NOTTY
-    )
+    sparsekit_sys::is_unsupported(errno) || errno == Errno::NODEV
 }
 
 pub(crate) fn io(op: Operation, call: &'static str, offset: u64, errno: Errno) -> PunchError {

@@ -219,7 +219,7 @@ pub(crate) fn run_chain<S: Strategy>(
         match attempt(s) {
             Ok(written) => return Ok((s, fallbacks, written)),
             Err(Failure::Errno { errno, .. }) if is_unsupported(errno) && i + 1 < chain.len() => {
-                fallbacks.push(Fallback { from: s, errno });
+                fallbacks.push(Fallback::new(s, errno));
             }
             Err(Failure::Errno { errno, .. }) if is_unsupported(errno) => {
                 return Err(PunchError::Unsupported {

@@ -2,8 +2,6 @@
 //! [`Report`] each returns.
 
 use crate::Operation;
-use rustix::io::Errno;
-use sparsekit_sys::ErrnoName;
 use std::fmt;
 use std::ops::Range;
 
@@ -136,20 +134,9 @@ strategy_enum! {
     }
 }
 
-/// A strategy `Auto` tried and left, with the errno that showed it unsupported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fallback<S> {
-    /// The strategy left behind.
-    pub from: S,
-    /// Why (`EOPNOTSUPP`, `ENOSYS`, `EINVAL`, …).
-    pub errno: Errno,
-}
-
-impl<S: fmt::Display> fmt::Display for Fallback<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.from, ErrnoName(self.errno))
-    }
-}
+/// A strategy `Auto` tried and left, with the errno that showed it
+/// unsupported: the record every sparsekit crate uses.
+pub type Fallback<S> = sparsekit_sys::Fallback<S>;
 
 /// What a range operation did.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use rustix::fs::{FallocateFlags, StatxFlags};
 
-/// `STATX_DIO_READ_ALIGN` (Linux 6.16): asks for
+/// `STATX_DIO_READ_ALIGN` (Linux 6.14; statx(2)): asks for
 /// `stx_dio_read_offset_align`, a separate, possibly smaller, file-offset
 /// alignment for O_DIRECT reads. `include/uapi/linux/stat.h`.
 pub const STATX_DIO_READ_ALIGN: StatxFlags = StatxFlags::from_bits_retain(0x0002_0000);

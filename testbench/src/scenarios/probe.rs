@@ -402,7 +402,7 @@ fn auto_uses_statx(ctx: &Ctx<'_>) -> ScenarioResult {
     let m = ProbeOptions::new()
         .fields(Fields::BASIC | Fields::BTIME)
         .probe_fd(&f)?;
-    if let Some(why) = m.fallback() {
+    if let Some(why) = m.statx_unavailable() {
         skip!("statx is not available here: {why}");
     }
     ensure!(m.strategy() == Strategy::Statx);

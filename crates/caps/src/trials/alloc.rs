@@ -13,10 +13,6 @@ use sparsekit_punch::{
     insert_range, punch_hole, zero_range,
 };
 
-/// `FALLOC_FL_WRITE_ZEROES` (Linux 6.17): allocate and zero written, not
-/// unwritten, blocks. rustix 1.1 does not name it.
-const FALLOC_FL_WRITE_ZEROES: u32 = 0x80;
-
 pub(crate) fn run(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
     punch(ctx)?;
     zero(ctx)?;
@@ -227,7 +223,7 @@ fn write_zeroes(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
     let u = ctx.unit;
     let (f, data) = ctx.data_file(28, 4 * u)?;
     let before = f.allocated()?;
-    let flags = FallocateFlags::from_bits_retain(FALLOC_FL_WRITE_ZEROES);
+    let flags = sparsekit_sys::consts::FALLOC_FL_WRITE_ZEROES;
     let observation = match rustix::fs::fallocate(&f, flags, u, 2 * u) {
         Ok(()) => {
             let mut s = check_content(&f, &zeroed(&data, u..3 * u), "zeroed file")?;

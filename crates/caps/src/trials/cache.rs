@@ -98,7 +98,7 @@ fn cachestat_trial(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
             }
             Err(e) => FallbackOutcome::Failed {
                 by: "mincore".to_owned(),
-                why: super::sym(e),
+                why: sparsekit_sys::ErrnoName(e).symbolic(),
             },
         };
         trial = trial.fallback(outcome);
@@ -197,7 +197,10 @@ fn o_direct(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
                             expect_bytes(&mut s, "O_DIRECT read", &back.as_slice()[..n], &data, 0)
                         }
                         Err(errno) => s.push(Shortfall::with_errno(
-                            format!("O_DIRECT read fails: {}", super::sym(errno)),
+                            format!(
+                                "O_DIRECT read fails: {}",
+                                sparsekit_sys::ErrnoName(errno).symbolic()
+                            ),
                             errno,
                         )),
                     }

@@ -9,7 +9,7 @@ pub(crate) mod meta;
 pub(crate) mod remap;
 pub(crate) mod seek;
 
-use crate::classify::{Observation, Shortfall, errno_symbol};
+use crate::classify::{Observation, Shortfall};
 use crate::error::CapsError;
 use crate::report::{Cell, Support};
 use crate::scratch::{Scratch, ScratchDir, pattern};
@@ -167,11 +167,6 @@ pub(crate) fn refused(
         // record it as a failure of the trial, with the message.
         None => Observation::refused(format!("{call} ({message})"), Errno::INVAL),
     }
-}
-
-/// `"EOPNOTSUPP"` for messages.
-pub(crate) fn sym(errno: Errno) -> String {
-    errno_symbol(errno)
 }
 
 /// A buffer of `len` bytes whose address is a multiple of `align`, carved

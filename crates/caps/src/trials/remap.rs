@@ -44,7 +44,7 @@ fn check_shared(
             (
                 vec![Shortfall::new(format!(
                     "{what} worked but sharing cannot be verified: FIEMAP: {}",
-                    super::sym(errno)
+                    sparsekit_sys::ErrnoName(errno).symbolic()
                 ))],
                 Some(Err(errno)),
             )
@@ -352,7 +352,7 @@ fn copy_file_range(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
                 ))
                 .with_reason(format!(
                     "sharing cannot be observed: FIEMAP: {}",
-                    super::sym(errno)
+                    sparsekit_sys::ErrnoName(errno).symbolic()
                 ))
             }
         },

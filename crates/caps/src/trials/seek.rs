@@ -139,7 +139,7 @@ fn unwritten(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
         ))
         .with_reason(format!(
             "cannot preallocate to try it: fallocate: {}",
-            super::sym(errno)
+            sparsekit_sys::ErrnoName(errno).symbolic()
         ));
         ctx.set("seek_unwritten_as_hole", cell);
         return Ok(());

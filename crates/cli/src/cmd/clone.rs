@@ -384,11 +384,7 @@ fn clone_error(
     e: &CloneError,
     verb: &str,
 ) -> anyhow::Error {
-    let errno_symbol = |errno: Errno| {
-        sparsekit_sys::ErrnoName(errno)
-            .symbol()
-            .map_or_else(|| format!("errno {}", errno.raw_os_error()), str::to_owned)
-    };
+    let errno_symbol = |errno: Errno| sparsekit_sys::ErrnoName(errno).symbolic();
     match e {
         CloneError::Unsupported { errno } if *errno == Errno::XDEV => anyhow::anyhow!(
             "{src} -> {dst}: cannot share extents across mounts ({src} is on {src_fs}, {dst} on {dst_fs}) ({})",

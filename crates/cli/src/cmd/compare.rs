@@ -107,7 +107,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Quiet by default like every command: an expected fallback is in
     // --json and, under --verbose, on stderr.
     for f in &report.fallbacks {
-        crate::verbosity::note(format_args!("{what}: {f}, fell back"));
+        crate::fallback::note(format_args!("{what}: "), f);
     }
     let printed = (|| -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
@@ -261,11 +261,7 @@ fn json_report(a: &Path, b: &Path, r: &CompareReport) -> serde_json::Value {
             "truncated": a.truncated,
         })
     });
-    let fallbacks: Vec<_> = r
-        .fallbacks
-        .iter()
-        .map(|f| crate::fallback::record(f.strategy, f.errno))
-        .collect();
+    let fallbacks: Vec<_> = r.fallbacks.iter().map(crate::fallback::record).collect();
     json!({
         "a": side(a, &r.a),
         "b": side(b, &r.b),

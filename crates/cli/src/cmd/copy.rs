@@ -193,7 +193,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_report(&doc, Some(&line))?;
     } else {
         for fallback in &report.fallbacks {
-            crate::verbosity::note(format_args!("{}: {fallback}, fell back", dst.display()));
+            crate::fallback::note(format_args!("{}: ", dst.display()), fallback);
         }
         print_report(&line, Some(&line))?;
     }
@@ -263,11 +263,7 @@ fn summary(dst: &Path, r: &CopyReport) -> String {
 }
 
 fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
-    let fallbacks: Vec<_> = r
-        .fallbacks
-        .iter()
-        .map(|f| crate::fallback::record(f.strategy, f.errno))
-        .collect();
+    let fallbacks: Vec<_> = r.fallbacks.iter().map(crate::fallback::record).collect();
     json!({
         "source": src.display().to_string(),
         "destination": dst.display().to_string(),

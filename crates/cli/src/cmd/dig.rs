@@ -30,7 +30,8 @@ pub(crate) struct Args {
     /// Report what would be punched; change nothing (opens read-only).
     #[arg(long)]
     dry_run: bool,
-    /// Print JSON: {"file","size","method","dry_run","block_size","min_hole",
+    /// Print JSON: {"file","size","method","fallbacks":[{"strategy","errno"}],"dry_run",
+    /// "block_size","min_hole",
     /// "bytes_scanned","zero_bytes","holes_punched","bytes_deallocated",
     /// "allocated_before","allocated_after","cache","seconds","writers"
     /// ("excluded": held a write lease; "not_excluded": --force without
@@ -180,7 +181,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     watchdog.finish();
     let seconds = start.elapsed().as_secs_f64();
     for fallback in &dug.fallbacks {
-        crate::verbosity::note(format_args!("{path}: method {fallback}, fell back"));
+        crate::fallback::note(format_args!("{path}: method "), fallback);
+    }
+    if let Some(d) = dug.degraded.filter(|_| dug.method != Method::Seek) {
+        // Auto left SEEK for a degraded answer, which has no errno.
+        crate::verbosity::note(format_args!(
+            "{path}: method seek: {d}, {}",
+            sparsekit_sys::fallback::FELL_BACK
+        ));
     }
     if let CacheOutcome::Failed(errno) = dug.cache {
         warning!(
@@ -194,7 +202,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Writers::NotExcluded(errno) => {
             line += &format!(
                 "; UNPROTECTED from other writers (--force; no write lease: {})",
-                ErrnoName(errno).symbol().unwrap_or("unknown")
+                ErrnoName(errno).symbolic()
             )
         }
         Writers::NotNeeded => {}
@@ -204,7 +212,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut v = dug_json(&path, &dug, seconds);
         v["writers"] = writers.json();
         if let Writers::NotExcluded(errno) = writers {
-            v["lease_errno"] = json!(ErrnoName(errno).symbol().unwrap_or("unknown"));
+            v["lease_errno"] = json!(ErrnoName(errno).symbolic());
         }
         print_report(&v.to_string(), done)?;
     } else {
@@ -217,10 +225,7 @@ fn cache_name(c: CacheOutcome) -> String {
     match c {
         CacheOutcome::Dropped => "dropped".into(),
         CacheOutcome::Kept => "kept".into(),
-        CacheOutcome::Failed(e) => format!(
-            "failed: {}",
-            sparsekit_sys::ErrnoName(e).symbol().unwrap_or("unknown")
-        ),
+        CacheOutcome::Failed(e) => format!("failed: {}", sparsekit_sys::ErrnoName(e).symbolic()),
         _ => "unknown".into(),
     }
 }
@@ -257,6 +262,7 @@ fn dug_json(path: &str, d: &Dug, seconds: f64) -> serde_json::Value {
         "file": path,
         "size": d.size,
         "method": d.method.as_str(),
+        "fallbacks": d.fallbacks.iter().map(crate::fallback::record).collect::<Vec<_>>(),
         "dry_run": d.dry_run,
         "block_size": d.block_size,
         "min_hole": d.min_hole,

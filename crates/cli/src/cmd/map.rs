@@ -5,7 +5,7 @@ use crate::human::{human_bytes, human_size, push_right, push_u64};
 use crate::input::{Accept, open_checked};
 use crate::output::{Stdout, stdout_failed, warning};
 use crate::watchdog::Watchdog;
-use sparsekit_extents::{Extent, ExtentKind, MapError, MapOptions, Method};
+use sparsekit_extents::{Extent, ExtentKind, Fallback, MapError, MapOptions, Method};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +14,8 @@ use std::process::ExitCode;
 pub(crate) struct Args {
     /// The file (or block device) to map.
     file: PathBuf,
-    /// Print JSON: {"file","size","method","extents":[…],"data_bytes","hole_bytes"}.
+    /// Print JSON: {"file","size","method","fallbacks":[{"strategy","errno"}],"extents":[…],
+    /// "data_bytes","hole_bytes"}.
     #[arg(long)]
     json: bool,
     /// How to find the extents; auto prefers FIEMAP here so unwritten and
@@ -62,7 +63,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             e => anyhow::anyhow!("{path}: {e}"),
         })?;
     for fallback in map.fallbacks() {
-        crate::verbosity::note(format_args!("{path}: method {fallback}, fell back"));
+        crate::fallback::note(format_args!("{path}: method "), fallback);
     }
     if let Some(d) = map.degraded() {
         warning!("{path}: warning: {d}");
@@ -71,6 +72,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         file: &path,
         size: map.size(),
         method: map.method(),
+        fallbacks: map.fallbacks().to_vec(),
     };
     let mut out = BufWriter::with_capacity(1 << 16, Stdout::new(&watchdog));
     // The map is lazy: both renderers stream, so a million extents cost no
@@ -129,6 +131,7 @@ struct Header<'a> {
     file: &'a str,
     size: u64,
     method: Method,
+    fallbacks: Vec<Fallback>,
 }
 
 #[derive(Default)]
@@ -217,10 +220,11 @@ fn write_json(
 ) -> anyhow::Result<()> {
     write!(
         out,
-        "{{\"file\":{},\"size\":{},\"method\":{},\"extents\":[",
+        "{{\"file\":{},\"size\":{},\"method\":{},\"fallbacks\":{},\"extents\":[",
         serde_json::to_string(header.file)?,
         header.size,
-        serde_json::to_string(header.method.as_str())?
+        serde_json::to_string(header.method.as_str())?,
+        serde_json::Value::from_iter(header.fallbacks.iter().map(crate::fallback::record))
     )?;
     let mut totals = Totals::default();
     for (i, e) in extents.enumerate() {
@@ -278,6 +282,7 @@ mod tests {
             file: "disk.img",
             size: extents.last().map_or(0, |e| e.end()),
             method: Method::Fiemap,
+            fallbacks: vec![],
         };
         let mut out = Vec::new();
         let it = extents.into_iter().map(Ok);
@@ -303,6 +308,28 @@ mod tests {
     }
 
     #[test]
+    fn json_lists_the_fallbacks() {
+        // tmpfs: FIEMAP refused, SEEK_DATA answers.
+        let header = Header {
+            file: "disk.img",
+            size: 0,
+            method: Method::Seek,
+            fallbacks: vec![Fallback::new(Method::Fiemap, rustix::io::Errno::OPNOTSUPP)],
+        };
+        let mut out = Vec::new();
+        write_json(&mut out, &header, std::iter::empty()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        insta::assert_json_snapshot!(value["fallbacks"], @r#"
+        [
+          {
+            "errno": "EOPNOTSUPP",
+            "strategy": "fiemap"
+          }
+        ]
+        "#);
+    }
+
+    #[test]
     fn empty_file_outputs() {
         insta::assert_snapshot!(render(false, vec![]));
         let value: serde_json::Value = serde_json::from_str(&render(true, vec![])).unwrap();
@@ -316,6 +343,7 @@ mod tests {
             file: "disk.img",
             size: 8192,
             method: Method::Seek,
+            fallbacks: vec![],
         };
         let items = vec![
             Ok(Extent::new(0..4096, ExtentKind::Data)),

@@ -151,7 +151,7 @@ fn run<S: Strategy>(
     let report = op(&file).map_err(|e| punch_error(&path, e))?;
     watchdog.finish();
     for fallback in &report.fallbacks {
-        crate::verbosity::note(format_args!("{path}: {fallback}, fell back"));
+        crate::fallback::note(format_args!("{path}: "), fallback);
     }
     let line = report_line(&path, &report);
     if args.json {
@@ -220,11 +220,7 @@ pub(crate) fn report_line<S: Strategy>(path: &str, r: &Report<S>) -> String {
 
 /// The stable JSON document documented on `--json`.
 pub(crate) fn report_json<S: Strategy>(path: &str, r: &Report<S>) -> serde_json::Value {
-    let fallbacks: Vec<_> = r
-        .fallbacks
-        .iter()
-        .map(|f| crate::fallback::record(f.from.as_str(), f.errno))
-        .collect();
+    let fallbacks: Vec<_> = r.fallbacks.iter().map(crate::fallback::record).collect();
     json!({
         "file": path,
         "operation": r.operation.as_str(),
@@ -253,7 +249,7 @@ mod tests {
             operation: Operation::Collapse,
             strategy: ShiftStrategy::MoveData,
             fallbacks: vec![Fallback {
-                from: ShiftStrategy::Native,
+                strategy: ShiftStrategy::Native,
                 errno: Errno::OPNOTSUPP,
             }],
             offset: 1 << 20,

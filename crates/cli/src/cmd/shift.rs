@@ -259,7 +259,7 @@ fn nothing(path: &str, json: bool) -> anyhow::Result<ExitCode> {
 
 fn print_report(path: &str, report: &Report<ShiftStrategy>, json: bool) -> anyhow::Result<()> {
     for fallback in &report.fallbacks {
-        crate::verbosity::note(format_args!("{path}: {fallback}, fell back"));
+        crate::fallback::note(format_args!("{path}: "), fallback);
     }
     let line = report_line(path, report);
     if json {

@@ -38,8 +38,8 @@ pub(crate) struct Args {
     /// seconds) and exit 3. The call runs on a worker thread.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// Print JSON: {"file","strategy","sync","fallback","requested","filled",
-    /// "missing","blksize","dev","rdev","attributes","fields":{…}}.
+    /// Print JSON: {"file","strategy","sync","fallbacks":[{"strategy","errno"}],
+    /// "requested","filled","missing","blksize","dev","rdev","attributes","fields":{…}}.
     #[arg(long)]
     json: bool,
     /// Which call answers: statx, or fstatat (basic fields only); auto
@@ -127,7 +127,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
     // Not an expected fallback but a degraded answer (seccomp or an old
     // kernel hides statx: no btime, no DIO alignment…): a warning.
-    if let Some(why) = meta.fallback() {
+    if let Some(why) = meta.statx_unavailable() {
         warning!("{path}: warning: {why}; fields only statx reports are missing");
     }
     if sync != SyncMode::AsStat && meta.sync() != sync {
@@ -239,7 +239,7 @@ fn to_json(path: &str, meta: &Metadata) -> serde_json::Value {
         "file": path,
         "strategy": meta.strategy().as_str(),
         "sync": meta.sync().as_str(),
-        "fallback": meta.fallback().map(|f| f.to_string()),
+        "fallbacks": meta.fallback().iter().map(crate::fallback::record).collect::<Vec<_>>(),
         "requested": names(meta.requested()),
         "filled": names(meta.filled()),
         "missing": names(meta.missing()),
@@ -506,7 +506,7 @@ mod tests {
             "{missing:?}"
         );
         assert!(v["attributes"].is_null());
-        assert!(v["fallback"].is_null());
+        assert_eq!(v["fallbacks"], serde_json::json!([]));
     }
 
     #[test]

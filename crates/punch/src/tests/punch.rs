@@ -114,7 +114,11 @@ fn punch_auto_falls_back_to_zero_range_then_write_zeros() {
     faults::fail_fallocates_after(Some(0), Errno::OPNOTSUPP);
     let r = punch_hole(&f, 0, 2 * B, PunchStrategy::Auto).unwrap();
     assert_eq!(r.strategy, PunchStrategy::WriteZeros);
-    let from: Vec<_> = r.fallbacks.iter().map(|fb| (fb.from, fb.errno)).collect();
+    let from: Vec<_> = r
+        .fallbacks
+        .iter()
+        .map(|fb| (fb.strategy, fb.errno))
+        .collect();
     assert_eq!(
         from,
         vec![
@@ -201,7 +205,7 @@ fn zero_range_auto_on_tmpfs_punches_and_allocates() {
     let r = zero_range(&f, B, 2 * B, ZeroStrategy::Auto).unwrap();
     assert_eq!(r.strategy, ZeroStrategy::PunchAndAllocate);
     assert_eq!(r.fallbacks.len(), 1);
-    assert_eq!(r.fallbacks[0].from, ZeroStrategy::ZeroRange);
+    assert_eq!(r.fallbacks[0].strategy, ZeroStrategy::ZeroRange);
     assert_eq!(r.fallbacks[0].errno, Errno::OPNOTSUPP);
     assert_eq!(r.allocated_after, 8 * B);
     assert!(

@@ -121,7 +121,7 @@ fn auto_on_tmpfs_moves_data_and_says_why() {
     let r = collapse_range(&f, B, 2 * B, ShiftStrategy::Auto).unwrap();
     assert_eq!(r.strategy, ShiftStrategy::MoveData);
     assert_eq!(r.fallbacks.len(), 1);
-    assert_eq!(r.fallbacks[0].from, ShiftStrategy::Native);
+    assert_eq!(r.fallbacks[0].strategy, ShiftStrategy::Native);
     assert_eq!(r.fallbacks[0].errno, Errno::OPNOTSUPP);
     let old = collapsed(&old, B, 2 * B);
     assert_eq!(contents(&f), old);
