@@ -69,6 +69,7 @@ mod error;
 mod exec;
 mod fields;
 mod metadata;
+mod modes;
 mod options;
 mod pool;
 #[cfg(test)]
@@ -83,7 +84,8 @@ pub use fields::Fields;
 pub use metadata::{
     AtomicWrite, Attribute, Attributes, DevId, DioAlign, FileType, Metadata, MountId, Timestamp,
 };
-pub use options::{ProbeOptions, Strategy, SyncMode};
+pub use modes::{Strategy, SyncMode};
+pub use options::ProbeOptions;
 pub use pool::{DEFAULT_MAX_STUCK, WorkerPool};
 
 use std::path::Path;
