@@ -5,7 +5,7 @@ use sparsekit_testbench::{bench, cleanup, defs, publish, runner, scenarios, self
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: sparsekit-testbench run [--fs NAME[,NAME…]] [--filter TEXT] [--no-install] [--no-selftest] [--bless]
+usage: sparsekit-testbench run [--fs NAME[,NAME…]] [--filter TEXT[,TEXT…]] [--no-install] [--no-selftest] [--bless]
                                [--out DIR] [--no-compare]
        sparsekit-testbench collect DIR [--bless]
        sparsekit-testbench list

@@ -74,7 +74,8 @@ impl FsReport {
 pub struct RunOptions {
     /// Install missing mkfs tools with apt-get (as root on Debian).
     pub install: bool,
-    /// Only scenarios whose name contains this.
+    /// Only scenarios whose name contains one of these comma-separated
+    /// texts (`caps/,punch/model`).
     pub filter: Option<String>,
 }
 
@@ -144,7 +145,7 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
     // Counts of an earlier filesystem (or an aborted run) are not ours.
     let _ = tally::take();
     for s in scenarios {
-        if opts.filter.as_deref().is_some_and(|f| !s.name.contains(f)) {
+        if !selected(opts.filter.as_deref(), s.name) {
             continue;
         }
         let rec = run_one(&fs, s);
@@ -159,6 +160,12 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
     drop(fs);
     report.elapsed = started.elapsed();
     report
+}
+
+/// Whether scenario `name` is in `filter` (comma-separated texts, any of
+/// which it must contain; no filter: every scenario).
+pub fn selected(filter: Option<&str>, name: &str) -> bool {
+    filter.is_none_or(|f| f.split(',').any(|part| !part.is_empty() && name.contains(part)))
 }
 
 /// Why `def` cannot be mounted on this kernel, if a type it needs (its own
@@ -305,6 +312,17 @@ mod tests {
     /// /proc/filesystems of a Debian 6.12 guest whose btrfs module is absent.
     const NO_BTRFS: &str =
         "nodev\tsysfs\nnodev\ttmpfs\nnodev\toverlay\n\text4\n\txfs\nnodev\tfuse\n";
+
+    #[test]
+    fn a_filter_selects_names_containing_any_of_its_parts() {
+        assert!(selected(None, "punch/model_auto"));
+        assert!(selected(Some("punch/"), "punch/model_auto"));
+        assert!(selected(Some("caps/,punch/model"), "punch/model_auto"));
+        assert!(selected(Some("caps/,punch/model"), "caps/named_scratch_clean"));
+        assert!(!selected(Some("caps/,punch/model"), "punch/dig_seek"));
+        // An empty part (a trailing comma) selects nothing by itself.
+        assert!(!selected(Some("caps/,"), "punch/dig_seek"));
+    }
 
     #[test]
     fn a_filesystem_the_kernel_lacks_is_named_with_the_reason() {
