@@ -24,16 +24,7 @@ pub(crate) fn command(args: &[String]) -> anyhow::Result<()> {
     if !args.is_empty() && rest.is_empty() {
         return Ok(());
     }
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "--locked",
-        "-p",
-        "sparsekit-testbench",
-        "--",
-        "bench",
-    ])
-    .args(rest);
+    let mut c = crate::util::bench_binary("bench", false);
+    c.args(rest);
     run(c)
 }

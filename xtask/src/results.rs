@@ -8,7 +8,7 @@
 //! this check on a sample run (no root needed) and again on the real
 //! bench's output.
 
-use crate::util::{cargo, root, run};
+use crate::util::{root, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,18 +28,8 @@ pub(crate) fn check(dir: &Path) -> anyhow::Result<()> {
 /// strings) and checks them.
 pub(crate) fn check_sample() -> anyhow::Result<()> {
     let dir: PathBuf = root().join("target/testbench/sample");
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--quiet",
-        "--release",
-        "--locked",
-        "-p",
-        "sparsekit-testbench",
-        "--",
-        "results-sample",
-    ])
-    .arg(&dir);
+    let mut c = crate::util::bench_binary("results-sample", true);
+    c.arg(&dir);
     run(c)?;
     check(&dir)
 }

@@ -14,17 +14,8 @@ pub(crate) fn command(args: &[String]) -> anyhow::Result<()> {
     let mut c = cargo();
     c.args(["build", "--release", "--locked", "-p", "sparsekit-cli"]);
     run(c)?;
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "--locked",
-        "-p",
-        "sparsekit-testbench",
-        "--",
-        "run",
-    ])
-    .args(args);
+    let mut c = crate::util::bench_binary("run", false);
+    c.args(args);
     let bench = run(c);
     // The documents of this very run, read back by other readers; a
     // failing bench still wrote them (unless it failed before the end).

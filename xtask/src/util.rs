@@ -19,6 +19,21 @@ pub(crate) fn cargo() -> Command {
     c
 }
 
+/// `cargo run --release --locked -p sparsekit-testbench -- SUBCOMMAND`:
+/// the bench binary (release: the scenarios do real I/O), for the tasks it
+/// does (`run`, `bench`, `matrix`, `results-sample`); `quiet` hides cargo's
+/// own lines where the output is a short report.
+pub(crate) fn bench_binary(subcommand: &str, quiet: bool) -> Command {
+    let mut c = cargo();
+    c.arg("run");
+    if quiet {
+        c.arg("--quiet");
+    }
+    c.args(["--release", "--locked", "-p", "sparsekit-testbench", "--"])
+        .arg(subcommand);
+    c
+}
+
 /// Prints the command, runs it, fails with its exit status.
 pub(crate) fn run(mut cmd: Command) -> anyhow::Result<()> {
     let shown = format!(
