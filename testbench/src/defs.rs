@@ -161,11 +161,9 @@ mod tests {
         }
         for d in &defs {
             let bytes = d.image_bytes().unwrap();
-            assert!(
-                (256 << 20..=1 << 30).contains(&bytes),
-                "{}: {bytes}",
-                d.name
-            );
+            // A device is written whole by its scenarios: smaller.
+            let least = if d.is_block() { 32 << 20 } else { 256 << 20 };
+            assert!((least..=1 << 30).contains(&bytes), "{}: {bytes}", d.name);
         }
     }
 

@@ -256,6 +256,11 @@ impl MountedFs {
         }
     }
 
+    /// The nbd device of an `nbd` block definition.
+    pub fn nbd(&self) -> Option<&crate::nbd::NbdDevice> {
+        self.nbd.as_ref()
+    }
+
     /// The image behind a block definition's device (what qemu-nbd
     /// serves, or the loop device's backing file).
     pub fn device_image(&self) -> Option<&Path> {

@@ -76,6 +76,11 @@ impl NbdDevice {
         &self.device
     }
 
+    /// The pid of the qemu-nbd serving it.
+    pub fn server_pid(&self) -> u32 {
+        self.server.as_ref().map_or(0, Child::id)
+    }
+
     /// The image file qemu-nbd serves.
     pub fn image(&self) -> &Path {
         &self.image
@@ -99,12 +104,20 @@ fn name_of(device: &Path) -> String {
 }
 
 /// `/sys/block/nbdN/pid`: the pid serving a connected device.
-fn server_of(device: &Path) -> Option<u32> {
+pub fn server_of(device: &Path) -> Option<u32> {
     std::fs::read_to_string(format!("/sys/block/{}/pid", name_of(device)))
         .ok()?
         .trim()
         .parse()
         .ok()
+}
+
+/// `/sys/block/nbdN/size`: the capacity in 512-byte sectors.
+fn sectors(device: &Path) -> u64 {
+    std::fs::read_to_string(format!("/sys/block/{}/size", name_of(device)))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// nbd devices no one serves, in number order.
@@ -127,7 +140,9 @@ fn free_devices() -> Vec<PathBuf> {
 fn wait_connected(device: &Path, server: &mut Child) -> anyhow::Result<()> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
-        if server_of(device).is_some() {
+        // The kernel publishes the pid before it sets the capacity: wait
+        // for both, or the first user sees a device of 0 bytes.
+        if server_of(device).is_some() && sectors(device) > 0 {
             return Ok(());
         }
         if let Some(status) = server.try_wait()? {

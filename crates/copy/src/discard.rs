@@ -97,7 +97,11 @@ impl Discarder {
         Ok(Discarded::Done { edges })
     }
 
-    fn reads_zero(&mut self, fd: BorrowedFd<'_>, at: u64) -> Result<bool, (&'static str, u64, Errno)> {
+    fn reads_zero(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        at: u64,
+    ) -> Result<bool, (&'static str, u64, Errno)> {
         let buf = self.buf.as_mut_slice();
         let mut done = 0;
         while done < buf.len() {
@@ -160,10 +164,19 @@ mod tests {
     #[test]
     fn split_keeps_whole_granules_and_tiles_the_range() {
         assert_eq!(split(0..8192, 4096), (0..8192, [0..0, 8192..8192]));
-        assert_eq!(split(100..9000, 4096), (4096..8192, [100..4096, 8192..9000]));
+        assert_eq!(
+            split(100..9000, 4096),
+            (4096..8192, [100..4096, 8192..9000])
+        );
         // Less than a granule: nothing to discard, all edge.
-        assert_eq!(split(100..4000, 4096), (4000..4000, [100..4000, 4000..4000]));
-        assert_eq!(split(4000..4200, 4096), (4096..4096, [4000..4096, 4096..4200]));
+        assert_eq!(
+            split(100..4000, 4096),
+            (4000..4000, [100..4000, 4000..4000])
+        );
+        assert_eq!(
+            split(4000..4200, 4096),
+            (4096..4096, [4000..4096, 4096..4200])
+        );
     }
 
     #[test]

@@ -119,10 +119,7 @@ impl QueueLimits {
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::BlockDevice {
             return Err(io::Errno::NOTBLK);
         }
-        let (major, minor) = (
-            rustix::fs::major(st.st_rdev),
-            rustix::fs::minor(st.st_rdev),
-        );
+        let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
         let dev = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
         let queue = [dev.join("queue"), dev.join("../queue")]
             .into_iter()
@@ -185,7 +182,10 @@ mod tests {
         assert_eq!(l.write_zeroes_max_bytes, Some(0));
         assert_eq!(l.discard_granularity, None);
         assert_eq!(l.logical_block_size, None);
-        assert_eq!(l.describe(), "discard_max_bytes=4096, write_zeroes_max_bytes=0");
+        assert_eq!(
+            l.describe(),
+            "discard_max_bytes=4096, write_zeroes_max_bytes=0"
+        );
         let f = tempfile::tempfile().unwrap();
         assert_eq!(QueueLimits::of(&f), Err(io::Errno::NOTBLK));
     }

@@ -122,7 +122,12 @@ impl Device {
         }
         // The calls invalidate the page cache of the range; dropping it
         // again costs nothing and makes the read go to the device.
-        let _ = rustix::fs::fadvise(&self.fd, off, std::num::NonZeroU64::new(len), Advice::DontNeed);
+        let _ = rustix::fs::fadvise(
+            &self.fd,
+            off,
+            std::num::NonZeroU64::new(len),
+            Advice::DontNeed,
+        );
         let mut got = vec![0u8; len as usize];
         read_all(&self.fd, &mut got, off).map_err(|(at, e)| self.scratch_err("pread", at, e))?;
         Ok(Ok(ReadBack::of(&got, &pattern)))
