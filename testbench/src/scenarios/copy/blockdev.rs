@@ -28,6 +28,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::new("blockdev/discard_forced", discard_forced),
         Scenario::new("blockdev/zero_out_forced", zero_out_forced),
         Scenario::new("blockdev/guard_undoes_device", guard_undoes_device),
+        Scenario::new("blockdev/sigterm_undoes_device", sigterm_undoes_device),
     ];
     debug_assert!(v.iter().all(|s| s.name.starts_with(BLOCK_SCENARIOS)));
     v
@@ -317,5 +318,16 @@ fn guard_undoes_device(ctx: &Ctx<'_>) -> ScenarioResult {
             dev.display()
         );
     }
+    Ok(Verdict::Pass)
+}
+
+/// A child bench makes a device of the same definition and is sent
+/// SIGTERM: its handler disconnects / detaches the device and stops
+/// qemu-nbd; the leak check (which looks for the child's qemu-nbd too)
+/// finds nothing.
+fn sigterm_undoes_device(ctx: &Ctx<'_>) -> ScenarioResult {
+    let sig = rustix::process::Signal::TERM.as_raw();
+    crate::selftest::check(ctx.fs().def(), crate::selftest::Ending::Signal(sig))
+        .map_err(|e| anyhow::anyhow!(e))?;
     Ok(Verdict::Pass)
 }
