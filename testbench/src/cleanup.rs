@@ -16,6 +16,8 @@ struct Entry {
     mountpoint: Option<PathBuf>,
     loop_device: Option<PathBuf>,
     image: Option<PathBuf>,
+    /// An nbd device and the qemu-nbd serving it (disconnected, then killed).
+    nbd: Option<(PathBuf, u32)>,
     dir: PathBuf,
 }
 
@@ -49,6 +51,7 @@ impl Registration {
                 mountpoint: None,
                 loop_device: None,
                 image: None,
+                nbd: None,
                 dir: dir.to_owned(),
             })
         });
@@ -74,6 +77,10 @@ impl Registration {
         });
     }
 
+    pub(crate) fn set_nbd(&self, device: &Path, server: u32) {
+        self.update(|e| e.nbd = Some((device.to_owned(), server)));
+    }
+
     /// Undoes everything registered (unmount, detach, remove), then forgets it.
     pub(crate) fn cleanup(&self) -> Vec<String> {
         let entry = with_registry(|r| {
@@ -89,6 +96,11 @@ fn undo(e: &Entry) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(mnt) = &e.mountpoint {
         if let Err(msg) = unmount(mnt) {
+            problems.push(msg);
+        }
+    }
+    if let Some((dev, server)) = &e.nbd {
+        if let Err(msg) = crate::nbd::disconnect(dev, *server) {
             problems.push(msg);
         }
     }
@@ -216,6 +228,7 @@ pub fn leaks_of(pid: u32) -> Vec<String> {
             }
         }
     }
+    found.extend(crate::nbd::leaks(&marker));
     if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
         found.extend(
             dir.flatten()

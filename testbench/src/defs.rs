@@ -28,6 +28,16 @@ pub struct FsDef {
     /// whose directories this one is mounted over.
     #[serde(default)]
     pub over: Option<String>,
+    /// For block-device definitions: `"loop"` (a sparse image on the
+    /// bench's temporary directory, attached to a loop device) or `"nbd"`
+    /// (the image served by qemu-nbd to the kernel's nbd client). Nothing
+    /// is mounted: the caps are the block rows and only the `blockdev/`
+    /// scenarios run.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Extra qemu-nbd options of an `nbd` device (`["--discard=unmap"]`).
+    #[serde(default)]
+    pub nbd_options: Vec<String>,
     /// `over`, resolved by [`load`].
     #[serde(skip)]
     pub over_def: Option<Box<FsDef>>,
@@ -41,6 +51,11 @@ impl FsDef {
     /// Whether the filesystem lives on a loop-attached image (everything but tmpfs).
     pub fn needs_image(&self) -> bool {
         !self.mkfs.is_empty()
+    }
+
+    /// Whether this is a block-device definition (`device` set).
+    pub fn is_block(&self) -> bool {
+        self.device.is_some()
     }
 
     /// `image_size` in bytes.
@@ -75,6 +90,21 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<FsDef>> {
             );
         }
         def.image_bytes()?;
+        match def.device.as_deref() {
+            None | Some("loop" | "nbd") => {}
+            Some(other) => bail!(
+                "{}: {:?}: device {other:?} is neither \"loop\" nor \"nbd\"",
+                path.display(),
+                def.name
+            ),
+        }
+        if def.device.is_some() && (!def.mkfs.is_empty() || def.over.is_some()) {
+            bail!(
+                "{}: {:?}: a block device takes no mkfs and stacks on nothing",
+                path.display(),
+                def.name
+            );
+        }
     }
     let all = file.filesystem.clone();
     let mut defs = file.filesystem;
@@ -125,13 +155,15 @@ mod tests {
                 "{required} missing from {names:?}"
             );
         }
+        for required in ["loop", "nbd", "nbd-discard-ignore"] {
+            let d = defs.iter().find(|d| d.name == required).unwrap();
+            assert!(d.is_block() && d.mkfs.is_empty(), "{required}");
+        }
         for d in &defs {
             let bytes = d.image_bytes().unwrap();
-            assert!(
-                (256 << 20..=1 << 30).contains(&bytes),
-                "{}: {bytes}",
-                d.name
-            );
+            // A device is written whole by its scenarios: smaller.
+            let least = if d.is_block() { 32 << 20 } else { 256 << 20 };
+            assert!((least..=1 << 30).contains(&bytes), "{}: {bytes}", d.name);
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// `/tmp/sparsekit-testbench-<pid>-<seq>-<label>`, registered for cleanup.
-fn work_dir(label: &str) -> anyhow::Result<(PathBuf, Registration)> {
+pub(crate) fn work_dir(label: &str) -> anyhow::Result<(PathBuf, Registration)> {
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("{PREFIX}-{}-{seq}-{label}", std::process::id()));
     // Register before creating, so a signal in between still removes it.
@@ -124,6 +124,8 @@ pub struct MountedFs {
     def: FsDef,
     mountpoint: PathBuf,
     image: Option<LoopImage>,
+    /// The device of an `nbd` block definition.
+    nbd: Option<crate::nbd::NbdDevice>,
     /// The filesystem an overlay is stacked on (dropped after it).
     base: Option<Box<MountedFs>>,
     reg: Registration,
@@ -133,6 +135,9 @@ impl MountedFs {
     /// Makes the image (if any), mkfs, attach, mount; for an overlay, mounts
     /// its base first and stacks on directories there.
     pub fn mount(def: &FsDef) -> anyhow::Result<MountedFs> {
+        if def.is_block() {
+            return MountedFs::block(def);
+        }
         let base = match &def.over_def {
             Some(b) => Some(Box::new(MountedFs::mount(b)?)),
             None => None,
@@ -191,7 +196,38 @@ impl MountedFs {
             def: def.clone(),
             mountpoint,
             image,
+            nbd: None,
             base,
+            reg,
+        })
+    }
+
+    /// A block-device definition: the device (a loop-attached image, or an
+    /// image served over nbd) and, as the "mount point", a plain scratch
+    /// directory on the bench's temporary directory for the scenarios'
+    /// source files. Nothing is mounted.
+    fn block(def: &FsDef) -> anyhow::Result<MountedFs> {
+        let size = def.image_bytes()?;
+        let (image, nbd) = match def.device.as_deref() {
+            Some("nbd") => (
+                None,
+                Some(crate::nbd::NbdDevice::create(
+                    &def.name,
+                    size,
+                    &def.nbd_options,
+                )?),
+            ),
+            _ => (Some(LoopImage::create(&def.name, size, &[])?), None),
+        };
+        let (dir, reg) = work_dir(&format!("{}-files", def.name))?;
+        let mountpoint = dir.join("files");
+        std::fs::create_dir(&mountpoint)?;
+        Ok(MountedFs {
+            def: def.clone(),
+            mountpoint,
+            image,
+            nbd,
+            base: None,
             reg,
         })
     }
@@ -211,9 +247,27 @@ impl MountedFs {
         &self.mountpoint
     }
 
-    /// The loop device, for filesystems on an image.
+    /// The loop device, for filesystems on an image; the device itself for
+    /// a block definition (loop or nbd).
     pub fn device(&self) -> Option<&Path> {
-        self.image.as_ref().map(|i| i.device())
+        match &self.nbd {
+            Some(n) => Some(n.device()),
+            None => self.image.as_ref().map(|i| i.device()),
+        }
+    }
+
+    /// The nbd device of an `nbd` block definition.
+    pub fn nbd(&self) -> Option<&crate::nbd::NbdDevice> {
+        self.nbd.as_ref()
+    }
+
+    /// The image behind a block definition's device (what qemu-nbd
+    /// serves, or the loop device's backing file).
+    pub fn device_image(&self) -> Option<&Path> {
+        match &self.nbd {
+            Some(n) => Some(n.image()),
+            None => self.image.as_ref().map(|i| i.image()),
+        }
     }
 }
 
@@ -221,6 +275,7 @@ impl Drop for MountedFs {
     fn drop(&mut self) {
         // Unmount first (the registration owns the mount point), then the image.
         let _ = self.reg.cleanup();
+        drop(self.nbd.take());
         drop(self.image.take());
         drop(self.base.take());
     }

@@ -39,6 +39,7 @@ pub mod junit;
 pub mod kcidb;
 pub mod markdown;
 pub mod matrix;
+pub mod nbd;
 pub mod proptest_support;
 pub mod publish;
 pub mod results;

@@ -387,6 +387,8 @@ pub fn sample() -> RunResults {
         package: None,
         mount_options: opts.into(),
         image_size: "512M".into(),
+        device: None,
+        nbd_options: Vec::new(),
         over: None,
         over_def: None,
     };

@@ -79,6 +79,13 @@ pub struct RunOptions {
     pub filter: Option<String>,
 }
 
+/// The prefix of the scenarios that run on block-device definitions (and
+/// only there).
+pub const BLOCK_SCENARIOS: &str = "blockdev/";
+
+/// Where on a block definition's device the caps trials write.
+const BLOCK_TRIAL_RANGE: u64 = 1 << 20;
+
 /// Runs `scenarios` on a fresh mount of `def`.
 pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsReport {
     let started = Instant::now();
@@ -121,7 +128,13 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
     // The temporary directory is another filesystem than the mount, for
     // `copy_file_range_cross_fs`.
     let caps_options = sparsekit_caps::CapsOptions::new().cross_fs_dir(std::env::temp_dir());
-    let outcome = match caps_options.probe(fs.mountpoint()) {
+    let probed = match fs.device().filter(|_| def.is_block()) {
+        // The block rows, on the device's first MiB (the scenarios
+        // overwrite the whole device anyway).
+        Some(dev) => sparsekit_caps::probe_block_device(dev, 0..BLOCK_TRIAL_RANGE),
+        None => caps_options.probe(fs.mountpoint()),
+    };
+    let outcome = match probed {
         Ok(caps) if caps.capabilities.is_empty() => Outcome::Fail("no capability was tried".into()),
         Ok(caps) => {
             println!(
@@ -146,6 +159,11 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
     let _ = tally::take();
     for s in scenarios {
         if !selected(opts.filter.as_deref(), s.name) {
+            continue;
+        }
+        // Block definitions have no filesystem to run file scenarios on;
+        // filesystems have no device of their own for the block ones.
+        if s.name.starts_with(BLOCK_SCENARIOS) != def.is_block() {
             continue;
         }
         let rec = run_one(&fs, s);
@@ -193,6 +211,8 @@ pub fn missing_fs_type(def: &FsDef, proc_filesystems: &str) -> Option<String> {
 fn describe(def: &FsDef) -> String {
     let mut d = if let Some(base) = &def.over_def {
         format!("mount -t {} over {}", def.fstype, base.name)
+    } else if let Some(device) = &def.device {
+        format!("block device: {device} {}", def.nbd_options.join(" "))
     } else if def.mkfs.is_empty() {
         format!("mount -t {}", def.fstype)
     } else {

@@ -46,8 +46,9 @@ pub fn child(def: &FsDef, panic: bool) -> anyhow::Result<()> {
     anyhow::bail!("no signal arrived")
 }
 
-/// The parent side: run one child ending, then look for leftovers.
-fn check(def: &FsDef, ending: Ending) -> Result<(), String> {
+/// The parent side: run one child ending, then look for leftovers (also
+/// run by the `blockdev/` scenarios on a block definition).
+pub fn check(def: &FsDef, ending: Ending) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mode = match ending {
         Ending::Panic => "panic",

@@ -18,9 +18,34 @@ pub fn ensure(def: &FsDef, may_install: bool) -> Result<(), String> {
     if let Some(base) = &def.over_def {
         ensure(base, may_install)?;
     }
-    let Some(prog) = def.mkfs.first() else {
+    if def.device.as_deref() == Some("nbd") {
+        ensure_prog("qemu-nbd", def, may_install)?;
+        return nbd_module();
+    }
+    match def.mkfs.first() {
+        Some(prog) => ensure_prog(prog, def, may_install),
+        None => Ok(()),
+    }
+}
+
+/// Loads the kernel's nbd client; `Err(reason)` when this kernel has none
+/// (the host kernel here), so the definition is skipped with the reason.
+fn nbd_module() -> Result<(), String> {
+    if Path::new("/sys/module/nbd").exists() {
         return Ok(());
-    };
+    }
+    match Command::new("modprobe").arg("nbd").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "no nbd client in this kernel: modprobe nbd: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("no nbd client: cannot run modprobe: {e}")),
+    }
+}
+
+/// Makes sure `prog` exists, installing `def`'s package if allowed.
+fn ensure_prog(prog: &str, def: &FsDef, may_install: bool) -> Result<(), String> {
     if have(prog) {
         return Ok(());
     }

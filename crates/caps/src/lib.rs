@@ -29,6 +29,8 @@
 //! - [`classify`]: the pure decision functions, testable with injected
 //!   errnos and observations.
 //! - [`CapsError`]: the directory could not be probed at all.
+//! - [`probe_block_device`]: the trials of a block device (discard, and
+//!   the ways to zero; [`BLOCK_CAPABILITIES`]), on a range it overwrites.
 //!
 //! # Capabilities
 //! The names in [`CAPABILITIES`], each tried on this filesystem:
@@ -118,6 +120,7 @@
 
 #![warn(missing_docs)]
 
+pub mod blockdev;
 pub mod classify;
 mod display;
 mod error;
@@ -128,6 +131,7 @@ mod report;
 mod scratch;
 mod trials;
 
+pub use blockdev::{BLOCK_CAPABILITIES, probe_block_device};
 pub use error::CapsError;
 pub use memo::Caps;
 pub use options::{CapsOptions, probe};

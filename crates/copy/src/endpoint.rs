@@ -83,6 +83,7 @@ enum HoleAction {
     ZeroRange,
     ZeroOut,
     WriteZeros,
+    Discard,
 }
 
 impl HoleAction {
@@ -93,6 +94,7 @@ impl HoleAction {
             HoleAction::ZeroRange => "fallocate(ZERO_RANGE)",
             HoleAction::ZeroOut => "ioctl(BLKZEROOUT)",
             HoleAction::WriteZeros => "pwrite",
+            HoleAction::Discard => "ioctl(BLKDISCARD)",
         }
     }
 
@@ -102,6 +104,7 @@ impl HoleAction {
             HoleAction::ZeroRange => HoleMethod::ZeroRange,
             HoleAction::ZeroOut => HoleMethod::ZeroOut,
             HoleAction::WriteZeros => HoleMethod::WriteZeros,
+            HoleAction::Discard => HoleMethod::Discard,
         }
     }
 }
@@ -136,6 +139,7 @@ pub(crate) struct Dest<'a> {
     holes: Vec<HoleAction>,
     hole_proven: bool,
     hole_used: Option<HoleAction>,
+    discarder: Option<crate::discard::Discarder>,
     zeros: Option<Buffer>,
     /// Checked between the writes of zeros, whose count follows the size
     /// of holes (2^63 bytes for the largest file), not of data.
@@ -177,9 +181,12 @@ impl<'a> Dest<'a> {
             // fallocate(PUNCH_HOLE) on a block device is WRITE ZEROES with
             // unmap allowed and no fallback: it deallocates (a loop device
             // punches its backing file) and guarantees zeros, or fails.
-            // BLKZEROOUT forbids unmapping, so it comes second.
+            // BLKZEROOUT forbids unmapping, so it comes second. Discard,
+            // cheapest of all, goes first, used only once seen to zero
+            // (crate::discard).
             (HoleMethod::Auto, DestinationKind::BlockDevice) => {
                 vec![
+                    HoleAction::Discard,
                     HoleAction::Punch,
                     HoleAction::ZeroOut,
                     HoleAction::WriteZeros,
@@ -194,6 +201,7 @@ impl<'a> Dest<'a> {
             (HoleMethod::ZeroRange, _) => vec![HoleAction::ZeroRange],
             (HoleMethod::ZeroOut, _) => vec![HoleAction::ZeroOut],
             (HoleMethod::WriteZeros, _) => vec![HoleAction::WriteZeros],
+            (HoleMethod::Discard, _) => vec![HoleAction::Discard],
         };
         Dest {
             fd,
@@ -211,6 +219,7 @@ impl<'a> Dest<'a> {
             holes: chain,
             hole_proven: false,
             hole_used: None,
+            discarder: None,
             zeros: None,
             interrupt,
         }
@@ -352,6 +361,26 @@ impl<'a> Dest<'a> {
                 .first()
                 .expect("the hole chain ends with a method that cannot be unsupported");
             let res = match action {
+                HoleAction::Discard => match self.discard_hole(range.clone()) {
+                    Ok(Some(at)) => {
+                        // Accepted but not zeroed: the range goes to the
+                        // next method, and discard is never tried again.
+                        if self.requested_holes != HoleMethod::Auto {
+                            return Err(CopyError::DiscardKeepsData {
+                                path: self.path.to_owned(),
+                                offset: at,
+                            });
+                        }
+                        self.fallbacks.push(Fallback::new(
+                            "holes discard (old data read back)",
+                            Errno::OPNOTSUPP,
+                        ));
+                        self.holes.remove(0);
+                        continue;
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
                 HoleAction::WriteZeros => {
                     return self
                         .write_zeros(range)
@@ -396,6 +425,27 @@ impl<'a> Dest<'a> {
                     self.holes.remove(0);
                 }
                 Err((op, at, e)) => return Err(self.io_err(op, at, e)),
+            }
+        }
+    }
+
+    /// Discards `range` (see [`crate::discard`]) and zeros its edges;
+    /// `Ok(Some(at))` when the device kept the data at `at`.
+    fn discard_hole(
+        &mut self,
+        range: Range<u64>,
+    ) -> Result<Option<u64>, (&'static str, u64, Errno)> {
+        let d = self
+            .discarder
+            .get_or_insert_with(|| crate::discard::Discarder::new(self.fd, self.block));
+        match d.discard(self.fd, range)? {
+            crate::discard::Discarded::KeptData { at } => Ok(Some(at)),
+            crate::discard::Discarded::Done { edges } => {
+                for edge in edges.into_iter().filter(|e| !e.is_empty()) {
+                    self.write_zeros(edge.clone())
+                        .map_err(|e| ("pwrite", edge.start, e.errno().unwrap_or(Errno::IO)))?;
+                }
+                Ok(None)
             }
         }
     }
@@ -449,6 +499,7 @@ fn hole_fallback_name(action: HoleAction) -> &'static str {
         HoleAction::ZeroRange => "holes zero_range",
         HoleAction::ZeroOut => "holes zero_out",
         HoleAction::WriteZeros => "holes",
+        HoleAction::Discard => "holes discard",
     }
 }
 

@@ -137,6 +137,19 @@ pub enum CopyError {
         /// What the kernel returned.
         errno: Errno,
     },
+    /// `HoleMethod::Discard` was forced, and the device accepted a discard
+    /// but the range still reads its old data (qemu-nbd's default
+    /// `--discard=ignore` does this).
+    #[error(
+        "{}: BLKDISCARD at offset {offset} succeeded but the old data reads back: discard cannot make holes on this device",
+        path.display()
+    )]
+    DiscardKeepsData {
+        /// The destination.
+        path: PathBuf,
+        /// Where the old data showed.
+        offset: u64,
+    },
     /// Options that contradict each other (e.g. `copy_file_range` with
     /// `ReflinkMode::Never`); nothing was touched.
     #[error("invalid options: {0}")]

@@ -138,6 +138,7 @@ mod buffer;
 mod cache;
 mod cfr;
 pub mod compare;
+mod discard;
 mod endpoint;
 mod engine;
 mod error;

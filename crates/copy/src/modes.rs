@@ -120,7 +120,8 @@ named_enum! {
     /// destination file needs nothing: its holes are skipped.
     HoleMethod {
         /// Regular file: `Punch` → `ZeroRange` → `WriteZeros`; block device:
-        /// `Punch` → `ZeroOut` → `WriteZeros`.
+        /// `Discard` (only once seen to zero) → `Punch` → `ZeroOut` →
+        /// `WriteZeros`.
         #[default]
         Auto => "auto",
         /// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: frees the blocks (on a block
@@ -132,6 +133,11 @@ named_enum! {
         ZeroOut => "zero_out",
         /// Write zeros.
         WriteZeros => "write_zeros",
+        /// `ioctl(BLKDISCARD)` on a block device, used only after a trial
+        /// showed that discarded blocks read back as zeros here (and each
+        /// discarded range is checked again); pieces under the discard
+        /// granularity are written with zeros.
+        Discard => "discard",
     }
 }
 

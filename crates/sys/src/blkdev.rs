@@ -1,5 +1,6 @@
 //! Block-device ioctls rustix does not wrap: `BLKGETSIZE64`, `BLKZEROOUT`
-//! and `BLKDISCARD`.
+//! and `BLKDISCARD`; and the device's discard / write-zeroes limits from
+//! sysfs ([`QueueLimits`]).
 //!
 //! # References
 //! - `include/uapi/linux/fs.h`, `block/ioctl.c`
@@ -78,9 +79,116 @@ pub fn blkdiscard<Fd: AsFd>(fd: Fd, offset: u64, length: u64) -> io::Result<()> 
     unsafe { ioctl(fd, Setter::<BLKDISCARD, [u64; 2]>::new([offset, length])) }
 }
 
+/// What a block device's request queue says about discard and write
+/// zeroes, from `/sys/dev/block/MAJ:MIN/queue/` (a partition reads its
+/// disk's queue). Each field is `None` where the kernel has no such file.
+///
+/// These are what the kernel will *send*; whether a device keeps its word
+/// (does a discarded block read back as zeros?) only a trial can tell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// `logical_block_size`: the alignment of every ioctl range.
+    pub logical_block_size: Option<u64>,
+    /// `discard_granularity`: the unit a device can discard; a smaller or
+    /// unaligned piece may be ignored.
+    pub discard_granularity: Option<u64>,
+    /// `discard_max_bytes`: 0 means no discard (`BLKDISCARD` is
+    /// `EOPNOTSUPP`).
+    pub discard_max_bytes: Option<u64>,
+    /// `discard_zeroes_data`: always 0 since Linux 4.12, kept for older kernels.
+    pub discard_zeroes_data: Option<u64>,
+    /// `write_zeroes_max_bytes`: 0 means no WRITE ZEROES command, so
+    /// `BLKZEROOUT` writes zero pages and `fallocate(PUNCH_HOLE)` fails.
+    pub write_zeroes_max_bytes: Option<u64>,
+    /// `write_zeroes_unmap_max_bytes` (Linux 6.16): whether WRITE ZEROES
+    /// with unmap deallocates.
+    pub write_zeroes_unmap_max_bytes: Option<u64>,
+}
+
+impl QueueLimits {
+    /// The limits of the block device open as `fd`.
+    ///
+    /// # Errors
+    /// `ENOTBLK` when `fd` is not a block device; `ENOENT` when sysfs is
+    /// not mounted or has no queue directory for it.
+    ///
+    /// # References
+    /// - `Documentation/ABI/stable/sysfs-block`
+    pub fn of<Fd: AsFd>(fd: Fd) -> io::Result<QueueLimits> {
+        let st = rustix::fs::fstat(fd)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::BlockDevice {
+            return Err(io::Errno::NOTBLK);
+        }
+        let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+        let dev = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+        let queue = [dev.join("queue"), dev.join("../queue")]
+            .into_iter()
+            .find(|q| q.is_dir())
+            .ok_or(io::Errno::NOENT)?;
+        Ok(QueueLimits::read(&queue))
+    }
+
+    /// Reads the limits from a `queue` directory (any directory with such
+    /// files, for tests).
+    pub fn read(queue: &std::path::Path) -> QueueLimits {
+        let get = |name: &str| {
+            std::fs::read_to_string(queue.join(name))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        };
+        QueueLimits {
+            logical_block_size: get("logical_block_size"),
+            discard_granularity: get("discard_granularity"),
+            discard_max_bytes: get("discard_max_bytes"),
+            discard_zeroes_data: get("discard_zeroes_data"),
+            write_zeroes_max_bytes: get("write_zeroes_max_bytes"),
+            write_zeroes_unmap_max_bytes: get("write_zeroes_unmap_max_bytes"),
+        }
+    }
+
+    /// `name=value` pairs of the fields present, for reports
+    /// (`discard_max_bytes=4294966784, …`).
+    pub fn describe(&self) -> String {
+        [
+            ("logical_block_size", self.logical_block_size),
+            ("discard_granularity", self.discard_granularity),
+            ("discard_max_bytes", self.discard_max_bytes),
+            ("discard_zeroes_data", self.discard_zeroes_data),
+            ("write_zeroes_max_bytes", self.write_zeroes_max_bytes),
+            (
+                "write_zeroes_unmap_max_bytes",
+                self.write_zeroes_unmap_max_bytes,
+            ),
+        ]
+        .iter()
+        .filter_map(|(n, v)| v.map(|v| format!("{n}={v}")))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_limits_read_what_is_there_and_refuse_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("discard_max_bytes"), "4096\n").unwrap();
+        std::fs::write(dir.path().join("write_zeroes_max_bytes"), "0\n").unwrap();
+        std::fs::write(dir.path().join("discard_granularity"), "garbage\n").unwrap();
+        let l = QueueLimits::read(dir.path());
+        assert_eq!(l.discard_max_bytes, Some(4096));
+        assert_eq!(l.write_zeroes_max_bytes, Some(0));
+        assert_eq!(l.discard_granularity, None);
+        assert_eq!(l.logical_block_size, None);
+        assert_eq!(
+            l.describe(),
+            "discard_max_bytes=4096, write_zeroes_max_bytes=0"
+        );
+        let f = tempfile::tempfile().unwrap();
+        assert_eq!(QueueLimits::of(&f), Err(io::Errno::NOTBLK));
+    }
 
     #[test]
     fn a_regular_file_is_not_a_block_device() {

@@ -7,6 +7,7 @@
 //! destination. What the filesystem lacks is a skip naming the errno,
 //! never a pass.
 
+mod blockdev;
 mod device;
 mod edge;
 mod support;
@@ -20,6 +21,8 @@ use sparsekit_copy::{
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use support::*;
+
+pub use blockdev::{expected_hole_method, scenarios as blockdev_scenarios};
 
 /// The scenarios of this module.
 pub fn scenarios() -> Vec<Scenario> {

@@ -23,6 +23,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(dig_writers::scenarios());
     v.extend(shift_kill::scenarios());
     v.extend(copy::scenarios());
+    v.extend(copy::blockdev_scenarios());
     v.extend(compare::scenarios());
     v.extend(probe::scenarios());
     v.extend(faults::scenarios());

@@ -3,6 +3,7 @@
 //! capability through [`classify`](crate::classify).
 
 pub(crate) mod alloc;
+pub(crate) mod block;
 pub(crate) mod cache;
 pub(crate) mod lease;
 pub(crate) mod meta;

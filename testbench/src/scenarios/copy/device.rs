@@ -62,9 +62,14 @@ fn device_copy(ctx: &Ctx<'_>, holes: HoleMethod) -> ScenarioResult {
     ensure!(fingerprint(&src)? == before, "the source changed");
     let punched = |from: &str| r.fallbacks.iter().any(|f| f.strategy == from);
     match (holes, r.holes) {
-        (HoleMethod::Auto, Some(HoleMethod::Punch)) => {
-            // PUNCH_HOLE on a loop device punches the backing file: the
-            // holes gave their space back.
+        (HoleMethod::Auto, Some(used @ (HoleMethod::Discard | HoleMethod::Punch))) => {
+            // Discard comes first; punch only after it was left.
+            ensure!(
+                used == HoleMethod::Discard || punched("holes discard"),
+                "{r:?}"
+            );
+            // BLKDISCARD and PUNCH_HOLE on a loop device punch the backing
+            // file: the holes gave their space back.
             let backing = allocated(dev.image())?;
             let limit = allocated(&src)? + (dev_size - size) + (2 << 20);
             ensure!(
