@@ -1,4 +1,5 @@
-//! Finding (and on Debian, as root, installing) the mkfs programs.
+//! Finding (and on Debian, as root, installing) the mkfs programs; for
+//! NFS, whether this kernel and machine can run the server and client.
 
 use crate::defs::FsDef;
 use std::path::Path;
@@ -17,6 +18,9 @@ pub fn have(prog: &str) -> bool {
 pub fn ensure(def: &FsDef, may_install: bool) -> Result<(), String> {
     if let Some(base) = &def.over_def {
         ensure(base, may_install)?;
+    }
+    if def.nfs_version().is_some() {
+        return crate::fixture::nfs::available();
     }
     let Some(prog) = def.mkfs.first() else {
         return Ok(());

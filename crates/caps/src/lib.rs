@@ -123,6 +123,7 @@ mod display;
 mod error;
 mod fsinfo;
 mod memo;
+mod mountstats;
 mod probe;
 mod report;
 mod scratch;

@@ -240,7 +240,12 @@ fn guest(spec: &Spec, k: &KernelArgs, accel: vm::Accel) -> Result<(), StageError
         }
         Spec::Host => unreachable!("the host runs without a VM"),
     };
-    let rwdir = cache.join("runs").join(&label);
+    // target/kernels is shared by every checkout on the machine: one
+    // directory per launcher process, so parallel runs of one kernel never
+    // empty each other's.
+    let rwdir = cache
+        .join("runs")
+        .join(format!("{label}-{}", std::process::id()));
     let run_limit = k.run_limit.unwrap_or(limits::RUN);
     let rc = vm::boot_and_run(&vm::GuestRun {
         label: &label,
