@@ -147,7 +147,11 @@ mod tests {
             .collect();
         assert_eq!(
             nfs,
-            [("nfs4.2-xfs", "4.2"), ("nfs4.2-btrfs", "4.2"), ("nfs3-xfs", "3")]
+            [
+                ("nfs4.2-xfs", "4.2"),
+                ("nfs4.2-btrfs", "4.2"),
+                ("nfs3-xfs", "3")
+            ]
         );
         for required in ["ext4", "xfs", "btrfs", "tmpfs"] {
             assert!(

@@ -50,7 +50,10 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
         bail!("the NFS copy benchmark cannot run here: {why}");
     }
     for (_, prog) in [("", "qemu-img"), ("", "nbdcopy")] {
-        ensure!(crate::tools::have(prog), "{prog} not found (qemu-utils, libnbd-bin)");
+        ensure!(
+            crate::tools::have(prog),
+            "{prog} not found (qemu-utils, libnbd-bin)"
+        );
     }
     let bin = sparsekit_bin()?;
     let bin = s(&bin)?.to_owned();
@@ -72,7 +75,11 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     let workloads: [(&str, &Path, PathBuf); 3] = [
         ("NFS -> local", &nfs_src, local.path().join("dst.img")),
         ("local -> NFS", &local_src, fs.mountpoint().join("dst.img")),
-        ("within the export", &nfs_src, fs.mountpoint().join("dst2.img")),
+        (
+            "within the export",
+            &nfs_src,
+            fs.mountpoint().join("dst2.img"),
+        ),
     ];
     for (name, src, dst) in &workloads {
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); TOOLS.len()];

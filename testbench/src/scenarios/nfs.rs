@@ -53,8 +53,12 @@ const RECOVERY: Duration = Duration::from_secs(90);
 /// The outage scenarios.
 pub fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario::new("nfs/outage_stopped_soft", |c| outage(c, Kind::Stopped, false)),
-        Scenario::new("nfs/outage_stopped_hard", |c| outage(c, Kind::Stopped, true)),
+        Scenario::new("nfs/outage_stopped_soft", |c| {
+            outage(c, Kind::Stopped, false)
+        }),
+        Scenario::new("nfs/outage_stopped_hard", |c| {
+            outage(c, Kind::Stopped, true)
+        }),
         Scenario::new("nfs/outage_unreachable_soft", |c| {
             outage(c, Kind::Unreachable, false)
         }),
@@ -207,7 +211,12 @@ fn outage(ctx: &Ctx<'_>, kind: Kind, hard: bool) -> ScenarioResult {
     // Back: the client answers again.
     let started = Instant::now();
     let back = crate::scenarios::probe::deadmount::run_bounded(
-        &[&bin.to_string_lossy(), "stat", "--force-sync", &src.to_string_lossy()],
+        &[
+            &bin.to_string_lossy(),
+            "stat",
+            "--force-sync",
+            &src.to_string_lossy(),
+        ],
         RECOVERY,
     )
     .with_context(|| format!("{what}: no answer within {RECOVERY:?} after the outage ended"))?;
@@ -284,7 +293,12 @@ fn during_outage(
     let bounded: [(&'static str, Vec<String>, Duration); 3] = [
         (
             "stat",
-            vec!["stat".into(), "--force-sync".into(), "--timeout".into(), t.clone()],
+            vec![
+                "stat".into(),
+                "--force-sync".into(),
+                "--timeout".into(),
+                t.clone(),
+            ],
             TIMEOUT + STAT_MARGIN,
         ),
         (
@@ -332,9 +346,11 @@ fn bounded_command(argv: &[String], limit: Duration, overhead: Duration) -> anyh
     let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
     // The hard bound is generous; the check below is the real one.
     let limit_hard = limit + overhead;
-    let (status, _out, err, elapsed) =
-        crate::scenarios::probe::deadmount::run_bounded(&refs, limit_hard + Duration::from_secs(30))
-            .with_context(|| format!("{argv:?} hung past its --timeout"))?;
+    let (status, _out, err, elapsed) = crate::scenarios::probe::deadmount::run_bounded(
+        &refs,
+        limit_hard + Duration::from_secs(30),
+    )
+    .with_context(|| format!("{argv:?} hung past its --timeout"))?;
     ensure!(
         elapsed <= limit + overhead,
         "{argv:?} took {elapsed:?}, more than {limit:?} + {overhead:?} (start and exit of the \
@@ -363,13 +379,7 @@ fn bounded_command(argv: &[String], limit: Duration, overhead: Duration) -> anyh
 /// fail by itself naming the file; on a hard mount it may block, and then
 /// two SIGTERMs end it (see the module docs). Either way `dst` must not
 /// exist under its final name afterwards.
-fn copy_during(
-    bin: &str,
-    src: &Path,
-    dst: &Path,
-    hard: bool,
-    what: &str,
-) -> anyhow::Result<Ended> {
+fn copy_during(bin: &str, src: &Path, dst: &Path, hard: bool, what: &str) -> anyhow::Result<Ended> {
     let mut child = Command::new(bin)
         .arg("copy")
         .arg(src)
@@ -393,8 +403,14 @@ fn copy_during(
                 !st.success(),
                 "{what} succeeded during the outage: the server was not cut off"
             );
-            let named = [src, dst].iter().any(|p| err.contains(&*p.to_string_lossy()));
-            ensure!(named, "{what}: the error names neither file: {}", err.trim());
+            let named = [src, dst]
+                .iter()
+                .any(|p| err.contains(&*p.to_string_lossy()));
+            ensure!(
+                named,
+                "{what}: the error names neither file: {}",
+                err.trim()
+            );
             Ended::Error(st.code().unwrap_or(-1))
         }
         None if !hard => {
@@ -471,10 +487,7 @@ mod tests {
 
     #[test]
     fn a_mount_that_errors_by_itself_is_native_one_that_blocks_is_degraded() {
-        let soft = [
-            ("stat", Ended::Error(1)),
-            ("copy from", Ended::Error(1)),
-        ];
+        let soft = [("stat", Ended::Error(1)), ("copy from", Ended::Error(1))];
         let cell = outage_cell("soft", &soft);
         assert_eq!(cell.support, Support::Native);
         assert!(cell.detail.unwrap().contains("stat: error (exit 1)"));
