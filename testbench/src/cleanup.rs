@@ -10,9 +10,23 @@ use std::time::{Duration, Instant};
 /// Directory-name prefix of everything the bench makes (also what leak checks look for).
 pub const PREFIX: &str = "sparsekit-testbench";
 
+/// One more thing to undo, for fixtures that are more than a mount (an NFS
+/// server: its daemons, its exports, its state directories).
+#[derive(Debug, Clone)]
+pub(crate) enum Undo {
+    /// SIGTERM, then SIGKILL after 2 s, a daemon the bench started.
+    Kill(u32),
+    /// Run a command (`rpc.nfsd 0`), bounded by 10 s; its failure is reported.
+    Run(Vec<String>),
+    /// Unmount (as the mount point is).
+    Unmount(PathBuf),
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     id: u64,
+    /// Undone first, newest first.
+    undo: Vec<Undo>,
     mountpoint: Option<PathBuf>,
     loop_device: Option<PathBuf>,
     image: Option<PathBuf>,
@@ -48,6 +62,7 @@ impl Registration {
         with_registry(|r| {
             r.push(Entry {
                 id,
+                undo: Vec::new(),
                 mountpoint: None,
                 loop_device: None,
                 image: None,
@@ -68,6 +83,12 @@ impl Registration {
 
     pub(crate) fn set_mountpoint(&self, p: &Path) {
         self.update(|e| e.mountpoint = Some(p.to_owned()));
+    }
+
+    /// Registers one more thing to undo; undone before the mount point,
+    /// the loop device and the directory, the newest first.
+    pub(crate) fn push_undo(&self, undo: Undo) {
+        self.update(|e| e.undo.push(undo));
     }
 
     pub(crate) fn set_loop(&self, device: &Path, image: &Path) {
@@ -94,6 +115,11 @@ impl Registration {
 /// Undo one entry; returns the problems met (also printed).
 fn undo(e: &Entry) -> Vec<String> {
     let mut problems = Vec::new();
+    for u in e.undo.iter().rev() {
+        if let Err(msg) = undo_one(u) {
+            problems.push(msg);
+        }
+    }
     if let Some(mnt) = &e.mountpoint {
         if let Err(msg) = unmount(mnt) {
             problems.push(msg);
@@ -118,6 +144,76 @@ fn undo(e: &Entry) -> Vec<String> {
         eprintln!("testbench cleanup: {p}");
     }
     problems
+}
+
+fn undo_one(u: &Undo) -> Result<(), String> {
+    match u {
+        Undo::Kill(pid) => kill_daemon(*pid),
+        Undo::Unmount(p) => unmount(p),
+        Undo::Run(argv) => run_bounded(argv, Duration::from_secs(10)),
+    }
+}
+
+/// SIGTERM, up to 2 s for the process to go (or turn zombie: its parent
+/// reaps it), then SIGKILL.
+fn kill_daemon(pid: u32) -> Result<(), String> {
+    use rustix::process::{Pid, Signal, kill_process};
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return Err(format!("bad pid {pid}"));
+    };
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+            .unwrap_or(true)
+    };
+    if gone() {
+        return Ok(());
+    }
+    let _ = kill_process(p, Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if gone() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill_process(p, Signal::KILL);
+    Ok(())
+}
+
+/// Runs `argv`, killed after `limit`; an error says which and why.
+pub(crate) fn run_bounded(argv: &[String], limit: Duration) -> Result<(), String> {
+    let Some((prog, args)) = argv.split_first() else {
+        return Ok(());
+    };
+    let shown = argv.join(" ");
+    let mut child = std::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!("{shown}: {st}: {}", err.trim()));
+            }
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{shown}: still running after {limit:?}, killed"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("{shown}: {e}")),
+        }
+    }
 }
 
 /// umount2, retried while busy (a process may still be closing files), then

@@ -24,8 +24,10 @@ pub struct FsDef {
     /// Image size (`512M`); images are sparse, so this costs nothing until written.
     #[serde(default = "default_image_size")]
     pub image_size: String,
-    /// For stacked filesystems (overlay): the definition mounted first,
-    /// whose directories this one is mounted over.
+    /// For stacked filesystems: the definition mounted first. An overlay
+    /// is mounted over its directories; an NFS definition (`fstype` `nfs`
+    /// or `nfs4`, `vers=` in `mount_options`) exports it from a kernel NFS
+    /// server in the same machine and mounts it back over 127.0.0.1.
     #[serde(default)]
     pub over: Option<String>,
     /// For block-device definitions: `"loop"` (a sparse image on the
@@ -56,6 +58,17 @@ impl FsDef {
     /// Whether this is a block-device definition (`device` set).
     pub fn is_block(&self) -> bool {
         self.device.is_some()
+    }
+
+    /// The NFS protocol version of an NFS definition (`"3"`, `"4.2"`), from
+    /// the `vers=` mount option; `None` for other filesystems.
+    pub fn nfs_version(&self) -> Option<&str> {
+        if !matches!(self.fstype.as_str(), "nfs" | "nfs4") {
+            return None;
+        }
+        self.mount_options
+            .split(',')
+            .find_map(|o| o.strip_prefix("vers="))
     }
 
     /// `image_size` in bytes.
@@ -105,6 +118,15 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<FsDef>> {
                 def.name
             );
         }
+        if matches!(def.fstype.as_str(), "nfs" | "nfs4")
+            && (def.over.is_none() || def.nfs_version().is_none())
+        {
+            bail!(
+                "{}: NFS filesystem {:?} needs `over` (the exported filesystem) and vers= in mount_options",
+                path.display(),
+                def.name
+            );
+        }
     }
     let all = file.filesystem.clone();
     let mut defs = file.filesystem;
@@ -149,6 +171,18 @@ mod tests {
         let names: Vec<_> = defs.iter().map(|d| d.name.as_str()).collect();
         let overlay = defs.iter().find(|d| d.fstype == "overlay").unwrap();
         assert_eq!(overlay.over_def.as_ref().unwrap().fstype, "xfs");
+        let nfs: Vec<_> = defs
+            .iter()
+            .filter_map(|d| Some((d.name.as_str(), d.nfs_version()?)))
+            .collect();
+        assert_eq!(
+            nfs,
+            [
+                ("nfs4.2-xfs", "4.2"),
+                ("nfs4.2-btrfs", "4.2"),
+                ("nfs3-xfs", "3")
+            ]
+        );
         for required in ["ext4", "xfs", "btrfs", "tmpfs"] {
             assert!(
                 names.contains(&required),

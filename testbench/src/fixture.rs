@@ -3,6 +3,8 @@
 //! detach, remove), so a panicking scenario leaves nothing behind; signals
 //! are covered by [`crate::cleanup`].
 
+pub mod nfs;
+
 use crate::cleanup::{self, PREFIX, Registration};
 use crate::defs::FsDef;
 use anyhow::{Context, bail};
@@ -126,14 +128,18 @@ pub struct MountedFs {
     image: Option<LoopImage>,
     /// The device of an `nbd` block definition.
     nbd: Option<crate::nbd::NbdDevice>,
-    /// The filesystem an overlay is stacked on (dropped after it).
+    /// The NFS server exporting `base` (stopped after the client unmounts).
+    server: Option<nfs::NfsServer>,
+    /// The filesystem an overlay or NFS is stacked on (dropped last).
     base: Option<Box<MountedFs>>,
     reg: Registration,
 }
 
 impl MountedFs {
     /// Makes the image (if any), mkfs, attach, mount; for an overlay, mounts
-    /// its base first and stacks on directories there.
+    /// its base first and stacks on directories there; for NFS, mounts its
+    /// base, exports it from a server started here ([`nfs::NfsServer`])
+    /// and mounts that over 127.0.0.1.
     pub fn mount(def: &FsDef) -> anyhow::Result<MountedFs> {
         if def.is_block() {
             return MountedFs::block(def);
@@ -143,25 +149,18 @@ impl MountedFs {
             None => None,
         };
         let mut options = def.mount_options.clone();
-        if let Some(b) = &base {
-            let dirs: Vec<PathBuf> = ["lower", "upper", "work"]
-                .iter()
-                .map(|d| b.mountpoint().join(d))
-                .collect();
-            for d in &dirs {
-                std::fs::create_dir(d)?;
+        let mut server = None;
+        let mut nfs_source = None;
+        match (&base, def.nfs_version()) {
+            (Some(b), Some(version)) => {
+                let srv = nfs::NfsServer::start(b.mountpoint())?;
+                let (source, data) = nfs::client_mount_args(&srv, version, &options);
+                nfs_source = Some(PathBuf::from(source));
+                options = data;
+                server = Some(srv);
             }
-            let stack = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                dirs[0].display(),
-                dirs[1].display(),
-                dirs[2].display()
-            );
-            options = if options.is_empty() {
-                stack
-            } else {
-                format!("{stack},{options}")
-            };
+            (Some(b), None) => options = overlay_options(b, &options)?,
+            (None, _) => {}
         }
         let image = if def.needs_image() {
             Some(LoopImage::create(&def.name, def.image_bytes()?, &def.mkfs)?)
@@ -171,9 +170,11 @@ impl MountedFs {
         let (dir, reg) = work_dir(&format!("{}-mnt", def.name))?;
         let mountpoint = dir.join("mnt");
         std::fs::create_dir(&mountpoint)?;
-        let source = image
-            .as_ref()
-            .map_or_else(|| PathBuf::from(&def.fstype), |i| i.device().to_owned());
+        let source = match (&image, nfs_source) {
+            (_, Some(nfs)) => nfs,
+            (Some(i), None) => i.device().to_owned(),
+            (None, None) => PathBuf::from(&def.fstype),
+        };
         let data = std::ffi::CString::new(options.as_str())?;
         reg.set_mountpoint(&mountpoint);
         rustix::mount::mount(
@@ -197,6 +198,7 @@ impl MountedFs {
             mountpoint,
             image,
             nbd: None,
+            server,
             base,
             reg,
         })
@@ -227,9 +229,15 @@ impl MountedFs {
             mountpoint,
             image,
             nbd,
+            server: None,
             base: None,
             reg,
         })
+    }
+
+    /// The NFS server of an NFS definition (for outage scenarios).
+    pub fn nfs_server(&self) -> Option<&nfs::NfsServer> {
+        self.server.as_ref()
     }
 
     /// The definition it was made from.
@@ -277,8 +285,32 @@ impl Drop for MountedFs {
         let _ = self.reg.cleanup();
         drop(self.nbd.take());
         drop(self.image.take());
+        drop(self.server.take());
         drop(self.base.take());
     }
+}
+
+/// An overlay's `lowerdir=…,upperdir=…,workdir=…` on directories made in
+/// its base, before the definition's own options.
+fn overlay_options(base: &MountedFs, options: &str) -> anyhow::Result<String> {
+    let dirs: Vec<PathBuf> = ["lower", "upper", "work"]
+        .iter()
+        .map(|d| base.mountpoint().join(d))
+        .collect();
+    for d in &dirs {
+        std::fs::create_dir(d)?;
+    }
+    let stack = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dirs[0].display(),
+        dirs[1].display(),
+        dirs[2].display()
+    );
+    Ok(if options.is_empty() {
+        stack
+    } else {
+        format!("{stack},{options}")
+    })
 }
 
 /// Whether `path` is currently a mount point (for tests of the guards).

@@ -172,6 +172,15 @@ fn run(args: &[String], defs: &[defs::FsDef]) -> anyhow::Result<ExitCode> {
             .find(|d| d.name == "ext4")
             .context("matrix.toml lacks ext4")?;
         reports.push(selftest::run(ext4));
+        // The NFS server's guards too, once, where NFS runs at all.
+        let nfs = defs.iter().find(|d| {
+            d.nfs_version().is_some() && only.as_ref().is_none_or(|o| o.contains(&d.name))
+        });
+        if let Some(def) = nfs {
+            if sparsekit_testbench::tools::ensure(def, opts.install).is_ok() {
+                reports.push(selftest::nfs(def));
+            }
+        }
     }
     for def in defs {
         if only.as_ref().is_some_and(|o| !o.contains(&def.name)) {

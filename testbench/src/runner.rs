@@ -157,6 +157,7 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
     });
     // Counts of an earlier filesystem (or an aborted run) are not ours.
     let _ = tally::take();
+    let _ = crate::scenarios::nfs::take_cells();
     for s in scenarios {
         if !selected(opts.filter.as_deref(), s.name) {
             continue;
@@ -175,6 +176,11 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
         report.records.push(rec);
     }
     report.faults = tally::take();
+    // What each NFS mount type did in an outage: rows of the matrix.
+    if let Some(caps) = &mut report.caps {
+        caps.capabilities
+            .extend(crate::scenarios::nfs::take_cells());
+    }
     drop(fs);
     report.elapsed = started.elapsed();
     report

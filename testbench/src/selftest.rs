@@ -126,6 +126,83 @@ pub fn check(def: &FsDef, ending: Ending) -> Result<(), String> {
     Ok(())
 }
 
+/// The NFS server's own leftovers, which the leak check (by name) cannot
+/// see: its daemons (reparented when their bench died) and the nfsd
+/// control filesystem. Only meaningful where no other NFS server runs
+/// (which [`crate::fixture::nfs::available`] made sure of).
+fn nfs_leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    if crate::fixture::is_mounted(std::path::Path::new("/proc/fs/nfsd")) {
+        found.push("/proc/fs/nfsd still mounted".to_owned());
+    }
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let comm = comm.trim();
+            if matches!(comm, "rpcbind" | "rpc.mountd" | "rpc.statd")
+                && proc_state(pid).is_some_and(|s| s != 'Z')
+            {
+                found.push(format!("{comm} (pid {pid}) still running"));
+            }
+        }
+    }
+    let threads = std::fs::read_to_string("/proc/fs/nfsd/threads").unwrap_or_default();
+    if !threads.trim().is_empty() && threads.trim() != "0" {
+        found.push(format!("{} knfsd threads running", threads.trim()));
+    }
+    found
+}
+
+/// The guard proof for an NFS definition: a child bench with the server
+/// and client up panics, or is sent SIGTERM; afterwards neither a mount
+/// nor a daemon nor knfsd of it may remain.
+pub fn nfs(def: &FsDef) -> FsReport {
+    let started = Instant::now();
+    println!("== selftest (guards on {})", def.name);
+    let cases: [(&'static str, Ending); 2] = [
+        ("selftest/nfs_panic_leaves_nothing", Ending::Panic),
+        (
+            "selftest/nfs_sigterm_leaves_nothing",
+            Ending::Signal(rustix::process::Signal::TERM.as_raw()),
+        ),
+    ];
+    let mut records = Vec::new();
+    for (name, ending) in cases {
+        let t = Instant::now();
+        let outcome = match check(def, ending).and_then(|()| {
+            let left = nfs_leftovers();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left behind after {ending:?}: {left:?}"))
+            }
+        }) {
+            Ok(()) => Outcome::Pass,
+            Err(e) => Outcome::Fail(e),
+        };
+        match &outcome {
+            Outcome::Fail(why) => println!("  FAIL {name}: {why}"),
+            _ => println!("  PASS {name} ({:.2?})", t.elapsed()),
+        }
+        records.push(Record {
+            scenario: name,
+            outcome,
+            elapsed: t.elapsed(),
+        });
+    }
+    FsReport {
+        fs: "selftest-nfs".into(),
+        caps: None,
+        faults: None,
+        setup: None,
+        records,
+        elapsed: started.elapsed(),
+    }
+}
+
 /// A filesystem whose image is made and attached but whose mount fails
 /// (an unknown type): the error comes back and nothing of it remains.
 fn failed_mount(def: &FsDef) -> Result<(), String> {

@@ -1,4 +1,5 @@
-//! Finding (and on Debian, as root, installing) the mkfs programs.
+//! Finding (and on Debian, as root, installing) the mkfs programs; for
+//! NFS, whether this kernel and machine can run the server and client.
 
 use crate::defs::FsDef;
 use std::path::Path;
@@ -21,6 +22,9 @@ pub fn ensure(def: &FsDef, may_install: bool) -> Result<(), String> {
     if def.device.as_deref() == Some("nbd") {
         ensure_prog("qemu-nbd", def, may_install)?;
         return nbd_module();
+    }
+    if def.nfs_version().is_some() {
+        return crate::fixture::nfs::available();
     }
     match def.mkfs.first() {
         Some(prog) => ensure_prog(prog, def, may_install),

@@ -83,8 +83,28 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     // subset of scenarios (the whole suite under software emulation does
     // not fit CI's budget; see the README's "Other kernels").
     crate::kernel::selftest()?;
-    crate::testbench::command(&CI_KERNEL_RUN.map(String::from))
+    crate::testbench::command(&CI_KERNEL_RUN.map(String::from))?;
+    crate::testbench::command(&CI_NFS_RUN.map(String::from))
 }
+
+/// NFS in CI: v4.2 and v3 over xfs on Debian 6.12, their capabilities and
+/// the server-stopped outage scenarios (soft and hard). The unreachable
+/// ones stay out until the soft-mount case is fixed (a v4.2 soft copy did
+/// not end within 60 s; the v3 recovery check takes the first EIO after
+/// the outage as final). About 9 minutes under TCG on a loaded 2-core host
+/// (boot 1-3 min, server and caps about 1 min per definition, each
+/// scenario 60-90 s).
+const CI_NFS_RUN: [&str; 9] = [
+    "--kernel",
+    "debian:6.12",
+    "--fs",
+    "nfs4.2-xfs,nfs3-xfs",
+    "--filter",
+    "nfs/outage_stopped",
+    "--no-selftest",
+    "--run-timeout",
+    "1800",
+];
 
 /// What `ci` runs on a foreign kernel: caps on the eight local filesystem
 /// definitions (always probed) plus the scenarios named by the filter. The

@@ -174,7 +174,9 @@ pub(crate) fn python_tools() -> anyhow::Result<std::path::PathBuf> {
 
 /// What `--kernel` needs besides the bench's packages: QEMU, kmod
 /// (`modprobe`/`depmod` for the guest), busybox-static (virtme-ng's init
-/// falls back to it), virtme-ng (pip) and an empty `/usr/lib/modules`
+/// falls back to it), the NFS server and client tools (run by the guest
+/// from the host's root; stopped on the host, see [`stop_nfs_services`]),
+/// virtme-ng (pip) and an empty `/usr/lib/modules`
 /// (virtme-run refuses to start without it). Installs them as root on
 /// Debian, else says what to run.
 pub(crate) fn ensure_vm() -> anyhow::Result<()> {
@@ -183,6 +185,14 @@ pub(crate) fn ensure_vm() -> anyhow::Result<()> {
         ("qemu-system-x86", on_path("qemu-system-x86_64")),
         ("kmod", on_path("modprobe") && on_path("depmod")),
         ("busybox-static", on_path("busybox")),
+        // The NFS server and client tools the guest runs from the host's
+        // root (the NFS definitions of matrix.toml).
+        ("rpcbind", on_path("rpcbind") && on_path("rpcinfo")),
+        (
+            "nfs-kernel-server",
+            on_path("rpc.nfsd") && on_path("exportfs") && on_path("rpc.mountd"),
+        ),
+        ("nfs-common", on_path("rpc.statd")),
     ]
     .iter()
     .filter(|(_, present)| !present)
@@ -226,6 +236,7 @@ pub(crate) fn ensure_vm() -> anyhow::Result<()> {
             };
         }
         crate::util::run(install)?;
+        stop_nfs_services(&apt_missing);
     }
     if virtme_run().is_none() {
         if !root {
@@ -259,6 +270,37 @@ pub(crate) fn ensure_vm() -> anyhow::Result<()> {
         bail!("--kernel needs an (empty) /usr/lib/modules: sudo mkdir -p /usr/lib/modules");
     }
     Ok(())
+}
+
+/// The NFS packages are for the guest only: on a host booted with systemd
+/// their installation enables and starts rpcbind (port 111) and an NFS
+/// server, which the bench never uses on the host. Stops and disables what
+/// this installation brought (never services that were there before).
+fn stop_nfs_services(installed: &[&str]) {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return; // no systemd: the packages' scripts started nothing
+    }
+    let mut units = Vec::new();
+    if installed.contains(&"rpcbind") {
+        units.extend(["rpcbind.socket", "rpcbind.service"]);
+    }
+    if installed.contains(&"nfs-kernel-server") {
+        units.extend(["nfs-server.service", "nfs-mountd.service"]);
+    }
+    if installed.contains(&"nfs-common") {
+        units.extend(["rpc-statd.service", "nfs-client.target"]);
+    }
+    if units.is_empty() {
+        return;
+    }
+    println!(
+        "xtask: the NFS tools are for the guest: systemctl disable --now {}",
+        units.join(" ")
+    );
+    let _ = Command::new("systemctl")
+        .args(["disable", "--now"])
+        .args(&units)
+        .status();
 }
 
 /// apt's candidate version of `package`.

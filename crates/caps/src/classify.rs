@@ -220,6 +220,61 @@ pub fn needs(other: &str, other_cell: &Cell, verified_by: impl Into<String>) -> 
     }
 }
 
+/// The NFS client's operation counts around a `copy_file_range` trial
+/// (`/proc/self/mountstats`, after the destination was written back).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OffloadObservation {
+    /// `COPY` operations sent (NFSv4.2 server-side copy).
+    pub copy: u64,
+    /// `READ` operations sent.
+    pub read: u64,
+    /// `WRITE` operations sent.
+    pub write: u64,
+}
+
+/// The `copy_file_range` rule on a network filesystem, where "it copied"
+/// is not enough: a native cell stays native only if the copy was offloaded
+/// (the server copied: `COPY` operations were sent); a copy the client's
+/// kernel made itself, reading and writing every byte over the network
+/// (NFSv3, or a v4.2 server without `COPY`), is `degraded`. Cells that are
+/// not native, and filesystems without counters (`None`), are unchanged.
+pub fn copy_offload(cell: Cell, seen: Option<&OffloadObservation>) -> Cell {
+    let Some(seen) = seen else {
+        return cell;
+    };
+    if cell.support != Support::Native {
+        return cell;
+    }
+    let counts = format!(
+        "NFS ops during the copy: COPY {}, READ {}, WRITE {}",
+        seen.copy, seen.read, seen.write
+    );
+    let detail = Some(match &cell.detail {
+        Some(d) => format!("{d}; {counts}"),
+        None => counts,
+    });
+    let verified_by = format!(
+        "{}; per-op counters in /proc/self/mountstats tell a server-side COPY from an in-kernel copy",
+        cell.verified_by
+    );
+    if seen.copy > 0 {
+        Cell {
+            detail,
+            verified_by,
+            ..cell
+        }
+    } else {
+        Cell {
+            detail,
+            ..Cell::degraded(
+                "not offloaded: the client's kernel copied the data itself (NFS READ/WRITE, \
+                 no server-side COPY), so every byte crosses the network twice",
+                verified_by,
+            )
+        }
+    }
+}
+
 /// What the `write_lease` trial saw (see [`write_lease`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseObservation {
@@ -522,5 +577,33 @@ mod tests {
             assert_eq!(cell.support, Support::Degraded, "{why}");
             assert!(cell.reason.unwrap().contains(why), "{why}");
         }
+    }
+
+    #[test]
+    fn copy_file_range_on_nfs_is_native_only_when_the_server_copied() {
+        let copied = || Cell::native("cfr").with_detail("262144 bytes in 1 call(s)");
+        let offloaded = OffloadObservation {
+            copy: 1,
+            read: 0,
+            write: 0,
+        };
+        let cell = copy_offload(copied(), Some(&offloaded));
+        assert_eq!(cell.support, Support::Native);
+        assert!(cell.detail.unwrap().contains("COPY 1"));
+        assert!(cell.verified_by.contains("mountstats"));
+        let spliced = OffloadObservation {
+            copy: 0,
+            read: 0,
+            write: 4,
+        };
+        let cell = copy_offload(copied(), Some(&spliced));
+        assert_eq!(cell.support, Support::Degraded);
+        assert!(cell.reason.unwrap().contains("not offloaded"));
+        assert!(cell.detail.unwrap().contains("WRITE 4"));
+        // No counters (a local filesystem): unchanged.
+        assert_eq!(copy_offload(copied(), None), copied());
+        // A cell that is not native is left alone.
+        let refused = Cell::unsupported("EXDEV", "cfr");
+        assert_eq!(copy_offload(refused.clone(), Some(&spliced)), refused);
     }
 }

@@ -49,7 +49,7 @@ pub(crate) fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`,
 /// `\134`).
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -48,7 +48,7 @@
 //! | `unshare_range` | `FALLOC_FL_UNSHARE_RANGE` on a clone: no longer `SHARED` |
 //! | `write_zeroes` | `FALLOC_FL_WRITE_ZEROES` (Linux 6.17): reads zero, allocated |
 //! | `allocate` | `fallocate(KEEP_SIZE)`: `st_blocks` grows, reads zero |
-//! | `copy_file_range` | copies a block; content checked; else read/write |
+//! | `copy_file_range` | copies a block; content checked; else read/write; on NFS, degraded unless the client sent a server-side `COPY` (`/proc/self/mountstats`) |
 //! | `copy_file_range_cross_fs` | to the second directory; else read/write |
 //! | `copy_file_range_reflinks` | after `copy_file_range`, are the extents `SHARED`? |
 //! | `ficlone` / `ficlonerange` / `fideduperange` | share; FIEMAP `SHARED` (or per-inode `st_blocks`) confirms |
@@ -127,6 +127,7 @@ mod error;
 mod fsinfo;
 mod memo;
 mod options;
+mod mountstats;
 mod report;
 mod scratch;
 mod trials;

@@ -61,6 +61,7 @@ impl CapsOptions {
         let mut ctx = Ctx::new(&scratch_dir, filesystem.block_size);
         ctx.dio_align = filesystem.dio_mem_align.zip(filesystem.dio_offset_align);
         ctx.dio_read_align = filesystem.dio_read_offset_align;
+        ctx.mount_point = filesystem.mount_point.clone();
         trials::meta::run(&mut ctx)?;
         trials::cache::run(&mut ctx)?;
         trials::seek::run(&mut ctx)?;

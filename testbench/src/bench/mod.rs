@@ -6,6 +6,7 @@ pub mod compare;
 pub mod copy;
 pub mod extents;
 pub mod measure;
+pub mod nfs;
 pub mod probe;
 pub mod punch;
 
@@ -21,5 +22,6 @@ pub fn all() -> Vec<Bench> {
         ("compare", compare::run),
         ("probe", probe::run),
         ("punch", punch::run),
+        ("nfs", nfs::run),
     ]
 }

@@ -9,6 +9,7 @@ pub mod copy;
 pub mod dig_writers;
 pub mod extents;
 pub mod faults;
+pub mod nfs;
 pub mod probe;
 pub mod punch;
 pub mod shift_kill;
@@ -27,5 +28,6 @@ pub fn all() -> Vec<Scenario> {
     v.extend(compare::scenarios());
     v.extend(probe::scenarios());
     v.extend(faults::scenarios());
+    v.extend(nfs::scenarios());
     v
 }

@@ -52,6 +52,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) dio_align: Option<(u32, u32)>,
     pub(crate) dio_read_align: Option<u32>,
     pub(crate) meter: Meter,
+    /// The mount point, when mountinfo names it (for the NFS counters).
+    pub(crate) mount_point: Option<String>,
     pub(crate) cells: BTreeMap<String, Cell>,
 }
 
@@ -69,6 +71,7 @@ impl<'a> Ctx<'a> {
             dio_align: None,
             dio_read_align: None,
             meter: Meter::None,
+            mount_point: None,
             cells: BTreeMap::new(),
         }
     }

@@ -3,8 +3,12 @@
 //! `copy_file_range_cross_fs`: sharing extents and kernel-side copies.
 
 use super::{Ctx, expect_bytes, refused};
-use crate::classify::{FallbackOutcome, Observation, Shortfall, Trial, classify, needs};
+use crate::classify::{
+    FallbackOutcome, Observation, OffloadObservation, Shortfall, Trial, classify, copy_offload,
+    needs,
+};
 use crate::error::CapsError;
+use crate::mountstats::read_op_counts;
 use crate::report::{Cell, Support};
 use crate::scratch::{Scratch, ScratchDir};
 use rustix::fs::FallocateFlags;
@@ -326,7 +330,33 @@ fn copy_file_range(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
         "copy_file_range of 4 units between two files here: all bytes copied, content equal";
     const REFLINK_HOW: &str =
         "FIEMAP of a copy_file_range destination: SHARED extents mean the kernel reflinked";
+    let counters = || ctx.mount_point.as_deref().and_then(read_op_counts);
+    let before = counters();
     let (cell, dst) = cfr_trial(ctx, ctx.dir, HOW)?;
+    // An NFS client counts the operations it sends: a server-side COPY, or
+    // the READs and WRITEs of a copy it made itself (written back first, or
+    // the WRITEs would still be in its page cache).
+    let offload = match (&before, &dst) {
+        (Some(before), Some((_, d))) => rustix::fs::fsync(&d.file)
+            .ok()
+            .and_then(|()| counters())
+            .map(|after| {
+                let delta = |op: &str| {
+                    after
+                        .get(op)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_sub(before.get(op).copied().unwrap_or(0))
+                };
+                OffloadObservation {
+                    copy: delta("COPY"),
+                    read: delta("READ"),
+                    write: delta("WRITE"),
+                }
+            }),
+        _ => None,
+    };
+    let cell = copy_offload(cell, offload.as_ref());
     let u = ctx.unit;
     let reflink_cell = match dst {
         Some((_src, dst)) => match sharing(&dst, 0..4 * u) {

@@ -131,7 +131,7 @@ fn copy_auto(ctx: &Ctx<'_>) -> ScenarioResult {
     let tried_discard = r
         .fallbacks
         .iter()
-        .any(|f| f.from.starts_with("holes discard"));
+        .any(|f| f.strategy.starts_with("holes discard"));
     ensure!(
         tried_discard == (want != HoleMethod::Discard),
         "discard fallback recorded: {tried_discard} ({r:?})"
@@ -227,7 +227,7 @@ fn discard_lie_falls_back(ctx: &Ctx<'_>) -> ScenarioResult {
     ensure!(
         r.fallbacks
             .iter()
-            .any(|f| f.from == "holes discard (old data read back)"),
+            .any(|f| f.strategy == "holes discard (old data read back)"),
         "{r:?}"
     );
     ensure!(
@@ -263,7 +263,7 @@ fn discard_forced(ctx: &Ctx<'_>) -> ScenarioResult {
         (Some(Support::Unsupported), Err(CopyError::HoleMethodUnsupported { errno, .. })) => {
             let cell = caps.get("blk_discard").map(|c| c.errno.clone());
             ensure!(
-                cell == Some(Some(sparsekit_caps::classify::errno_symbol(errno))),
+                cell == Some(Some(sparsekit_sys::ErrnoName(errno).symbolic())),
                 "copy saw {errno:?}, caps {cell:?}"
             );
         }
