@@ -11,6 +11,7 @@
 //! - `check-results [DIR]`: junit.xml and kcidb.json checked with kcidb-io
 //!   and junitparser (a sample run's without DIR).
 
+mod architecture;
 mod bench;
 mod ci;
 mod kernel;

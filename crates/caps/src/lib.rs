@@ -123,14 +123,14 @@ mod display;
 mod error;
 mod fsinfo;
 mod memo;
-mod probe;
+mod options;
 mod report;
 mod scratch;
 mod trials;
 
 pub use error::CapsError;
 pub use memo::Caps;
-pub use probe::{CapsOptions, probe};
+pub use options::{CapsOptions, probe};
 pub use report::{CapsReport, Cell, FsInfo, Support};
 
 /// Every capability name a [`CapsReport`] classifies, in report order.

@@ -2,7 +2,7 @@
 
 use crate::error::CapsError;
 use crate::fsinfo::{MemoKey, memo_key, observe_mount};
-use crate::probe::CapsOptions;
+use crate::options::CapsOptions;
 use crate::report::{CapsReport, Cell, Support};
 use rustix::fd::OwnedFd;
 use rustix::fs::inotify;

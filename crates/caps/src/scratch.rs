@@ -71,8 +71,9 @@ impl ScratchDir {
         match scratch.tmpfile() {
             Ok(_) if force_named => scratch.kind = ScratchKind::Named,
             Ok(_) => {}
-            // EISDIR: a kernel that predates O_TMPFILE sees O_DIRECTORY only.
-            Err(errno @ (Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS)) => {
+            // sparsekit's set, plus EISDIR: a kernel that predates O_TMPFILE
+            // (3.11) sees O_DIRECTORY only.
+            Err(errno) if sparsekit_sys::is_unsupported(errno) || errno == Errno::ISDIR => {
                 scratch.kind = ScratchKind::Named;
                 scratch.tmpfile = Err(errno);
             }
@@ -229,21 +230,7 @@ fn libc_eio() -> i32 {
     Errno::IO.raw_os_error()
 }
 
-/// Deterministic, incompressible bytes (xorshift64*), so compression
-/// (btrfs `compress`) cannot shrink what allocation checks count, and
-/// content checks catch misplaced blocks.
-pub(crate) fn pattern(seed: u64, len: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len as usize + 8);
-    while (out.len() as u64) < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len as usize);
-    out
-}
+pub(crate) use sparsekit_sys::pattern;
 
 #[cfg(test)]
 mod tests {
@@ -275,13 +262,5 @@ mod tests {
         let err = ScratchDir::open(Path::new("/nonexistent/caps"), false).unwrap_err();
         assert_eq!(err.errno(), Some(Errno::NOENT));
         assert!(err.to_string().contains("/nonexistent/caps"), "{err}");
-    }
-
-    #[test]
-    fn pattern_is_deterministic_and_not_zero() {
-        assert_eq!(pattern(1, 100), pattern(1, 100));
-        assert_ne!(pattern(1, 100), pattern(2, 100));
-        assert_eq!(pattern(3, 13).len(), 13);
-        assert!(!sparsekit_extents::is_zero(&pattern(4, 4096)));
     }
 }

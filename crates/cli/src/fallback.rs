@@ -24,12 +24,6 @@ pub(crate) fn note<S: Display>(head: Arguments<'_>, f: &Fallback<S>) {
     crate::verbosity::note(format_args!("{head}{f}, {FELL_BACK}"));
 }
 
-/// copy's own record in the shared shape, until copy reports
-/// [`Fallback`] itself.
-pub(crate) fn copy_fallback(f: &sparsekit_copy::Fallback) -> Fallback<&'static str> {
-    Fallback::new(f.from, f.errno)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,7 +49,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i / 100) as u8 | 1).collect()
+    sparsekit_sys::pattern(1, len as u64)
 }
 
 /// A directory with `a.img` and `b.img` (64 KiB of pattern each).

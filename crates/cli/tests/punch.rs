@@ -24,7 +24,7 @@ fn err(o: &Output) -> String {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i / 100) as u8 | 1).collect()
+    sparsekit_sys::pattern(1, len as u64)
 }
 
 /// A file of `len` pattern bytes in a fresh directory.

@@ -47,7 +47,11 @@ pub(crate) fn take(src: &File, src_path: &Path) -> Result<File, CopyError> {
         Mode::RUSR | Mode::WUSR,
     ) {
         Ok(fd) => fd,
-        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => unlinked(&dir, &dir_path, src_path)?,
+        // sparsekit's set, plus EISDIR: a kernel that predates O_TMPFILE
+        // (3.11) sees O_DIRECTORY only.
+        Err(e) if sparsekit_sys::is_unsupported(e) || e == Errno::ISDIR => {
+            unlinked(&dir, &dir_path, src_path)?
+        }
         Err(e) => return Err(io(&dir_path, "open(O_TMPFILE)", e)),
     };
     match sparsekit_clone::clone_file(src.as_fd(), &image) {

@@ -361,6 +361,10 @@ enum Walker {
     Fiemap(FiemapWalker),
     Scan(ScanWalker),
     AllData,
+    /// The unit tests' walker: answers these extents in turn, whatever
+    /// the position, so a test can make one break the invariants.
+    #[cfg(test)]
+    Scripted(std::collections::VecDeque<Extent>),
 }
 
 /// A lazy extent map: an iterator of [`Extent`]s that cover the mapped range
@@ -467,6 +471,11 @@ impl ExtentMap<'_> {
                 Walker::Fiemap(w) => w.next(fd, pos, walker_end),
                 Walker::Scan(w) => w.next(fd, pos, end),
                 Walker::AllData => Ok(Extent::new(pos..end, ExtentKind::Data)),
+                #[cfg(test)]
+                Walker::Scripted(w) => {
+                    w.pop_front()
+                        .ok_or(MapError::io("scripted", pos, Errno::IO))
+                }
             }?;
             if !trusts_holes
                 || self.tail == end
@@ -645,6 +654,52 @@ mod tests {
         let e = choice_error(Method::Seek, Errno::IO, 4096);
         assert!(!matches!(e, MapError::Unsupported { .. }), "{e:?}");
         assert_eq!(e.errno(), Some(Errno::IO));
+    }
+
+    /// A map of 0..12288 (all data on a real file) whose walker answers
+    /// `script` instead.
+    fn scripted(file: &std::fs::File, script: &[Extent]) -> Vec<Result<Extent, MapError>> {
+        let mut map = MapOptions::new().method(Method::AllData).map(file).unwrap();
+        map.walker = Walker::Scripted(script.iter().copied().collect());
+        map.collect()
+    }
+
+    #[test]
+    fn an_extent_that_does_not_continue_the_map_ends_it_with_an_error() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(12288).unwrap();
+        let data = |r: Range<u64>| Extent::new(r, ExtentKind::Data);
+        let hole = |r: Range<u64>| Extent::new(r, ExtentKind::Hole);
+        // A good map, to show the script drives it.
+        let ok = scripted(&file, &[data(0..4096), hole(4096..12288)]);
+        assert!(ok.iter().all(Result::is_ok), "{ok:?}");
+        for (what, bad) in [
+            ("a gap", data(8192..12288)),
+            ("an overlap (going back)", data(0..8192)),
+            (
+                "no progress (empty)",
+                // Fields, not Extent::new, which debug-asserts the length.
+                Extent {
+                    length: 0,
+                    ..data(4096..8192)
+                },
+            ),
+            ("past the mapped range", data(4096..16384)),
+        ] {
+            let items = scripted(&file, &[data(0..4096), bad, hole(4096..12288)]);
+            assert_eq!(
+                items.len(),
+                2,
+                "{what}: the map stops at the error: {items:?}"
+            );
+            assert!(items[0].is_ok(), "{what}");
+            match &items[1] {
+                Err(MapError::Inconsistent { method, offset }) => {
+                    assert_eq!((*method, *offset), (Method::AllData, 4096), "{what}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
     }
 
     #[test]

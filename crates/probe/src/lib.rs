@@ -74,7 +74,7 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use error::{ProbeError, StatxUnavailable};
+pub use error::{ProbeError, StatxUnavailable, StuckProbe};
 
 /// A strategy `Auto` left, and the errno that showed it unavailable: the
 /// record every sparsekit crate uses.
@@ -84,7 +84,7 @@ pub use metadata::{
     AtomicWrite, Attribute, Attributes, DevId, DioAlign, FileType, Metadata, MountId, Timestamp,
 };
 pub use options::{ProbeOptions, Strategy, SyncMode};
-pub use pool::{DEFAULT_MAX_STUCK, StuckProbe, WorkerPool};
+pub use pool::{DEFAULT_MAX_STUCK, WorkerPool};
 
 use std::path::Path;
 

@@ -14,6 +14,7 @@
 //! - [`pagecache`]: `cachestat`, `mincore` of a file, `sync_file_range`, `RWF_DONTCACHE`.
 //! - [`blkdev`]: `BLKGETSIZE64`, `BLKZEROOUT`, `BLKDISCARD`.
 //! - [`filetype`]: the words errors use for file types.
+//! - [`pattern`](mod@pattern): deterministic, incompressible test data.
 //! - [`errno`]: the errno vocabulary: `EINVAL (Invalid argument)`-style
 //!   names, and [`is_unsupported`], the one "move on to the next strategy"
 //!   set every op crate uses.
@@ -59,8 +60,10 @@ pub mod filetype;
 pub mod fstype;
 pub mod lease;
 pub mod pagecache;
+pub mod pattern;
 pub mod remap;
 
 pub use errno::{ErrnoName, is_unsupported};
 pub use fallback::Fallback;
 pub use filetype::file_type_name;
+pub use pattern::pattern;

@@ -34,8 +34,8 @@ use rustix::io::{self, ReadWriteFlags};
 pub const RWF_DONTCACHE: ReadWriteFlags = ReadWriteFlags::from_bits_retain(0x0000_0080);
 
 /// The system page size, from the auxiliary vector (rustix's
-/// [`page_size`](rustix::param::page_size)); re-exported so callers of
-/// [`mincore_file`] find it beside it.
+/// `param::page_size`), re-exported so callers of [`mincore_file`] find it
+/// beside it.
 pub use rustix::param::page_size;
 
 /// `__NR_cachestat`: 451 on every architecture since the unified syscall

@@ -12,6 +12,7 @@ use sparsekit_clone::{
     CloneError, DedupeOptions, DedupeStatus, DedupeTarget, DestinationChange, MapError, Side,
     clone_file, clone_file_to_path, clone_range, dedupe_range, dedupe_range_with, sharing,
 };
+use sparsekit_sys::pattern;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -73,19 +74,6 @@ fn block_size(ctx: &Ctx<'_>) -> anyhow::Result<u64> {
     Ok(rustix::fs::statvfs(ctx.dir())?.f_bsize.max(512))
 }
 
-/// Deterministic, non-repeating content (so a misplaced block shows).
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn read_all(f: &File) -> anyhow::Result<Vec<u8>> {
     let len = f.metadata()?.len() as usize;
     let mut buf = vec![0u8; len];
@@ -136,8 +124,7 @@ use refused::{cross_mount_unsupported, refused_requests, unsupported_is_clear};
 /// A source with data, a hole and an unaligned tail.
 fn make_source(ctx: &Ctx<'_>, name: &str, block: u64) -> anyhow::Result<(File, Vec<u8>)> {
     let f = ctx.create(name)?;
-    let len = (64 * block + 1000) as usize;
-    let mut content = pattern(block, len);
+    let mut content = pattern(block, 64 * block + 1000);
     // A hole of 16 blocks in the middle.
     content[(16 * block) as usize..(32 * block) as usize].fill(0);
     f.write_all_at(&content[..(16 * block) as usize], 0)?;
@@ -212,7 +199,7 @@ fn ficlone_path_replaces(ctx: &Ctx<'_>) -> ScenarioResult {
     );
 
     let old = ctx.create("old")?;
-    old.write_all_at(&pattern(7, (200 * block) as usize), 0)?;
+    old.write_all_at(&pattern(7, 200 * block), 0)?;
     std::fs::set_permissions(&old_path, std::fs::Permissions::from_mode(0o640))?;
     drop(old);
     let done = clone_file_to_path(&src_path, &old_path).context("replace")?;
@@ -239,7 +226,7 @@ fn ficlonerange_shares(ctx: &Ctx<'_>) -> ScenarioResult {
     let block = block_size(ctx)?;
     let (src, content) = make_source(ctx, "src", block)?;
     let dst = ctx.create("dst")?;
-    let mut expected = pattern(99, (128 * block) as usize);
+    let mut expected = pattern(99, 128 * block);
     dst.write_all_at(&expected, 0)?;
     dst.sync_all()?;
     let (so, doff, len) = (32 * block, 40 * block, 16 * block);
@@ -280,7 +267,7 @@ fn ficlonerange_eof_tail(ctx: &Ctx<'_>) -> ScenarioResult {
     let size = content.len() as u64;
     let tail_off = size / block * block;
     let dst = ctx.create("dst")?;
-    dst.write_all_at(&pattern(3, (8 * block) as usize), 0)?;
+    dst.write_all_at(&pattern(3, 8 * block), 0)?;
     supported!(
         "FICLONERANGE",
         clone_range(&src, tail_off, &dst, 8 * block, size - tail_off)
@@ -308,7 +295,7 @@ fn ficlonerange_eof_tail(ctx: &Ctx<'_>) -> ScenarioResult {
 /// FIDEDUPERANGE shares it all and says so.
 fn dedupe_equal_shares(ctx: &Ctx<'_>) -> ScenarioResult {
     let block = block_size(ctx)?;
-    let data = pattern(11, (32 * block + 123) as usize);
+    let data = pattern(11, 32 * block + 123);
     let (a, b) = (ctx.create("a")?, ctx.create("b")?);
     a.write_all_at(&data, 0)?;
     b.write_all_at(&data, 0)?;
@@ -347,7 +334,7 @@ fn dedupe_equal_shares(ctx: &Ctx<'_>) -> ScenarioResult {
 /// unchanged.
 fn dedupe_differs_unchanged(ctx: &Ctx<'_>) -> ScenarioResult {
     let block = block_size(ctx)?;
-    let data = pattern(12, (16 * block) as usize);
+    let data = pattern(12, 16 * block);
     let mut other = data.clone();
     other[(9 * block + 5) as usize] ^= 0xFF;
     let (a, b) = (ctx.create("a")?, ctx.create("b")?);
@@ -394,7 +381,7 @@ fn dedupe_differs_unchanged(ctx: &Ctx<'_>) -> ScenarioResult {
 fn dedupe_split_calls(ctx: &Ctx<'_>) -> ScenarioResult {
     let block = block_size(ctx)?;
     let len = 64 * block;
-    let data = pattern(13, len as usize);
+    let data = pattern(13, len);
     let src = ctx.create("src")?;
     src.write_all_at(&data, 0)?;
     let mut dsts = Vec::new();

@@ -99,9 +99,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .limit(limit)
         .cache(args.cache.into())
         .readers(args.readers)
-        .interrupt(interrupt)
-        .faults_from_env()
-        .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
+        .interrupt(interrupt);
     let report = opts
         .compare(&args.a, &args.b)
         .map_err(|e| compare_error(e, &what, &watchdog))?;
@@ -109,7 +107,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Quiet by default like every command: an expected fallback is in
     // --json and, under --verbose, on stderr.
     for f in &report.fallbacks {
-        crate::fallback::note(format_args!("{what}: "), &crate::fallback::copy_fallback(f));
+        crate::fallback::note(format_args!("{what}: "), f);
     }
     let printed = (|| -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
@@ -263,11 +261,7 @@ fn json_report(a: &Path, b: &Path, r: &CompareReport) -> serde_json::Value {
             "truncated": a.truncated,
         })
     });
-    let fallbacks: Vec<_> = r
-        .fallbacks
-        .iter()
-        .map(|f| crate::fallback::record(&crate::fallback::copy_fallback(f)))
-        .collect();
+    let fallbacks: Vec<_> = r.fallbacks.iter().map(crate::fallback::record).collect();
     json!({
         "a": side(a, &r.a),
         "b": side(b, &r.b),

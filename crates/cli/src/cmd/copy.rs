@@ -157,9 +157,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .sync(!args.no_sync)
         .snapshot(args.snapshot)
         .verify(args.verify)
-        .interrupt(interrupt.clone())
-        .faults_from_env()
-        .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
+        .interrupt(interrupt.clone());
     let show = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
     let progress = show.then(|| Reporter::new(&dst, std::io::stderr().is_terminal()));
     // Every progress report is progress for the watchdog too.
@@ -195,10 +193,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_report(&doc, Some(&line))?;
     } else {
         for fallback in &report.fallbacks {
-            crate::fallback::note(
-                format_args!("{}: ", dst.display()),
-                &crate::fallback::copy_fallback(fallback),
-            );
+            crate::fallback::note(format_args!("{}: ", dst.display()), fallback);
         }
         print_report(&line, Some(&line))?;
     }
@@ -268,11 +263,7 @@ fn summary(dst: &Path, r: &CopyReport) -> String {
 }
 
 fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
-    let fallbacks: Vec<_> = r
-        .fallbacks
-        .iter()
-        .map(|f| crate::fallback::record(&crate::fallback::copy_fallback(f)))
-        .collect();
+    let fallbacks: Vec<_> = r.fallbacks.iter().map(crate::fallback::record).collect();
     json!({
         "source": src.display().to_string(),
         "destination": dst.display().to_string(),

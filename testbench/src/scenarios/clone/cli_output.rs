@@ -38,7 +38,7 @@ pub(super) fn cli_stdout_errors(ctx: &Ctx<'_>) -> ScenarioResult {
     let bin = crate::bench::measure::sparsekit_bin()?;
     let bin = bin.to_str().context("binary path")?;
     let block = block_size(ctx)? as usize;
-    let content = pattern(7, 16 * block);
+    let content = pattern(7, 16 * block as u64);
     std::fs::write(ctx.path("src"), &content)?;
     std::fs::write(ctx.path("same"), &content)?;
     let (src, same) = (ctx.path("src"), ctx.path("same"));

@@ -32,7 +32,7 @@ pub(super) fn unsupported_is_clear(ctx: &Ctx<'_>) -> ScenarioResult {
     ensure!(!new_path.exists(), "failed clone left {new_path:?} behind");
 
     let old = ctx.create("old")?;
-    let old_content = pattern(5, (4 * block) as usize);
+    let old_content = pattern(5, 4 * block);
     old.write_all_at(&old_content, 0)?;
     let r = clone_file_to_path(&src_path, ctx.path("old"));
     ensure!(
@@ -113,7 +113,7 @@ pub(super) fn refused_requests(ctx: &Ctx<'_>) -> ScenarioResult {
     let (src, content) = make_source(ctx, "src", block)?;
     let size = content.len() as u64;
     let dst = ctx.create("dst")?;
-    let dst_content = pattern(21, (8 * block) as usize);
+    let dst_content = pattern(21, 8 * block);
     dst.write_all_at(&dst_content, 0)?;
     let dir = File::open(ctx.dir())?;
     let fifo_path = ctx.path("fifo");
