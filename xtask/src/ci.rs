@@ -93,14 +93,17 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
 /// but their random model runs would let an unrelated flake fail everyone's
 /// CI). btrfs is in again since its `o_direct` trial writes over a mapped
 /// range, which makes btrfs's buffered fallback visible every time (it was
-/// native in most 6.12 guest runs and degraded in a few).
+/// native in most 6.12 guest runs and degraded in a few). The caps
+/// scenarios but `caps/report_fast_complete_clean`, whose 1 s budget is a
+/// wall-clock bound emulation misses on btrfs and overlay (1.4–1.8 s seen in
+/// a loaded 6.1 guest); the host run keeps it.
 const CI_KERNEL_RUN: [&str; 9] = [
     "--kernel",
     "debian:6.12",
     "--fs",
     "ext4,ext4-noextents,xfs,xfs-noreflink,btrfs,btrfs-zstd,overlay-xfs,tmpfs",
     "--filter",
-    "caps/",
+    "caps/named_scratch_clean,caps/agrees_with_direct_checks,caps/memoized_per_filesystem,caps/memo_forgets_an_unmounted_filesystem,caps/tmpfs_snapshot",
     "--no-selftest",
     "--run-timeout",
     "1800",
