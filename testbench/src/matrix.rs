@@ -587,9 +587,16 @@ mod tests {
         assert_eq!(Matrix::parse(&text).unwrap(), m);
         let md = markdown(&m, &["ext4".into()]);
         assert!(md.contains("| 6.18 | 2 / 5 / 4 / 0 |"), "{md}");
-        // Columns recorded before fault counts existed have none.
+        // Columns without fault counts still parse: the guest columns'
+        // subset runs no faults/ scenario, so they record none.
         let committed = Matrix::load(&crate::defs::matrix_path()).unwrap();
-        assert!(committed.columns.iter().all(|c| c.faults.is_empty()));
+        assert!(
+            committed
+                .columns
+                .iter()
+                .any(|c| c.faults.is_empty() && !c.scenarios.is_empty()),
+            "no committed column without fault counts"
+        );
     }
 
     #[test]

@@ -189,7 +189,10 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
 /// Whether scenario `name` is in `filter` (comma-separated texts, any of
 /// which it must contain; no filter: every scenario).
 pub fn selected(filter: Option<&str>, name: &str) -> bool {
-    filter.is_none_or(|f| f.split(',').any(|part| !part.is_empty() && name.contains(part)))
+    filter.is_none_or(|f| {
+        f.split(',')
+            .any(|part| !part.is_empty() && name.contains(part))
+    })
 }
 
 /// Why `def` cannot be mounted on this kernel, if a type it needs (its own
@@ -344,7 +347,10 @@ mod tests {
         assert!(selected(None, "punch/model_auto"));
         assert!(selected(Some("punch/"), "punch/model_auto"));
         assert!(selected(Some("caps/,punch/model"), "punch/model_auto"));
-        assert!(selected(Some("caps/,punch/model"), "caps/named_scratch_clean"));
+        assert!(selected(
+            Some("caps/,punch/model"),
+            "caps/named_scratch_clean"
+        ));
         assert!(!selected(Some("caps/,punch/model"), "punch/dig_seek"));
         // An empty part (a trailing comma) selects nothing by itself.
         assert!(!selected(Some("caps/,"), "punch/dig_seek"));

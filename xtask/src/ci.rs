@@ -113,7 +113,10 @@ const CI_NFS_RUN: [&str; 9] = [
 /// but their random model runs would let an unrelated flake fail everyone's
 /// CI). btrfs is in again since its `o_direct` trial writes over a mapped
 /// range, which makes btrfs's buffered fallback visible every time (it was
-/// native in most 6.12 guest runs and degraded in a few).
+/// native in most 6.12 guest runs and degraded in a few). The caps
+/// scenarios but `caps/report_fast_complete_clean`, whose 1 s budget is a
+/// wall-clock bound emulation misses on btrfs and overlay (1.4–1.8 s seen in
+/// a loaded 6.1 guest); the host run keeps it.
 ///
 /// The two nbd devices add their block caps (a few seconds: modprobe nbd
 /// and qemu-nbd starting, twice); their `blockdev/` scenarios are not in
@@ -124,7 +127,7 @@ const CI_KERNEL_RUN: [&str; 9] = [
     "--fs",
     "ext4,ext4-noextents,xfs,xfs-noreflink,btrfs,btrfs-zstd,overlay-xfs,tmpfs,nbd,nbd-discard-ignore",
     "--filter",
-    "caps/",
+    "caps/named_scratch_clean,caps/agrees_with_direct_checks,caps/memoized_per_filesystem,caps/memo_forgets_an_unmounted_filesystem,caps/tmpfs_snapshot",
     "--no-selftest",
     "--run-timeout",
     "1800",

@@ -52,7 +52,7 @@
 //! | `copy_file_range_cross_fs` | to the second directory; else read/write |
 //! | `copy_file_range_reflinks` | after `copy_file_range`, are the extents `SHARED`? |
 //! | `ficlone` / `ficlonerange` / `fideduperange` | share; FIEMAP `SHARED` (or per-inode `st_blocks`) confirms |
-//! | `o_direct` | aligned `O_DIRECT` write over a cached, mmap'd range; `cachestat` must show no page cached (a buffered fallback cannot hide) |
+//! | `o_direct` | aligned `O_DIRECT` write over a cached and mapped range; `cachestat` must show no page cached (a buffered fallback cannot hide) |
 //! | `rwf_dontcache_write` / `rwf_dontcache_read` | `pwritev2`/`preadv2(RWF_DONTCACHE)`; `cachestat` shows no page left |
 //! | `fadvise_dontneed` | written back, `POSIX_FADV_DONTNEED`: pages gone |
 //! | `cachestat` | counts the pages just written |

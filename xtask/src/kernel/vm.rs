@@ -327,7 +327,11 @@ pub(crate) fn boot_and_run(g: &GuestRun<'_>) -> Result<i32, StageError> {
                 let guest_log = g.rwdir.join("guest.log");
                 return Err(err(
                     Stage::Run,
-                    if guest_log.exists() { &guest_log } else { &console },
+                    if guest_log.exists() {
+                        &guest_log
+                    } else {
+                        &console
+                    },
                     anyhow::anyhow!(
                         "the bench did not finish in {} s{}",
                         g.run_limit.as_secs(),
@@ -414,7 +418,9 @@ mod tests {
             fault: Fault::Hang,
             ..g
         });
-        assert!(hang.contains("sleep 86400 >\"$R/guest.log\"") && !hang.contains("sparsekit-testbench"));
+        assert!(
+            hang.contains("sleep 86400 >\"$R/guest.log\"") && !hang.contains("sparsekit-testbench")
+        );
     }
 
     fn files(booted: bool, rc: Option<&str>, guest_log: bool, console: &str) -> RunFiles {

@@ -176,7 +176,7 @@ fn dio_alignment(ctx: &Ctx<'_>) -> (u64, String) {
 /// so this cell came out native in most guest runs and degraded in a few.
 /// Mapped pages are skipped by that invalidation every time.
 fn o_direct(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
-    const HOW: &str = "O_DIRECT aligned write over a cached, mmap'd range, then read: content equal and no page left cached";
+    const HOW: &str = "O_DIRECT aligned write over a cached and mapped range, then read: content equal and no page left cached";
     let len = PAGES * ctx.page;
     let (align, mut detail) = dio_alignment(ctx);
     let f = ctx.file()?;
