@@ -42,9 +42,9 @@ pub(crate) struct Args {
     /// (O_DIRECT), dontcache (RWF_DONTCACHE), drop (fadvise), keep that works.
     #[arg(long, value_enum, default_value_t = CacheArg::Auto)]
     cache: CacheArg,
-    /// Reader threads (1-16). More requests in flight help SSDs and
-    /// network storage; one keeps the reads in file order for devices that
-    /// read ahead (disks, loop devices over files).
+    /// Reader threads per file (1-16). More requests in flight help SSDs
+    /// and network storage; one keeps each file's reads in order for
+    /// devices that read ahead (disks, loop devices over files).
     #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u8).range(1..=16))]
     readers: u8,

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// The `sparsekit` binary of this build, not yet started.
-pub fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sparsekit"))
 }
 
 /// Runs `sparsekit ARGS` to completion, with `faults` (the
 /// `SPARSEKIT_TEST_FAULTS` spec, e.g. `read=EIO@0`) when given.
-pub fn sparsekit(args: &[&str], faults: Option<&str>) -> Output {
+pub(crate) fn sparsekit(args: &[&str], faults: Option<&str>) -> Output {
     let mut cmd = bin();
     cmd.args(args);
     if let Some(f) = faults {
@@ -22,16 +22,16 @@ pub fn sparsekit(args: &[&str], faults: Option<&str>) -> Output {
 }
 
 /// What it printed on stdout.
-pub fn out(o: &Output) -> String {
+pub(crate) fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// What it printed on stderr.
-pub fn err(o: &Output) -> String {
+pub(crate) fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A path as an argument (the tests' paths are UTF-8).
-pub fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
