@@ -216,6 +216,33 @@ fn a_file_written_during_the_comparison_is_changed_not_equal() {
     }
 }
 
+/// A forced map method the file's filesystem lacks: `Map`, naming the
+/// file and the errno (sysfs has no FIEMAP; its files are regular, 4 KiB
+/// long, and always there).
+#[test]
+fn a_map_that_fails_names_the_file_and_the_errno() {
+    let sysfs = Path::new("/sys/kernel/uevent_seqnum");
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let b = dir.path().join("b.img");
+    std::fs::write(&b, [0u8; 4096]).unwrap();
+    let e = CompareOptions::new()
+        .map_method(sparsekit_extents::Method::Fiemap)
+        .compare(sysfs, &b)
+        .unwrap_err();
+    match &e {
+        CompareError::Map { path, source } => {
+            assert_eq!(path, sysfs);
+            assert!(source.errno().is_some(), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        e.to_string().starts_with("/sys/kernel/uevent_seqnum: "),
+        "{e}"
+    );
+    assert!(e.errno().is_some(), "{e:?}");
+}
+
 #[test]
 fn directories_and_missing_files_are_refused_with_the_path() {
     let (d, a, _b) = pair();
