@@ -3,30 +3,11 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn sparsekit(args: &[&str], faults: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sparsekit"));
-    cmd.args(args);
-    if let Some(f) = faults {
-        cmd.env("SPARSEKIT_TEST_FAULTS", f);
-    }
-    cmd.output().unwrap()
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod harness;
+use harness::{bin, err, out, s, sparsekit};
 
 /// Two equal 32 MiB images with 2 MiB of data at 0 and 16 MiB.
 fn pair() -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -242,4 +223,133 @@ fn cache_fallbacks_only_under_verbose_and_in_json() {
             && l.ends_with(", fell back")),
         "{e}"
     );
+}
+
+/// `--readers` changes how many requests are in flight, never the answer:
+/// with differences spread over many requests (in data, in holes, next to
+/// each other), 1, 3 and 16 readers find the same first offset and the
+/// same ranges in file order, also when the limit stops them early.
+#[test]
+fn readers_change_the_speed_never_the_answer() {
+    let (_d, a, b) = pair();
+    let f = File::options().write(true).open(&b).unwrap();
+    // Every 1.5 MiB: into holes and into both data extents, 23 requests.
+    let pokes: Vec<u64> = (0..22).map(|i| i * (3 << 19) + 777).collect();
+    for &off in &pokes {
+        f.write_all_at(&[0xee], off).unwrap();
+    }
+    f.sync_all().unwrap();
+    let want: Vec<serde_json::Value> = pokes
+        .iter()
+        .map(|&off| serde_json::json!({"offset": off, "length": 1}))
+        .collect();
+    for readers in ["1", "3", "16"] {
+        let o = sparsekit(
+            &[
+                "compare",
+                "--readers",
+                readers,
+                "--json",
+                "--limit",
+                "100",
+                s(&a),
+                s(&b),
+            ],
+            None,
+        );
+        assert_eq!(o.status.code(), Some(1), "{readers}: {}", err(&o));
+        let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+        assert_eq!(v["first_difference"], 777, "{readers}: {v}");
+        assert_eq!(v["differences"], serde_json::json!(want), "{readers}");
+        assert_eq!(v["differences_truncated"], false, "{readers}");
+
+        let o = sparsekit(
+            &[
+                "compare",
+                "--readers",
+                readers,
+                "--json",
+                "--limit",
+                "5",
+                s(&a),
+                s(&b),
+            ],
+            None,
+        );
+        let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+        assert_eq!(v["differences"], serde_json::json!(want[..5]), "{readers}");
+        assert_eq!(v["differences_truncated"], true, "{readers}");
+
+        let o = sparsekit(&["compare", "--readers", readers, s(&a), s(&b)], None);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            out(&o).contains("differ: first at offset 777\n"),
+            "{readers}: {}",
+            out(&o)
+        );
+    }
+}
+
+#[test]
+fn readers_outside_1_to_16_are_usage_errors() {
+    let (_d, a, b) = pair();
+    for bad in ["0", "17", "-1", "four"] {
+        let arg = format!("--readers={bad}");
+        let o = sparsekit(&["compare", &arg, s(&a), s(&b)], None);
+        assert_eq!(o.status.code(), Some(2), "--readers {bad}: {}", err(&o));
+        assert!(
+            err(&o).contains("--readers"),
+            "--readers {bad}: {}",
+            err(&o)
+        );
+        assert_eq!(out(&o), "");
+    }
+}
+
+/// The file shrinks while it is compared (after the comparison has read
+/// its first request): no answer, exit 1 naming the file that changed.
+/// The fault hook slows every read by 300 ms, so the test sees the first
+/// bytes read (the child's `rchar`) well before the read that finds the
+/// file shorter.
+#[test]
+fn a_file_that_changes_during_the_comparison_is_exit_1_naming_it() {
+    let (_d, a, b) = pair();
+    let mut child = bin()
+        .args(["compare", "--readers", "1", s(&a), s(&b)])
+        .env("SPARSEKIT_TEST_FAULTS", "read-delay-ms=300")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let io = format!("/proc/{}/io", child.id());
+    let rchar = || -> u64 {
+        std::fs::read_to_string(&io)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("rchar: ").map(|n| n.parse().unwrap()))
+            })
+            .unwrap_or(0)
+    };
+    let t = Instant::now();
+    while rchar() < 1 << 20 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no read seen");
+        assert!(child.try_wait().unwrap().is_none(), "ended before a read");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The second request (B at 16 MiB) is at least 600 ms away.
+    File::options()
+        .write(true)
+        .open(&b)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains(&format!("{}: changed during the comparison", s(&b))),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(out(&o), "");
 }

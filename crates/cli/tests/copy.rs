@@ -7,26 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn sparsekit(args: &[&str], faults: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sparsekit"));
-    cmd.args(args);
-    if let Some(f) = faults {
-        cmd.env("SPARSEKIT_TEST_FAULTS", f);
-    }
-    cmd.output().unwrap()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod harness;
+use harness::{bin, err, out, s, sparsekit};
 
 /// A 64 MiB image with 6 MiB of data in three extents.
 fn image() -> (tempfile::TempDir, PathBuf) {
@@ -193,7 +175,7 @@ fn sigint_exits_130_and_leaves_nothing() {
     let before = std::fs::read(&src).unwrap();
     for (signal, staging) in [("-INT", None), ("-TERM", Some("--in-place"))] {
         let dst = dir.path().join("copy.img");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sparsekit"));
+        let mut cmd = bin();
         cmd.args(["copy", s(&src), s(&dst)]);
         if let Some(flag) = staging {
             cmd.arg(flag);

@@ -182,6 +182,64 @@ fn an_interrupt_stops_it() {
     assert!(matches!(e, CompareError::Interrupted { .. }), "{e:?}");
 }
 
+/// A writer rewrites one byte of B in place (with the byte it holds, so
+/// the content stays equal) all through the comparison: the answer would
+/// describe no single state of B, so it is `Changed` naming B, never
+/// "equal". Reads are slowed (two requests per side, 50 ms each), so the
+/// comparison spans many of the writer's writes.
+#[test]
+fn a_file_written_during_the_comparison_is_changed_not_equal() {
+    let (_d, a, b) = pair();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = File::options().read(true).write(true).open(&b).unwrap();
+            let mut byte = [0u8];
+            f.read_exact_at(&mut byte, 100).unwrap();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                f.write_all_at(&byte, 100).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let _faults =
+            fault::inject(Faults::new().read_delay(std::time::Duration::from_millis(50)));
+        let r = CompareOptions::new().readers(1).compare(&a, &b);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    });
+    match result {
+        Err(CompareError::Changed { path }) => assert_eq!(path, b),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A forced map method the file's filesystem lacks: `Map`, naming the
+/// file and the errno (sysfs has no FIEMAP; its files are regular, 4 KiB
+/// long, and always there).
+#[test]
+fn a_map_that_fails_names_the_file_and_the_errno() {
+    let sysfs = Path::new("/sys/kernel/uevent_seqnum");
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let b = dir.path().join("b.img");
+    std::fs::write(&b, [0u8; 4096]).unwrap();
+    let e = CompareOptions::new()
+        .map_method(sparsekit_extents::Method::Fiemap)
+        .compare(sysfs, &b)
+        .unwrap_err();
+    match &e {
+        CompareError::Map { path, source } => {
+            assert_eq!(path, sysfs);
+            assert!(source.errno().is_some(), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        e.to_string().starts_with("/sys/kernel/uevent_seqnum: "),
+        "{e}"
+    );
+    assert!(e.errno().is_some(), "{e:?}");
+}
+
 #[test]
 fn directories_and_missing_files_are_refused_with_the_path() {
     let (d, a, _b) = pair();

@@ -42,11 +42,12 @@ pub(crate) struct Args {
     /// (O_DIRECT), dontcache (RWF_DONTCACHE), drop (fadvise), keep that works.
     #[arg(long, value_enum, default_value_t = CacheArg::Auto)]
     cache: CacheArg,
-    /// Reader threads (1-16). More requests in flight help SSDs and
-    /// network storage; one keeps the reads in file order for devices that
-    /// read ahead (disks, loop devices over files).
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    readers: usize,
+    /// Reader threads per file (1-16). More requests in flight help SSDs
+    /// and network storage; one keeps each file's reads in order for
+    /// devices that read ahead (disks, loop devices over files).
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    readers: u8,
     /// Print JSON: {"a":{"file","size","allocated","map_method","cache",
     /// "bytes_read","bytes_read_buffered"},"b":{…},"equal","sizes_equal","content_equal",
     /// "first_difference","differences":[{"offset","length"}],
@@ -98,7 +99,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .allocation(args.allocation)
         .limit(limit)
         .cache(args.cache.into())
-        .readers(args.readers)
+        .readers(args.readers.into())
         .interrupt(interrupt);
     let report = opts
         .compare(&args.a, &args.b)

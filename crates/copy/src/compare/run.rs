@@ -1,11 +1,24 @@
-//! Reader threads: each takes the next job from the shared planner, reads
-//! it on the side(s) with data into its own two buffers and compares; the
-//! calling thread puts the results back in file order and stops everyone
-//! once the limit is reached, on the first error, or on an interrupt.
+//! The reading: one stream of requests per side, in file order. A
+//! dispatcher thread takes the planner's jobs and queues each on the
+//! side(s) that read it; each side's reader threads fill buffers from
+//! that side's pool; the calling thread takes the results in file order,
+//! compares, and hands the buffers back. It stops everyone once the limit
+//! is reached, on the first error, or on an interrupt.
+//!
+//! Why per side rather than per job (a thread reading A, then B, of one
+//! request): each side's device then sees its requests in file order, and
+//! A and B are read at the same time. A loop device over a file serves
+//! one request at a time and reads its backing file ahead only while the
+//! requests come in order. Measured on the 4 GiB / 10 % bench image (ext4
+//! vs xfs loop mounts, cold cache, alternated in one run, medians of 5 on
+//! a shared machine at load ~20): one reader per side 2.25 s, four per
+//! side 2.54 s, four readers each reading A then B 2.78 s, `qemu-img
+//! compare` 4.04 s. (A Python model of the same patterns, reading only:
+//! 0.70× for one reader per side against four reading both sides.)
 
 use super::diff::{Runs, diff};
 use super::error::CompareError;
-use super::plan::Planner;
+use super::plan::{Job, Planner};
 use super::report::Which;
 use crate::buffer::Buffer;
 use crate::endpoint::Source;
@@ -14,11 +27,16 @@ use crate::interrupt::Interrupt;
 use crate::threads::spawn_reader;
 use rustix::io::Errno;
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
+use std::time::Duration;
+
+/// How often the comparison, waiting for a read, looks whether the run
+/// was stopped elsewhere (an error on the other side, an interrupt).
+const STOP_POLL: Duration = Duration::from_millis(20);
 
 /// What the in-order results add up to.
 #[derive(Debug)]
@@ -35,10 +53,10 @@ pub(crate) struct Found {
     pub(crate) stopped_early: bool,
 }
 
-struct Done {
+/// One side's read of one job.
+struct Read {
     seq: u64,
-    runs: Vec<Range<u64>>,
-    end: u64,
+    data: Result<Buffer, CompareError>,
 }
 
 struct Shared {
@@ -56,6 +74,10 @@ impl Shared {
             *slot = Some(e);
         }
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 }
 
@@ -76,12 +98,49 @@ pub(crate) struct Reader<'a> {
 
 /// The knobs of one run.
 pub(crate) struct Run<'r> {
+    /// Reader threads per side.
     pub(crate) readers: usize,
     pub(crate) chunk: usize,
     /// Runs wanted before stopping (the limit + 1: the extra one says
     /// "more exist").
     pub(crate) max_runs: usize,
     pub(crate) interrupt: Option<&'r Interrupt>,
+}
+
+/// The receiving ends a side's reader threads share.
+struct Queues {
+    jobs: Mutex<Receiver<Job>>,
+    /// Free buffers. A reader takes one before it takes a job, so the job
+    /// the comparison waits for always has its buffer (no deadlock with
+    /// every buffer held by later results).
+    pool: Mutex<Receiver<Buffer>>,
+}
+
+/// The comparing end of one side.
+struct Results {
+    rx: Receiver<Read>,
+    /// Results that arrived ahead of their turn (several readers).
+    early: BTreeMap<u64, Result<Buffer, CompareError>>,
+    pool: Sender<Buffer>,
+}
+
+impl Results {
+    /// The read of job `seq`; `None` once the run is stopped (a reader
+    /// that sees the stop drops its job, so this does not wait for it).
+    fn take(&mut self, seq: u64, shared: &Shared) -> Option<Result<Buffer, CompareError>> {
+        loop {
+            if let Some(r) = self.early.remove(&seq) {
+                return Some(r);
+            }
+            match self.rx.recv_timeout(STOP_POLL) {
+                Ok(r) => {
+                    self.early.insert(r.seq, r.data);
+                }
+                Err(RecvTimeoutError::Timeout) if !shared.stopped() => {}
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 impl Run<'_> {
@@ -98,44 +157,48 @@ impl Run<'_> {
             read: [AtomicU64::new(0), AtomicU64::new(0)],
             buffered: [AtomicU64::new(0), AtomicU64::new(0)],
         };
-        let mut found = Found {
-            runs: Runs::new(self.max_runs),
-            read_a: 0,
-            read_b: 0,
-            buffered_a: 0,
-            buffered_b: 0,
-            settled: 0,
-            stopped_early: false,
-        };
-        std::thread::scope(|s| {
-            let (tx, rx) = sync_channel::<Done>(self.readers * 2);
-            for _ in 0..self.readers {
-                let tx = tx.clone();
-                let shared = &shared;
-                spawn_reader(s, move || self.reader(planner, a, b, shared, tx));
+        // One buffer per reader in flight, one being compared, one queued.
+        let depth = self.readers + 2;
+        let mut job_tx = Vec::new();
+        let mut res_tx = Vec::new();
+        let mut queues = Vec::new();
+        let mut results = Vec::new();
+        for _ in 0..2 {
+            let (jt, jr) = sync_channel::<Job>(depth);
+            let (rt, rr) = sync_channel::<Read>(depth);
+            let (pt, pr) = channel::<Buffer>();
+            for _ in 0..depth {
+                let _ = pt.send(Buffer::new(self.chunk));
             }
-            drop(tx);
-            // Jobs that finished ahead of their turn.
-            let mut waiting = BTreeMap::new();
-            let mut next = 0u64;
-            'recv: for done in rx {
-                waiting.insert(done.seq, done);
-                while let Some(done) = waiting.remove(&next) {
-                    next += 1;
-                    for r in done.runs {
-                        found.runs.push(r);
-                    }
-                    found.settled = done.end;
-                    if found.runs.full() {
-                        found.stopped_early = true;
-                        shared.stop.store(true, Ordering::SeqCst);
-                        break 'recv;
-                    }
+            job_tx.push(jt);
+            res_tx.push(rt);
+            // Shared by the side's readers only: when the last one ends,
+            // the dispatcher's sends to it fail and it ends too.
+            queues.push(Arc::new(Queues {
+                jobs: Mutex::new(jr),
+                pool: Mutex::new(pr),
+            }));
+            results.push(Results {
+                rx: rr,
+                early: BTreeMap::new(),
+                pool: pt,
+            });
+        }
+        let (cmp_tx, cmp_rx) = sync_channel::<Job>(2 * depth);
+        let found = std::thread::scope(|s| {
+            let shared = &shared;
+            for (i, ((side, tx), q)) in [a, b].into_iter().zip(res_tx).zip(queues).enumerate() {
+                for _ in 0..self.readers {
+                    let (q, tx) = (Arc::clone(&q), tx.clone());
+                    spawn_reader(s, move || self.read_side(i, side, &q, tx, shared));
                 }
             }
-            // Leaving the scope joins the readers: a stopped reader returns
-            // at its next check, or when its send finds the receiver gone.
+            spawn_reader(s, move || self.dispatch(planner, [a, b], job_tx, cmp_tx, shared));
+            // Returning drops the receivers and pools: readers and the
+            // dispatcher blocked on them wake up and end.
+            self.compare(cmp_rx, results, shared)
         });
+        let mut found = found;
         found.read_a = shared.read[0].load(Ordering::SeqCst);
         found.read_b = shared.read[1].load(Ordering::SeqCst);
         found.buffered_a = shared.buffered[0].load(Ordering::SeqCst);
@@ -151,19 +214,17 @@ impl Run<'_> {
         Ok(found)
     }
 
-    fn reader(
+    /// Queues the planner's jobs on the sides that read them, then on the
+    /// comparison (so a job the comparison sees is queued everywhere).
+    fn dispatch(
         &self,
         planner: &Mutex<Planner<'_>>,
-        a: &Reader<'_>,
-        b: &Reader<'_>,
+        sides: [&Reader<'_>; 2],
+        job_tx: Vec<SyncSender<Job>>,
+        cmp_tx: SyncSender<Job>,
         shared: &Shared,
-        tx: SyncSender<Done>,
     ) {
-        let mut bufs: Option<[Buffer; 2]> = None;
-        loop {
-            if shared.stop.load(Ordering::Relaxed) {
-                return;
-            }
+        while !shared.stopped() {
             if self.interrupt.is_some_and(Interrupt::is_triggered) {
                 shared.interrupted.store(true, Ordering::SeqCst);
                 shared.stop.store(true, Ordering::SeqCst);
@@ -174,57 +235,119 @@ impl Run<'_> {
                 None => return,
                 Some(Ok(job)) => job,
                 Some(Err((which, source))) => {
-                    let path = match which {
-                        Which::A => a.main.path,
-                        Which::B => b.main.path,
-                    };
+                    let i = usize::from(which == Which::B);
                     return shared.fail(CompareError::Map {
-                        path: path.to_owned(),
+                        path: sides[i].main.path.to_owned(),
                         source,
                     });
                 }
             };
-            let [ba, bb] =
-                bufs.get_or_insert_with(|| [Buffer::new(self.chunk), Buffer::new(self.chunk)]);
-            let len = (job.read.end - job.read.start) as usize;
-            let fragmented = job.fragments.saturating_mul(FRAGMENT) > len as u64;
-            let sides = [(job.read_a, a, &mut *ba), (job.read_b, b, &mut *bb)];
-            for (i, (wanted, reader, buf)) in sides.into_iter().enumerate() {
-                if !wanted {
-                    continue;
+            for (wanted, tx) in [job.read_a, job.read_b].into_iter().zip(&job_tx) {
+                if wanted && tx.send(job.clone()).is_err() {
+                    return;
                 }
-                let src = match &reader.buffered {
-                    Some(buffered) if fragmented => {
-                        shared.buffered[i].fetch_add(len as u64, Ordering::Relaxed);
-                        buffered
-                    }
-                    _ => &reader.main,
-                };
-                if let Err(e) = src.read_at(&mut buf.as_mut_slice()[..len], job.read.start) {
-                    return shared.fail(e.into());
-                }
-                let got = src.size.min(job.read.end).saturating_sub(job.read.start);
-                shared.read[i].fetch_add(got, Ordering::Relaxed);
             }
-            let lo = (job.logical.start - job.read.start) as usize;
-            let hi = (job.logical.end - job.read.start) as usize;
-            let mut runs = Runs::new(self.max_runs);
-            let (x, y) = (&ba.as_slice()[lo..hi], &bb.as_slice()[lo..hi]);
-            match (job.read_a, job.read_b) {
-                (true, true) => diff(x, Some(y), job.logical.start, &mut runs),
-                (true, false) => diff(x, None, job.logical.start, &mut runs),
-                (false, true) => diff(y, None, job.logical.start, &mut runs),
-                (false, false) => {}
-            }
-            let done = Done {
-                seq: job.seq,
-                runs: runs.runs,
-                end: job.logical.end,
-            };
-            if tx.send(done).is_err() {
+            if cmp_tx.send(job).is_err() {
                 return;
             }
         }
+    }
+
+    /// One reader of side `i`: a free buffer, then the next job, read.
+    fn read_side(
+        &self,
+        i: usize,
+        side: &Reader<'_>,
+        q: &Queues,
+        tx: SyncSender<Read>,
+        shared: &Shared,
+    ) {
+        loop {
+            let buf = q.pool.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok(mut buf) = buf else { return };
+            let job = q.jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok(job) = job else { return };
+            if shared.stopped() {
+                return;
+            }
+            let len = (job.read.end - job.read.start) as usize;
+            let fragmented = job.fragments.saturating_mul(FRAGMENT) > len as u64;
+            let src = match &side.buffered {
+                Some(buffered) if fragmented => {
+                    shared.buffered[i].fetch_add(len as u64, Ordering::Relaxed);
+                    buffered
+                }
+                _ => &side.main,
+            };
+            let data = match src.read_at(&mut buf.as_mut_slice()[..len], job.read.start) {
+                Ok(()) => {
+                    let got = src.size.min(job.read.end).saturating_sub(job.read.start);
+                    shared.read[i].fetch_add(got, Ordering::Relaxed);
+                    Ok(buf)
+                }
+                Err(e) => Err(e.into()),
+            };
+            if tx.send(Read { seq: job.seq, data }).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Takes the jobs in file order, waits for their reads, compares.
+    fn compare(&self, cmp_rx: Receiver<Job>, mut results: Vec<Results>, shared: &Shared) -> Found {
+        let mut found = Found {
+            runs: Runs::new(self.max_runs),
+            read_a: 0,
+            read_b: 0,
+            buffered_a: 0,
+            buffered_b: 0,
+            settled: 0,
+            stopped_early: false,
+        };
+        for job in cmp_rx {
+            let mut bufs: [Option<Buffer>; 2] = [None, None];
+            for (i, wanted) in [job.read_a, job.read_b].into_iter().enumerate() {
+                if !wanted {
+                    continue;
+                }
+                match results[i].take(job.seq, shared) {
+                    Some(Ok(buf)) => bufs[i] = Some(buf),
+                    Some(Err(e)) => shared.fail(e),
+                    None => {}
+                }
+            }
+            if shared.stopped() {
+                break;
+            }
+            let lo = (job.logical.start - job.read.start) as usize;
+            let hi = (job.logical.end - job.read.start) as usize;
+            let at = job.logical.start;
+            match &bufs {
+                [Some(x), Some(y)] => diff(
+                    &x.as_slice()[lo..hi],
+                    Some(&y.as_slice()[lo..hi]),
+                    at,
+                    &mut found.runs,
+                ),
+                [Some(x), None] | [None, Some(x)] => {
+                    diff(&x.as_slice()[lo..hi], None, at, &mut found.runs)
+                }
+                [None, None] => {}
+            }
+            for (buf, r) in bufs.into_iter().zip(&results) {
+                if let Some(buf) = buf {
+                    let _ = r.pool.send(buf);
+                }
+            }
+            found.settled = job.logical.end;
+            if found.runs.full() {
+                found.stopped_early = true;
+                shared.stop.store(true, Ordering::SeqCst);
+                break;
+            }
+        }
+        shared.stop.store(true, Ordering::SeqCst);
+        found
     }
 }
 
