@@ -215,6 +215,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn cache_name(c: CacheOutcome) -> String {
     match c {
+        CacheOutcome::Direct => "direct".into(),
         CacheOutcome::Dropped => "dropped".into(),
         CacheOutcome::Kept => "kept".into(),
         CacheOutcome::Failed(e) => format!(
