@@ -32,7 +32,9 @@ pub(crate) struct Args {
     dry_run: bool,
     /// Print JSON: {"file","size","method","dry_run","block_size","min_hole",
     /// "bytes_scanned","zero_bytes","holes_punched","bytes_deallocated",
-    /// "allocated_before","allocated_after","cache","seconds","writers"
+    /// "allocated_before","allocated_after","cache" ("direct": read with
+    /// O_DIRECT; "dropped": read through the page cache and dropped;
+    /// "kept"),"seconds","writers"
     /// ("excluded": held a write lease; "not_excluded": --force without
     /// one, "lease_errno" says why; "not_needed": dry run)}.
     #[arg(long)]
