@@ -1,4 +1,4 @@
-//! `ci`, `testbench` and `bench`.
+//! `ci`: what CI runs, the README's test command.
 
 use crate::util::{cargo, is_root, run};
 use anyhow::bail;
@@ -39,7 +39,7 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
         .env("RUSTDOCFLAGS", "-D warnings");
     run(c)?;
     // The README's matrix must match matrix.toml (no root needed).
-    matrix(&["readme".into(), "--check".into()])?;
+    crate::matrix::command(&["readme".into(), "--check".into()])?;
     crate::man::command(&["--check".into()])?;
     // junit.xml and kcidb.json as other readers see them (no root needed).
     crate::results::check_sample()?;
@@ -73,7 +73,7 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
              for the unprivileged part only"
         );
     }
-    testbench(&[])?;
+    crate::testbench::command(&[])?;
     if no_kernel {
         println!("xtask ci: --no-kernel given: no foreign kernel was booted");
         return Ok(());
@@ -83,7 +83,7 @@ pub(crate) fn run_ci(args: &[String]) -> anyhow::Result<()> {
     // subset of scenarios (the whole suite under software emulation does
     // not fit CI's budget; see the README's "Other kernels").
     crate::kernel::selftest()?;
-    testbench(&CI_KERNEL_RUN.map(String::from))
+    crate::testbench::command(&CI_KERNEL_RUN.map(String::from))
 }
 
 /// What `ci` runs on a foreign kernel: caps on every filesystem (always
@@ -107,102 +107,6 @@ const CI_KERNEL_RUN: [&str; 9] = [
     "--run-timeout",
     "1800",
 ];
-
-/// Builds and runs the bench binary (release: the scenarios do real I/O).
-pub(crate) fn testbench(args: &[String]) -> anyhow::Result<()> {
-    crate::setup::ensure(&["libclang-dev"])?;
-    if let Some(k) = crate::kernel::parse_args(args)? {
-        return crate::kernel::run_kernels(&k);
-    }
-    let started = std::time::SystemTime::now();
-    // Scenarios that check the CLI's exit codes (probe: `sparsekit stat
-    // --timeout` on a frozen FUSE mount) run the release binary.
-    let mut c = cargo();
-    c.args(["build", "--release", "--locked", "-p", "sparsekit-cli"]);
-    run(c)?;
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "--locked",
-        "-p",
-        "sparsekit-testbench",
-        "--",
-        "run",
-    ])
-    .args(args);
-    let bench = run(c);
-    // The documents of this very run, read back by other readers; a
-    // failing bench still wrote them (unless it failed before the end).
-    let dir = crate::util::root().join("target/testbench");
-    let fresh = |name: &str| {
-        std::fs::metadata(dir.join(name))
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= started)
-    };
-    let checked = if fresh("junit.xml") && fresh("kcidb.json") && fresh("counts.json") {
-        crate::results::check(&dir)
-    } else {
-        Err(anyhow::anyhow!(
-            "the bench did not write junit.xml, kcidb.json and counts.json into {}",
-            dir.display()
-        ))
-    };
-    bench.and(checked)
-}
-
-/// Builds the CLI and runs the benchmarks (and the zero-detector microbenchmark).
-pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
-    crate::setup::ensure(&["libclang-dev", "time"])?;
-    let mut c = cargo();
-    c.args(["build", "--release", "--locked", "-p", "sparsekit-cli"]);
-    run(c)?;
-    if args.is_empty() || args.iter().any(|a| a == "zero") {
-        let mut c = cargo();
-        c.args([
-            "bench",
-            "--locked",
-            "-p",
-            "sparsekit-extents",
-            "--bench",
-            "zero_detect",
-        ]);
-        run(c)?;
-    }
-    let rest: Vec<&String> = args.iter().filter(|a| *a != "zero").collect();
-    if !args.is_empty() && rest.is_empty() {
-        return Ok(());
-    }
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "--locked",
-        "-p",
-        "sparsekit-testbench",
-        "--",
-        "bench",
-    ])
-    .args(rest);
-    run(c)
-}
-
-/// `matrix readme [--check]` / `matrix merge FILE…`, done by the bench binary.
-pub(crate) fn matrix(args: &[String]) -> anyhow::Result<()> {
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--quiet",
-        "--release",
-        "--locked",
-        "-p",
-        "sparsekit-testbench",
-        "--",
-        "matrix",
-    ])
-    .args(args);
-    run(c)
-}
 
 /// Removes what an earlier `cargo package` built from its temporary
 /// registry. Cargo takes registry crates as immutable, so an unchanged

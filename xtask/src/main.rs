@@ -11,11 +11,14 @@
 //! - `check-results [DIR]`: junit.xml and kcidb.json checked with kcidb-io
 //!   and junitparser (a sample run's without DIR).
 
+mod bench;
 mod ci;
 mod kernel;
 mod man;
+mod matrix;
 mod results;
 mod setup;
+mod testbench;
 mod util;
 
 use std::process::ExitCode;
@@ -34,10 +37,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run_ci(&args[1..]),
-        Some("testbench") => ci::testbench(&args[1..]),
+        Some("testbench") => testbench::command(&args[1..]),
         Some("kernel-selftest") => kernel::selftest(),
-        Some("bench") => ci::bench(&args[1..]),
-        Some("matrix") => ci::matrix(&args[1..]),
+        Some("bench") => bench::command(&args[1..]),
+        Some("matrix") => matrix::command(&args[1..]),
         Some("check-results") => results::command(&args[1..]),
         Some("man") => man::command(&args[1..]),
         _ => {

@@ -5,12 +5,13 @@
 use crate::buffer::{Buffer, mem_align};
 use crate::error::CopyError;
 use crate::interrupt::Interrupt;
-use crate::options::CachePolicy;
+use crate::modes::CachePolicy;
 use crate::report::Fallback;
 use rustix::fd::BorrowedFd;
 use rustix::fs::{Advice, AtFlags, FileType, OFlags, StatxFlags, fadvise, fstat, statx};
 use rustix::io::{Errno, pread, preadv2, pwrite, pwritev2};
 use sparsekit_extents::{ExtentKind, MapOptions};
+use sparsekit_sys::consts::STATX_DIO_READ_ALIGN;
 use sparsekit_sys::pagecache::{
     RWF_DONTCACHE, SyncFileRangeFlags, cachestat, mincore_file, page_size, sync_file_range,
 };
@@ -40,11 +41,266 @@ impl SidePolicy {
         policy: CachePolicy::Keep,
         align: 1,
     };
+    pub(crate) const DROP: SidePolicy = SidePolicy {
+        policy: CachePolicy::Drop,
+        align: 1,
+    };
 }
 
-/// `STATX_DIO_READ_ALIGN` (Linux 6.16): a separate, possibly smaller,
-/// alignment for O_DIRECT reads. rustix has no name for it yet.
-const STATX_DIO_READ_ALIGN: StatxFlags = StatxFlags::from_bits_retain(0x0002_0000);
+/// What a resolved cache policy does: the one place that maps a policy to
+/// syscalls and to what is dropped when. [`SourceCache`] and
+/// [`DestCache`] act on it; nothing else in the crate matches on a
+/// [`CachePolicy`] to decide how to read, write or drop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Behaviour {
+    /// `preadv2`/`pwritev2` with `RWF_DONTCACHE`.
+    pub(crate) dontcache: bool,
+    /// `O_DIRECT` on the descriptor (aligned pieces; the rest buffered).
+    pub(crate) direct: bool,
+    /// Source: drop the pages of each range read, except those cached
+    /// before the copy.
+    pub(crate) drop_each_read: bool,
+    /// Destination: `sync_file_range` write-behind, dropping each window
+    /// once written back.
+    pub(crate) write_behind: bool,
+    /// Source, after the copy: drop every page not cached before it
+    /// (readahead into holes, which neither the flag nor the per-read drop
+    /// covers).
+    pub(crate) sweep: bool,
+    /// Source, after the copy: buffered again, and the pages cached before
+    /// it read back where they were evicted.
+    pub(crate) rewarm: bool,
+    /// Destination, after the final sync: drop all its pages.
+    pub(crate) drop_written: bool,
+}
+
+impl Behaviour {
+    /// `Auto` does nothing until it is resolved, like `Keep`.
+    pub(crate) const fn of(policy: CachePolicy) -> Behaviour {
+        let none = Behaviour {
+            dontcache: false,
+            direct: false,
+            drop_each_read: false,
+            write_behind: false,
+            sweep: false,
+            rewarm: false,
+            drop_written: false,
+        };
+        match policy {
+            CachePolicy::Auto | CachePolicy::Keep => none,
+            CachePolicy::Drop => Behaviour {
+                drop_each_read: true,
+                write_behind: true,
+                sweep: true,
+                rewarm: true,
+                drop_written: true,
+                ..none
+            },
+            CachePolicy::Direct => Behaviour {
+                direct: true,
+                rewarm: true,
+                drop_written: true,
+                ..none
+            },
+            CachePolicy::DontCache => Behaviour {
+                dontcache: true,
+                sweep: true,
+                rewarm: true,
+                drop_written: true,
+                ..none
+            },
+        }
+    }
+
+    /// Whether the policy's I/O is plain buffered I/O, which the kernel's
+    /// own copy (`copy_file_range`, a splice through the page cache) can
+    /// honour.
+    pub(crate) const fn buffered(self) -> bool {
+        !self.direct && !self.dontcache
+    }
+}
+
+/// The source side's cache behaviour: how it reads, and what it leaves in
+/// the page cache. Built from the resolved policy and the residency taken
+/// before the first read.
+#[derive(Debug)]
+pub(crate) struct SourceCache {
+    side: SidePolicy,
+    does: Behaviour,
+    /// Pages cached before the copy: they stay.
+    hot: Residency,
+}
+
+impl SourceCache {
+    pub(crate) fn new(side: SidePolicy, hot: Residency) -> SourceCache {
+        SourceCache {
+            side,
+            does: Behaviour::of(side.policy),
+            hot,
+        }
+    }
+
+    pub(crate) fn policy(&self) -> CachePolicy {
+        self.side.policy
+    }
+
+    /// The syscall [`pread`](Self::pread) makes, for messages.
+    pub(crate) fn read_op(&self) -> &'static str {
+        if self.does.dontcache {
+            "preadv2(RWF_DONTCACHE)"
+        } else {
+            "pread"
+        }
+    }
+
+    /// One read of `buf` at `at`.
+    pub(crate) fn pread(
+        &self,
+        fd: BorrowedFd<'_>,
+        buf: &mut [u8],
+        at: u64,
+    ) -> Result<usize, Errno> {
+        if self.does.dontcache {
+            preadv2(fd, &mut [IoSliceMut::new(buf)], at, RWF_DONTCACHE)
+        } else {
+            pread(fd, buf, at)
+        }
+    }
+
+    /// `range` was read (by us or by the kernel's copy).
+    pub(crate) fn read_done(&self, fd: BorrowedFd<'_>, range: Range<u64>) {
+        if self.does.drop_each_read {
+            self.hot.drop_copied(fd, range);
+        }
+    }
+
+    /// After the copy: the source's page cache as it was (see
+    /// [`Behaviour::sweep`] and [`Behaviour::rewarm`]). `read_buffered`: some
+    /// of it was read through a buffered second descriptor, whose pages go
+    /// too.
+    pub(crate) fn sweep(
+        &self,
+        fd: BorrowedFd<'_>,
+        size: u64,
+        read_buffered: bool,
+    ) -> Result<(), Errno> {
+        if self.does.sweep || read_buffered {
+            self.hot.drop_copied(fd, 0..size);
+        }
+        if self.does.rewarm {
+            // Buffered reads from here on: the pages go to the cache.
+            set_direct(fd, false)?;
+            self.hot.rewarm(fd);
+        }
+        Ok(())
+    }
+}
+
+/// The destination side's cache behaviour: how it writes, write-behind,
+/// and what it drops after the final sync.
+#[derive(Debug)]
+pub(crate) struct DestCache {
+    side: SidePolicy,
+    does: Behaviour,
+    /// Whether O_DIRECT is on right now (unaligned pieces go buffered).
+    direct_on: bool,
+    behind: Option<WriteBehind>,
+}
+
+/// A failed destination call: the syscall's name, the offset, the errno.
+pub(crate) type DestFailure = (&'static str, u64, Errno);
+
+impl DestCache {
+    /// `buf_size`: the write-behind window is four requests, at least 16 MiB.
+    pub(crate) fn new(side: SidePolicy, buf_size: usize) -> DestCache {
+        let does = Behaviour::of(side.policy);
+        DestCache {
+            side,
+            does,
+            direct_on: does.direct,
+            behind: does
+                .write_behind
+                .then(|| WriteBehind::new((4 * buf_size as u64).max(16 << 20))),
+        }
+    }
+
+    pub(crate) fn policy(&self) -> CachePolicy {
+        self.side.policy
+    }
+
+    /// One write of `buf` at `at`. Under O_DIRECT a piece that is not
+    /// aligned (offset, length, memory) goes buffered, the flag switched
+    /// per piece.
+    pub(crate) fn pwrite(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        buf: &[u8],
+        at: u64,
+    ) -> Result<usize, DestFailure> {
+        if self.does.direct {
+            let a = self.side.align;
+            let aligned =
+                at % a == 0 && buf.len() as u64 % a == 0 && buf.as_ptr() as u64 % a.min(4096) == 0;
+            if aligned != self.direct_on {
+                set_direct(fd, aligned).map_err(|e| ("fcntl(F_SETFL)", at, e))?;
+                self.direct_on = aligned;
+            }
+        }
+        let res = if self.does.dontcache {
+            pwritev2(fd, &[IoSlice::new(buf)], at, RWF_DONTCACHE)
+        } else {
+            pwrite(fd, buf, at)
+        };
+        res.map_err(|e| (self.write_op(), at, e))
+    }
+
+    fn write_op(&self) -> &'static str {
+        if self.does.dontcache {
+            "pwritev2(RWF_DONTCACHE)"
+        } else if self.direct_on {
+            "pwrite(O_DIRECT)"
+        } else {
+            "pwrite"
+        }
+    }
+
+    /// `range` was written (by us or by the kernel's copy).
+    pub(crate) fn written(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        range: Range<u64>,
+    ) -> Result<(), DestFailure> {
+        match &mut self.behind {
+            Some(behind) => behind
+                .written(fd, range)
+                .map_err(|(at, e)| ("sync_file_range", at, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a sync: O_DIRECT back on, write-behind waited for.
+    pub(crate) fn finish(&mut self, fd: BorrowedFd<'_>) -> Result<(), DestFailure> {
+        if self.does.direct && !self.direct_on {
+            set_direct(fd, true).map_err(|e| ("fcntl(F_SETFL)", 0, e))?;
+            self.direct_on = true;
+        }
+        match &mut self.behind {
+            Some(behind) => behind
+                .finish(fd)
+                .map_err(|(at, e)| ("sync_file_range", at, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// After the final sync: every page of `0..size` was written by this
+    /// copy, so all go (this also catches an O_DIRECT write that a
+    /// filesystem did buffered, as btrfs may for checksummed files).
+    pub(crate) fn synced(&self, fd: BorrowedFd<'_>, size: u64) {
+        if self.does.drop_written {
+            drop_all(fd, 0..size);
+        }
+    }
+}
 
 /// The probe writes of the destination side go at offset 0: a new file is
 /// truncated back to 0 afterwards, an in-place destination has its first MiB
@@ -56,7 +312,6 @@ pub(crate) fn resolve(
     path: &Path,
     size: u64,
     fallbacks: &mut Vec<Fallback>,
-    fake_unsupported: &[CachePolicy],
 ) -> Result<SidePolicy, CopyError> {
     let chain: &[CachePolicy] = match requested {
         // Direct first: in the bench (ext4 loop -> xfs loop, 6.18) it beat
@@ -74,8 +329,12 @@ pub(crate) fn resolve(
         CachePolicy::DontCache => &[CachePolicy::DontCache],
     };
     for &policy in chain {
+        #[cfg(any(test, feature = "fault-injection"))]
+        if let Err(errno) = crate::fault::cache(policy) {
+            fallbacks_or_fail(requested, policy, side, path, errno, fallbacks)?;
+            continue;
+        }
         let probe = match policy {
-            p if fake_unsupported.contains(&p) => Err(Probe::Unsupported(Errno::OPNOTSUPP)),
             CachePolicy::DontCache => probe_dontcache(side, fd).map(|()| 1),
             CachePolicy::Direct => probe_direct(side, fd).and_then(|align| {
                 direct_reaches_the_end(side, size, align).inspect_err(|_| {
@@ -88,18 +347,8 @@ pub(crate) fn resolve(
         };
         match probe {
             Ok(align) => return Ok(SidePolicy { policy, align }),
-            Err(Probe::Unsupported(errno)) if requested == CachePolicy::Auto => {
-                fallbacks.push(Fallback {
-                    from: fallback_name(policy, side),
-                    errno,
-                });
-            }
             Err(Probe::Unsupported(errno)) => {
-                return Err(CopyError::CacheUnsupported {
-                    path: path.to_owned(),
-                    policy,
-                    errno,
-                });
+                fallbacks_or_fail(requested, policy, side, path, errno, fallbacks)?;
             }
             Err(Probe::Failed(op, errno)) => {
                 return Err(CopyError::Io {
@@ -112,6 +361,27 @@ pub(crate) fn resolve(
         }
     }
     unreachable!("Keep always resolves")
+}
+
+/// An unsupported `policy`: the next one under `Auto`, a failure when it
+/// was asked for.
+fn fallbacks_or_fail(
+    requested: CachePolicy,
+    policy: CachePolicy,
+    side: Side,
+    path: &Path,
+    errno: Errno,
+    fallbacks: &mut Vec<Fallback>,
+) -> Result<(), CopyError> {
+    if requested != CachePolicy::Auto {
+        return Err(CopyError::CacheUnsupported {
+            path: path.to_owned(),
+            policy,
+            errno,
+        });
+    }
+    fallbacks.push(Fallback::new(fallback_name(policy, side), errno));
+    Ok(())
 }
 
 fn fallback_name(policy: CachePolicy, side: Side) -> &'static str {
@@ -147,6 +417,10 @@ fn probe_dontcache(side: Side, fd: BorrowedFd<'_>) -> Result<(), Probe> {
     match res {
         Ok(_) => Ok(()),
         // Kernels before 6.14 reject unknown RWF bits with EOPNOTSUPP too.
+        // Narrower than sparsekit_sys::is_unsupported on purpose: EINVAL
+        // from a 512-byte read or write at offset 0 is a real failure of
+        // this file (a preadv2 that knows the flag checks nothing else),
+        // and ENOTTY is no answer a read gives.
         Err(e @ (Errno::OPNOTSUPP | Errno::NOSYS)) => Err(Probe::Unsupported(e)),
         Err(e) => Err(Probe::Failed(
             if side == Side::Source {
@@ -176,6 +450,8 @@ fn direct_reaches_the_end(side: Side, size: u64, align: u64) -> Result<u64, Prob
 /// 0. On failure O_DIRECT is turned off again. Returns the alignment.
 fn probe_direct(side: Side, fd: BorrowedFd<'_>) -> Result<u64, Probe> {
     let align = direct_alignment(side, fd)?;
+    // Narrower than sparsekit_sys::is_unsupported on purpose: only the two
+    // answers open(2) documents for a filesystem without O_DIRECT.
     set_direct(fd, true).map_err(|e| match e {
         Errno::INVAL | Errno::OPNOTSUPP => Probe::Unsupported(e),
         e => Probe::Failed("fcntl(F_SETFL, O_DIRECT)", e),
@@ -723,16 +999,7 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         let mut fb = Vec::new();
         for p in [CachePolicy::Keep, CachePolicy::Drop] {
-            let r = resolve(
-                p,
-                Side::Destination,
-                f.as_fd(),
-                Path::new("x"),
-                0,
-                &mut fb,
-                &[],
-            )
-            .unwrap();
+            let r = resolve(p, Side::Destination, f.as_fd(), Path::new("x"), 0, &mut fb).unwrap();
             assert_eq!(
                 r,
                 SidePolicy {

@@ -87,7 +87,7 @@ impl CopyFileRange<'_> {
                 errno,
             };
             #[cfg(any(test, feature = "fault-injection"))]
-            dst.faults.check_write(pos..pos + want).map_err(io_err)?;
+            crate::fault::write(pos..pos + want).map_err(io_err)?;
             let (mut off_in, mut off_out) = (pos, pos);
             match copy_file_range(
                 src.fd,
@@ -107,9 +107,7 @@ impl CopyFileRange<'_> {
                 Ok(n) => {
                     *copied_any = true;
                     dst.copied_externally(pos..pos + n as u64)?;
-                    if src.side.policy == crate::CachePolicy::Drop {
-                        src.residency.drop_copied(src.fd, pos..pos + n as u64);
-                    }
+                    src.cache.read_done(src.fd, pos..pos + n as u64);
                     pos += n as u64;
                     *data_done += n as u64;
                     if let Some(progress) = self.progress {
@@ -120,12 +118,11 @@ impl CopyFileRange<'_> {
                     }
                 }
                 Err(Errno::INTR) => {}
+                // The workspace's "unsupported" set, widened by EXDEV: no
+                // copy_file_range between these two filesystems (kernels
+                // before 5.3, and again from 5.19 across superblocks).
                 Err(e)
-                    if !*copied_any
-                        && matches!(
-                            e,
-                            Errno::XDEV | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL
-                        ) =>
+                    if !*copied_any && (sparsekit_sys::is_unsupported(e) || e == Errno::XDEV) =>
                 {
                     return Ok(Outcome::Unsupported(e));
                 }

@@ -1,18 +1,18 @@
-//! The two ends of a copy: [`Source`] reads pieces with its cache policy;
-//! [`Dest`] writes them with its own, and makes holes in a destination
-//! that may hold old data.
+//! The two ends of a copy: [`Source`] reads pieces, [`Dest`] writes them
+//! and makes holes in a destination that may hold old data. How each side
+//! reads or writes under its cache policy is its cache type's business
+//! ([`SourceCache`], [`DestCache`] in `cache.rs`); these only loop, clip,
+//! count and name errors.
 
 use crate::buffer::Buffer;
-use crate::cache::{Residency, SidePolicy, WriteBehind, set_direct};
+use crate::cache::{DestCache, SidePolicy, SourceCache};
 use crate::error::CopyError;
 use crate::interrupt::Interrupt;
-use crate::options::{CachePolicy, HoleMethod, SparseMode};
+use crate::modes::{HoleMethod, SparseMode};
 use crate::report::{DestinationKind, Fallback};
 use rustix::fd::BorrowedFd;
 use rustix::fs::{FallocateFlags, fallocate};
-use rustix::io::{Errno, pread, preadv2, pwrite, pwritev2};
-use sparsekit_sys::pagecache::RWF_DONTCACHE;
-use std::io::{IoSlice, IoSliceMut};
+use rustix::io::Errno;
 use std::ops::Range;
 use std::path::Path;
 
@@ -21,11 +21,8 @@ pub(crate) struct Source<'a> {
     pub(crate) fd: BorrowedFd<'a>,
     pub(crate) path: &'a Path,
     pub(crate) size: u64,
-    pub(crate) side: SidePolicy,
-    /// Pages cached before the copy, which `Drop` leaves alone.
-    pub(crate) residency: Residency,
-    #[cfg(any(test, feature = "fault-injection"))]
-    pub(crate) faults: crate::fault::Faults,
+    /// How it reads and what it drops.
+    pub(crate) cache: SourceCache,
 }
 
 impl Source<'_> {
@@ -35,18 +32,12 @@ impl Source<'_> {
     pub(crate) fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), CopyError> {
         let io_err = |at: u64, errno| CopyError::Io {
             path: self.path.to_owned(),
-            op: if self.side.policy == CachePolicy::DontCache {
-                "preadv2(RWF_DONTCACHE)"
-            } else {
-                "pread"
-            },
+            op: self.cache.read_op(),
             offset: Some(at),
             errno,
         };
         #[cfg(any(test, feature = "fault-injection"))]
-        self.faults
-            .check_read(off..off + buf.len() as u64)
-            .map_err(|e| io_err(off, e))?;
+        crate::fault::read(off..off + buf.len() as u64).map_err(|e| io_err(off, e))?;
         // The kernel refuses (EINVAL) a read whose end passes i64::MAX, the
         // largest file size: a piece widened for O_DIRECT past the end of
         // such a file is read up to there, and the rest is zeros.
@@ -57,17 +48,7 @@ impl Source<'_> {
         let mut done = 0;
         while done < want {
             let at = off + done as u64;
-            let res = if self.side.policy == CachePolicy::DontCache {
-                preadv2(
-                    self.fd,
-                    &mut [IoSliceMut::new(&mut buf[done..want])],
-                    at,
-                    RWF_DONTCACHE,
-                )
-            } else {
-                pread(self.fd, &mut buf[done..want], at)
-            };
-            match res {
+            match self.cache.pread(self.fd, &mut buf[done..want], at) {
                 Ok(0) => break,
                 Ok(n) => {
                     done += n;
@@ -89,9 +70,7 @@ impl Source<'_> {
             }
             buf[done..].fill(0);
         }
-        if self.side.policy == CachePolicy::Drop {
-            self.residency.drop_copied(self.fd, off..off + done as u64);
-        }
+        self.cache.read_done(self.fd, off..off + done as u64);
         Ok(())
     }
 }
@@ -107,6 +86,16 @@ enum HoleAction {
 }
 
 impl HoleAction {
+    /// The call that makes the hole, for messages.
+    fn call(self) -> &'static str {
+        match self {
+            HoleAction::Punch => "fallocate(PUNCH_HOLE)",
+            HoleAction::ZeroRange => "fallocate(ZERO_RANGE)",
+            HoleAction::ZeroOut => "ioctl(BLKZEROOUT)",
+            HoleAction::WriteZeros => "pwrite",
+        }
+    }
+
     fn method(self) -> HoleMethod {
         match self {
             HoleAction::Punch => HoleMethod::Punch,
@@ -135,7 +124,8 @@ pub(crate) struct Dest<'a> {
     pub(crate) kind: DestinationKind,
     /// Bytes of old content that holes must clear (0 for a new file).
     pub(crate) old_size: u64,
-    pub(crate) side: SidePolicy,
+    /// How it writes and what it drops.
+    cache: DestCache,
     pub(crate) sparse: SparseMode,
     pub(crate) counts: Counts,
     pub(crate) fallbacks: Vec<Fallback>,
@@ -146,30 +136,43 @@ pub(crate) struct Dest<'a> {
     holes: Vec<HoleAction>,
     hole_proven: bool,
     hole_used: Option<HoleAction>,
-    direct_on: bool,
     zeros: Option<Buffer>,
-    behind: Option<WriteBehind>,
     /// Checked between the writes of zeros, whose count follows the size
     /// of holes (2^63 bytes for the largest file), not of data.
     pub(crate) interrupt: Option<Interrupt>,
-    #[cfg(any(test, feature = "fault-injection"))]
-    pub(crate) faults: crate::fault::Faults,
+}
+
+/// How a [`Dest`] is set up: what the destination is and what the copy
+/// asked for, fixed for the whole copy.
+pub(crate) struct DestSettings {
+    /// The source's size: nothing is written at or past it.
+    pub(crate) size: u64,
+    pub(crate) kind: DestinationKind,
+    /// Bytes of old content that holes must clear (0 for a new file).
+    pub(crate) old_size: u64,
+    pub(crate) sparse: SparseMode,
+    pub(crate) holes: HoleMethod,
+    /// Logical block size of a block device (BLKZEROOUT alignment).
+    pub(crate) block: u64,
+    pub(crate) buf_size: usize,
+    /// Checked between the writes of zeros.
+    pub(crate) interrupt: Option<Interrupt>,
 }
 
 impl<'a> Dest<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        fd: BorrowedFd<'a>,
-        path: &'a Path,
-        size: u64,
-        kind: DestinationKind,
-        old_size: u64,
-        side: SidePolicy,
-        sparse: SparseMode,
-        holes: HoleMethod,
-        block: u64,
-        buf_size: usize,
-    ) -> Self {
+    /// A writer with the buffered `Keep` policy until
+    /// [`set_side`](Dest::set_side) gives it the resolved one.
+    pub(crate) fn new(fd: BorrowedFd<'a>, path: &'a Path, settings: DestSettings) -> Self {
+        let DestSettings {
+            size,
+            kind,
+            old_size,
+            sparse,
+            holes,
+            block,
+            buf_size,
+            interrupt,
+        } = settings;
         let chain = match (holes, kind) {
             // fallocate(PUNCH_HOLE) on a block device is WRITE ZEROES with
             // unmap allowed and no fallback: it deallocates (a loop device
@@ -192,15 +195,13 @@ impl<'a> Dest<'a> {
             (HoleMethod::ZeroOut, _) => vec![HoleAction::ZeroOut],
             (HoleMethod::WriteZeros, _) => vec![HoleAction::WriteZeros],
         };
-        let behind = (side.policy == CachePolicy::Drop)
-            .then(|| WriteBehind::new((4 * buf_size as u64).max(16 << 20)));
         Dest {
             fd,
             path,
             size,
             kind,
             old_size,
-            side,
+            cache: DestCache::new(SidePolicy::KEEP, buf_size),
             sparse,
             counts: Counts::default(),
             fallbacks: Vec::new(),
@@ -210,22 +211,20 @@ impl<'a> Dest<'a> {
             holes: chain,
             hole_proven: false,
             hole_used: None,
-            direct_on: side.policy == CachePolicy::Direct,
             zeros: None,
-            behind,
-            interrupt: None,
-            #[cfg(any(test, feature = "fault-injection"))]
-            faults: crate::fault::Faults::default(),
+            interrupt,
         }
     }
 
     /// Switches to the resolved cache policy (the destination is first set
     /// up with `Keep`, while its old header is invalidated).
-    pub(crate) fn set_side(&mut self, side: SidePolicy) {
-        self.side = side;
-        self.direct_on = side.policy == CachePolicy::Direct;
-        self.behind = (side.policy == CachePolicy::Drop)
-            .then(|| WriteBehind::new((4 * self.buf_size as u64).max(16 << 20)));
+    pub(crate) fn set_cache(&mut self, cache: DestCache) {
+        self.cache = cache;
+    }
+
+    /// Its cache behaviour (what the report and the final sweep need).
+    pub(crate) fn cache(&self) -> &DestCache {
+        &self.cache
     }
 
     /// Makes `range` of an in-place destination read as zeros (hole methods
@@ -268,56 +267,22 @@ impl<'a> Dest<'a> {
         }
         let buf = &buf[..(self.size - off).min(buf.len() as u64) as usize];
         #[cfg(any(test, feature = "fault-injection"))]
-        self.faults
-            .check_write(off..off + buf.len() as u64)
+        crate::fault::write(off..off + buf.len() as u64)
             .map_err(|e| self.io_err("pwrite", off, e))?;
         let mut done = 0;
         while done < buf.len() {
             let at = off + done as u64;
-            let rest = &buf[done..];
-            let res = match self.side.policy {
-                CachePolicy::Direct => {
-                    let a = self.side.align;
-                    let aligned = at % a == 0
-                        && rest.len() as u64 % a == 0
-                        && rest.as_ptr() as u64 % a.min(4096) == 0;
-                    if aligned != self.direct_on {
-                        set_direct(self.fd, aligned)
-                            .map_err(|e| self.io_err("fcntl(F_SETFL)", at, e))?;
-                        self.direct_on = aligned;
-                    }
-                    pwrite(self.fd, rest, at)
-                }
-                CachePolicy::DontCache => {
-                    pwritev2(self.fd, &[IoSlice::new(rest)], at, RWF_DONTCACHE)
-                }
-                _ => pwrite(self.fd, rest, at),
-            };
-            match res {
+            match self.cache.pwrite(self.fd, &buf[done..], at) {
                 // A zero-byte write for a non-empty buffer: the device is full.
                 Ok(0) => return Err(self.io_err("pwrite", at, Errno::NOSPC)),
                 Ok(n) => done += n,
-                Err(Errno::INTR) => continue,
-                Err(e) => {
-                    let op = match self.side.policy {
-                        CachePolicy::DontCache => "pwritev2(RWF_DONTCACHE)",
-                        CachePolicy::Direct if self.direct_on => "pwrite(O_DIRECT)",
-                        _ => "pwrite",
-                    };
-                    return Err(self.io_err(op, at, e));
-                }
+                Err((_, _, Errno::INTR)) => continue,
+                Err((op, at, e)) => return Err(self.io_err(op, at, e)),
             }
         }
-        if let Some(behind) = &mut self.behind {
-            behind
-                .written(self.fd, off..off + done as u64)
-                .map_err(|(at, e)| CopyError::Io {
-                    path: self.path.to_owned(),
-                    op: "sync_file_range",
-                    offset: Some(at),
-                    errno: e,
-                })?;
-        }
+        self.cache
+            .written(self.fd, off..off + done as u64)
+            .map_err(|(op, at, e)| self.io_err(op, at, e))?;
         Ok(done as u64)
     }
 
@@ -325,16 +290,9 @@ impl<'a> Dest<'a> {
     /// counted as copied, and handed to write-behind under `Drop`.
     pub(crate) fn copied_externally(&mut self, range: Range<u64>) -> Result<(), CopyError> {
         self.counts.copied += range.end - range.start;
-        if let Some(behind) = &mut self.behind {
-            behind
-                .written(self.fd, range)
-                .map_err(|(at, e)| CopyError::Io {
-                    path: self.path.to_owned(),
-                    op: "sync_file_range",
-                    offset: Some(at),
-                    errno: e,
-                })?;
-        }
+        self.cache
+            .written(self.fd, range)
+            .map_err(|(op, at, e)| self.io_err(op, at, e))?;
         Ok(())
     }
 
@@ -393,53 +351,31 @@ impl<'a> Dest<'a> {
                 .holes
                 .first()
                 .expect("the hole chain ends with a method that cannot be unsupported");
-            #[cfg(any(test, feature = "fault-injection"))]
-            if self.faults.unsupported_holes.contains(&action.method()) {
-                if self.requested_holes != HoleMethod::Auto {
-                    return Err(CopyError::HoleMethodUnsupported {
-                        path: self.path.to_owned(),
-                        method: self.requested_holes,
-                        errno: Errno::OPNOTSUPP,
-                    });
-                }
-                self.fallbacks.push(Fallback {
-                    from: hole_fallback_name(action),
-                    errno: Errno::OPNOTSUPP,
-                });
-                self.holes.remove(0);
-                continue;
-            }
             let res = match action {
                 HoleAction::WriteZeros => {
                     return self
                         .write_zeros(range)
                         .map(|()| self.hole_used = Some(action));
                 }
-                HoleAction::Punch => {
-                    self.aligned_hole(range.clone(), "fallocate(PUNCH_HOLE)", |fd, o, l| {
-                        fallocate(
-                            fd,
-                            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-                            o,
-                            l,
-                        )
-                    })
-                }
-                HoleAction::ZeroRange => {
-                    self.aligned_hole(range.clone(), "fallocate(ZERO_RANGE)", |fd, o, l| {
-                        fallocate(
-                            fd,
-                            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
-                            o,
-                            l,
-                        )
-                    })
-                }
-                HoleAction::ZeroOut => {
-                    self.aligned_hole(range.clone(), "ioctl(BLKZEROOUT)", |fd, o, l| {
-                        sparsekit_sys::blkdev::blkzeroout(fd, o, l)
-                    })
-                }
+                HoleAction::Punch => self.aligned_hole(range.clone(), action, |fd, o, l| {
+                    fallocate(
+                        fd,
+                        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                        o,
+                        l,
+                    )
+                }),
+                HoleAction::ZeroRange => self.aligned_hole(range.clone(), action, |fd, o, l| {
+                    fallocate(
+                        fd,
+                        FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+                        o,
+                        l,
+                    )
+                }),
+                HoleAction::ZeroOut => self.aligned_hole(range.clone(), action, |fd, o, l| {
+                    sparsekit_sys::blkdev::blkzeroout(fd, o, l)
+                }),
             };
             match res {
                 Ok(()) => {
@@ -455,10 +391,8 @@ impl<'a> Dest<'a> {
                             errno: e,
                         });
                     }
-                    self.fallbacks.push(Fallback {
-                        from: hole_fallback_name(action),
-                        errno: e,
-                    });
+                    self.fallbacks
+                        .push(Fallback::new(hole_fallback_name(action), e));
                     self.holes.remove(0);
                 }
                 Err((op, at, e)) => return Err(self.io_err(op, at, e)),
@@ -472,9 +406,12 @@ impl<'a> Dest<'a> {
     fn aligned_hole(
         &mut self,
         range: Range<u64>,
-        name: &'static str,
+        action: HoleAction,
         op: impl Fn(BorrowedFd<'_>, u64, u64) -> rustix::io::Result<()>,
     ) -> Result<(), (&'static str, u64, Errno)> {
+        let name = action.call();
+        #[cfg(any(test, feature = "fault-injection"))]
+        crate::fault::hole(action.method()).map_err(|e| (name, range.start, e))?;
         let (mid, edges) = if self.kind == DestinationKind::BlockDevice {
             let start = range.start.next_multiple_of(self.block).min(range.end);
             let end = (range.end / self.block * self.block).max(start);
@@ -497,21 +434,12 @@ impl<'a> Dest<'a> {
         Ok(())
     }
 
-    /// Waits for write-behind and drops its last windows (`Drop`).
+    /// Before a sync: waits for write-behind and drops its last windows
+    /// (`Drop`), O_DIRECT back on (`Direct`).
     pub(crate) fn finish(&mut self) -> Result<(), CopyError> {
-        if self.side.policy == CachePolicy::Direct && !self.direct_on {
-            set_direct(self.fd, true).map_err(|e| self.io_err("fcntl(F_SETFL)", 0, e))?;
-            self.direct_on = true;
-        }
-        if let Some(behind) = &mut self.behind {
-            behind.finish(self.fd).map_err(|(at, e)| CopyError::Io {
-                path: self.path.to_owned(),
-                op: "sync_file_range",
-                offset: Some(at),
-                errno: e,
-            })?;
-        }
-        Ok(())
+        self.cache
+            .finish(self.fd)
+            .map_err(|(op, at, e)| self.io_err(op, at, e))
     }
 }
 
@@ -525,9 +453,10 @@ fn hole_fallback_name(action: HoleAction) -> &'static str {
 }
 
 /// Errnos that mean "this way of making holes does not exist here".
+///
+/// The workspace's set ([`sparsekit_sys::is_unsupported`]) widened by
+/// `ENODEV`: `fallocate(2)` answers it for a file whose filesystem cannot
+/// take the mode at all, and `BLKZEROOUT` for a device without the command.
 fn is_unsupported(e: Errno) -> bool {
-    matches!(
-        e,
-        Errno::OPNOTSUPP | Errno::NOSYS | Errno::NOTTY | Errno::INVAL | Errno::NODEV
-    )
+    sparsekit_sys::is_unsupported(e) || e == Errno::NODEV
 }

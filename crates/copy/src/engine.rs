@@ -3,11 +3,14 @@
 //! destinations), sync, cache sweep and the report.
 
 use crate::buffer::Pool;
-use crate::cache::{self, Residency, Side, SidePolicy, set_direct};
+use crate::cache::{
+    self, Behaviour, DestCache, Residency, Side, SidePolicy, SourceCache, set_direct,
+};
 use crate::cfr::{CopyFileRange, Outcome};
-use crate::endpoint::{Dest, Source};
+use crate::endpoint::{Dest, DestSettings, Source};
 use crate::error::CopyError;
-use crate::options::{CachePolicy, CopyOptions, DataStrategy, ReflinkMode, SparseMode, Staging};
+use crate::modes::{CachePolicy, DataStrategy, ReflinkMode, SparseMode, Staging};
+use crate::options::CopyOptions;
 use crate::pipeline::Pipeline;
 use crate::plan::Planner;
 use crate::report::{CopyReport, DestinationKind, Fallback, PageCacheUse, Strategy};
@@ -63,7 +66,7 @@ pub(crate) fn check_options(opts: &CopyOptions) -> Result<(), CopyError> {
         if opts.sparse == SparseMode::Always {
             return bad("sparse always must see the data; use the read_write strategy");
         }
-        if matches!(opts.cache, CachePolicy::Direct | CachePolicy::DontCache) {
+        if !Behaviour::of(opts.cache).buffered() {
             return bad("copy_file_range goes through the page cache; use cache keep or drop");
         }
     }
@@ -134,77 +137,177 @@ fn is_direct(fd: BorrowedFd<'_>) -> bool {
 
 /// Copies `src` into `target`. For in-place targets a failure clears what
 /// makes the destination look complete (see [`cleanup_in_place`]).
+///
+/// The phases, in order: [`Run::measure`] (sizes, the empty report),
+/// [`Run::reflink`], [`Run::prepare_destination`],
+/// [`Run::resolve_policies`], [`Run::passes`], [`Run::sweep`], then
+/// [`Run::finish`] (fsync, the destination's pages) and the report
+/// ([`Run::conclude`]).
 pub(crate) fn copy(
     opts: &CopyOptions,
     src: &File,
     src_path: &Path,
     target: Target<'_>,
-    mut fallbacks: Vec<Fallback>,
+    fallbacks: Vec<Fallback>,
 ) -> Result<CopyReport, CopyError> {
     let started = Instant::now();
     check_options(opts)?;
-    let src_fd = src.as_fd();
-    let dst_fd = target.file.as_fd();
+    let (src_fd, dst_fd) = (src.as_fd(), target.file.as_fd());
     let _flags = FlagGuard {
         fds: [(src_fd, is_direct(src_fd)), (dst_fd, is_direct(dst_fd))],
     };
-    let io = |path: &Path, op, errno| CopyError::Io {
-        path: path.to_owned(),
-        op,
-        offset: None,
-        errno,
-    };
+    let mut run = Run::measure(opts, src, src_path, &target, fallbacks)?;
+    let result = run.transfer();
+    let mut report = run.conclude(result)?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
 
-    let src_st = fstat(src_fd).map_err(|e| io(src_path, "fstat", e))?;
-    let size = file_size(src_fd, &src_st, src_path)?;
-    let dst_st = fstat(dst_fd).map_err(|e| io(target.path, "fstat", e))?;
-    let mut old_size = match target.kind {
-        DestinationKind::NewFile => 0,
-        DestinationKind::ExistingFile => dst_st.st_size as u64,
-        DestinationKind::BlockDevice => {
-            let have = file_size(dst_fd, &dst_st, target.path)?;
-            if have < size {
-                return Err(CopyError::DestinationTooSmall {
-                    path: target.path.to_owned(),
-                    have,
-                    need: size,
-                });
+/// One copy between two open files: what its phases share.
+struct Run<'a> {
+    opts: &'a CopyOptions,
+    src: &'a File,
+    src_path: &'a Path,
+    target: &'a Target<'a>,
+    src_st: Stat,
+    dst_st: Stat,
+    /// The source's size (what the destination becomes).
+    size: u64,
+    /// Bytes of old content in the destination (0 for a new file).
+    old_size: u64,
+    /// Source bytes in the page cache before the copy.
+    source_before: Option<u64>,
+    report: CopyReport,
+    fallbacks: Vec<Fallback>,
+}
+
+/// What [`Run::resolve_policies`] decided.
+struct Policies {
+    src: SidePolicy,
+    dst: SidePolicy,
+    /// Whether `copy_file_range` is tried first.
+    cfr: bool,
+}
+
+impl<'a> Run<'a> {
+    /// Phase 0: both files' stat, the sizes, a block device's room, and
+    /// the report as it stands before anything moved.
+    fn measure(
+        opts: &'a CopyOptions,
+        src: &'a File,
+        src_path: &'a Path,
+        target: &'a Target<'a>,
+        fallbacks: Vec<Fallback>,
+    ) -> Result<Self, CopyError> {
+        let (src_fd, dst_fd) = (src.as_fd(), target.file.as_fd());
+        let src_st = fstat(src_fd).map_err(|e| io(src_path, "fstat", e))?;
+        let size = file_size(src_fd, &src_st, src_path)?;
+        let dst_st = fstat(dst_fd).map_err(|e| io(target.path, "fstat", e))?;
+        let old_size = match target.kind {
+            DestinationKind::NewFile => 0,
+            DestinationKind::ExistingFile => dst_st.st_size as u64,
+            DestinationKind::BlockDevice => {
+                let have = file_size(dst_fd, &dst_st, target.path)?;
+                if have < size {
+                    return Err(CopyError::DestinationTooSmall {
+                        path: target.path.to_owned(),
+                        have,
+                        need: size,
+                    });
+                }
+                have
             }
-            have
-        }
-    };
-    let source_before = cache::cached_bytes(src_fd, size);
-    let in_place = target.staging == Staging::InPlace;
-    let mut report = CopyReport {
-        strategy: Strategy::ReadWrite,
-        cache_source: None,
-        cache_destination: None,
-        holes: None,
-        staging: target.staging,
-        destination: target.kind,
-        map_method: opts.map_method,
-        snapshot: opts.snapshot,
-        size,
-        bytes_copied: 0,
-        bytes_skipped_as_holes: 0,
-        zero_bytes_detected: 0,
-        zero_bytes_written: 0,
-        synced: false,
-        elapsed: Default::default(),
-        page_cache: None,
-        fallbacks: Vec::new(),
-        verified: None,
-    };
+        };
+        let report = CopyReport {
+            strategy: Strategy::ReadWrite,
+            cache_source: None,
+            cache_destination: None,
+            holes: None,
+            staging: target.staging,
+            destination: target.kind,
+            map_method: opts.map_method,
+            snapshot: opts.snapshot,
+            size,
+            bytes_copied: 0,
+            bytes_skipped_as_holes: 0,
+            zero_bytes_detected: 0,
+            zero_bytes_written: 0,
+            synced: false,
+            elapsed: Default::default(),
+            page_cache: None,
+            fallbacks: Vec::new(),
+            verified: None,
+        };
+        Ok(Run {
+            opts,
+            src,
+            src_path,
+            target,
+            src_st,
+            dst_st,
+            size,
+            old_size,
+            source_before: cache::cached_bytes(src_fd, size),
+            report,
+            fallbacks,
+        })
+    }
 
-    let streamed = crate::stream::needed(src_fd, &src_st);
-    let result = (|| {
-        // 0. A source whose size does not describe its content is read to
-        //    its end: no map, no reflink, no copy_file_range.
-        if streamed.is_some() {
-            return copy_streamed(opts, src_fd, src_path, &target, &mut report);
+    fn in_place(&self) -> bool {
+        self.target.staging == Staging::InPlace
+    }
+
+    fn dst_fd(&self) -> BorrowedFd<'a> {
+        self.target.file.as_fd()
+    }
+
+    /// Everything that moves data, in phase order.
+    fn transfer(&mut self) -> Result<(), CopyError> {
+        // A source whose size does not describe its content is read to its
+        // end: no map, no reflink, no copy_file_range.
+        if crate::stream::needed(self.src.as_fd(), &self.src_st).is_some() {
+            return copy_streamed(
+                self.opts,
+                self.src.as_fd(),
+                self.src_path,
+                self.target,
+                &mut self.report,
+            );
         }
-        // 1. A whole-file reflink, where it may apply.
-        let try_reflink = match opts.reflink {
+        if self.reflink()? {
+            return self.finish(None);
+        }
+        let hot = self.residency_before()?;
+        let mut dst = self.prepare_destination()?;
+        let policies = self.resolve_policies()?;
+        dst.set_cache(DestCache::new(policies.dst, self.opts.buffer_size));
+        let source = Source {
+            fd: self.src.as_fd(),
+            path: self.src_path,
+            size: self.size,
+            cache: SourceCache::new(policies.src, hot),
+        };
+        let strategy = self.passes(&source, &mut dst, &policies)?;
+        dst.finish()?;
+        self.sweep(&source)?;
+        let r = &mut self.report;
+        r.strategy = strategy;
+        r.cache_source = Some(source.cache.policy());
+        r.cache_destination = Some(dst.cache().policy());
+        r.holes = dst.hole_method();
+        r.bytes_copied = dst.counts.copied;
+        r.bytes_skipped_as_holes = dst.counts.skipped;
+        r.zero_bytes_detected = dst.counts.detected;
+        r.zero_bytes_written = dst.counts.zeros_written;
+        self.fallbacks.append(&mut dst.fallbacks);
+        self.finish(Some(dst.cache()))
+    }
+
+    /// Phase 1: a whole-file reflink, where it may apply. `Ok(true)`: the
+    /// destination now shares the source's extents and the report says so.
+    fn reflink(&mut self) -> Result<bool, CopyError> {
+        let (opts, target) = (self.opts, self.target);
+        let wanted = match opts.reflink {
             ReflinkMode::Never => false,
             ReflinkMode::Always => true,
             // A forced data strategy means "move the data that way".
@@ -214,60 +317,67 @@ pub(crate) fn copy(
                     && target.kind != DestinationKind::BlockDevice
             }
         };
-        if try_reflink {
-            if target.kind == DestinationKind::ExistingFile && old_size > size {
-                // The copy truncates to the source's size anyway; doing it
-                // first lets FICLONE replace the whole file.
-                ftruncate(dst_fd, size).map_err(|e| io(target.path, "ftruncate", e))?;
-                old_size = size;
+        if !wanted {
+            return Ok(false);
+        }
+        let dst_fd = self.dst_fd();
+        if target.kind == DestinationKind::ExistingFile && self.old_size > self.size {
+            // The copy truncates to the source's size anyway; doing it
+            // first lets FICLONE replace the whole file.
+            ftruncate(dst_fd, self.size).map_err(|e| io(target.path, "ftruncate", e))?;
+            self.old_size = self.size;
+        }
+        match sparsekit_clone::clone_file(self.src.as_fd(), dst_fd) {
+            Ok(()) => {
+                let r = &mut self.report;
+                r.strategy = Strategy::Reflink;
+                r.map_method = Method::Seek;
+                let data = count_data(self.src, Method::Seek, 0..self.size);
+                r.bytes_copied = data.unwrap_or(self.size);
+                r.bytes_skipped_as_holes = self.size - r.bytes_copied;
+                Ok(true)
             }
-            match sparsekit_clone::clone_file(src_fd, dst_fd) {
-                Ok(()) => {
-                    report.strategy = Strategy::Reflink;
-                    report.map_method = Method::Seek;
-                    let data = count_data(src, Method::Seek, 0..size);
-                    report.bytes_copied = data.unwrap_or(size);
-                    report.bytes_skipped_as_holes = size - report.bytes_copied;
-                    return finish(opts, &target, size, None, &mut report);
-                }
-                Err(sparsekit_clone::CloneError::Os { errno, .. }) => {
-                    return Err(io(target.path, "ioctl(FICLONE)", errno));
-                }
-                // Unsupported, or a precondition of FICLONE not met (not a
-                // regular file, …): reflink is not possible here.
-                Err(e) => {
-                    let errno = e.errno().unwrap_or(Errno::INVAL);
-                    if opts.reflink == ReflinkMode::Always {
-                        return Err(CopyError::ReflinkUnsupported {
-                            src: src_path.to_owned(),
-                            dst: target.path.to_owned(),
-                            errno,
-                        });
-                    }
-                    fallbacks.push(Fallback {
-                        from: "reflink",
+            Err(sparsekit_clone::CloneError::Os { errno, .. }) => {
+                Err(io(target.path, "ioctl(FICLONE)", errno))
+            }
+            // Unsupported, or a precondition of FICLONE not met (not a
+            // regular file, …): reflink is not possible here.
+            Err(e) => {
+                let errno = e.errno().unwrap_or(Errno::INVAL);
+                if opts.reflink == ReflinkMode::Always {
+                    return Err(CopyError::ReflinkUnsupported {
+                        src: self.src_path.to_owned(),
+                        dst: target.path.to_owned(),
                         errno,
                     });
                 }
+                self.fallbacks.push(Fallback::new("reflink", errno));
+                Ok(false)
             }
         }
+    }
 
-        // Which source pages were cached before anything here read it: they
-        // stay, everything else this copy brings in goes (unless Keep).
-        // Taken only now: a reflink reads nothing.
-        let hot = if opts.cache == CachePolicy::Keep || source_before == Some(0) {
-            Residency::Known(Vec::new())
-        } else {
-            // Its only error is the interrupt (an unknown residency is a value).
-            Residency::snapshot(src_fd, size, opts.interrupt.as_ref()).map_err(|_| {
-                CopyError::Interrupted {
-                    path: src_path.to_owned(),
-                }
-            })?
-        };
+    /// Which source pages were cached before anything here read it: they
+    /// stay, everything else this copy brings in goes (unless Keep). Taken
+    /// only after the reflink, which reads nothing, and before the policy
+    /// probes, which read.
+    fn residency_before(&self) -> Result<Residency, CopyError> {
+        if self.opts.cache == CachePolicy::Keep || self.source_before == Some(0) {
+            return Ok(Residency::Known(Vec::new()));
+        }
+        // Its only error is the interrupt (an unknown residency is a value).
+        Residency::snapshot(self.src.as_fd(), self.size, self.opts.interrupt.as_ref()).map_err(
+            |_| CopyError::Interrupted {
+                path: self.src_path.to_owned(),
+            },
+        )
+    }
 
-        // 2. The destination writer; an in-place destination loses its
-        //    header first.
+    /// Phase 2: the destination writer (buffered until the policies are
+    /// resolved); an in-place destination loses its header first.
+    fn prepare_destination(&self) -> Result<Dest<'a>, CopyError> {
+        let (opts, target) = (self.opts, self.target);
+        let dst_fd = self.dst_fd();
         let block = if target.kind == DestinationKind::BlockDevice {
             rustix::fs::ioctl_blksszget(dst_fd)
                 .map(u64::from)
@@ -278,103 +388,91 @@ pub(crate) fn copy(
         let mut dst = Dest::new(
             dst_fd,
             target.path,
-            size,
-            target.kind,
-            old_size,
-            SidePolicy::KEEP,
-            opts.sparse,
-            opts.holes,
-            block,
-            opts.buffer_size,
+            DestSettings {
+                size: self.size,
+                kind: target.kind,
+                old_size: self.old_size,
+                sparse: opts.sparse,
+                holes: opts.holes,
+                block,
+                buf_size: opts.buffer_size,
+                interrupt: opts.interrupt.clone(),
+            },
         );
-        dst.interrupt = opts.interrupt.clone();
-        #[cfg(any(test, feature = "fault-injection"))]
-        {
-            dst.faults = opts.faults.clone();
+        if self.in_place() {
+            dst.clear(0..HEADER.min(self.old_size))?;
         }
-        if in_place {
-            dst.clear(0..HEADER.min(old_size))?;
-        }
+        Ok(dst)
+    }
 
-        // 3. Strategy and cache policies (probed with one small I/O each).
-        let mut use_cfr = match opts.data {
+    /// Phase 3: the data strategy and each side's cache policy (probed
+    /// with one small I/O each; a new destination is truncated back).
+    fn resolve_policies(&mut self) -> Result<Policies, CopyError> {
+        let opts = self.opts;
+        let cfr = match opts.data {
             DataStrategy::CopyFileRange => true,
             DataStrategy::ReadWrite => false,
             DataStrategy::Auto => {
                 opts.reflink != ReflinkMode::Never
                     && opts.sparse != SparseMode::Always
-                    && matches!(opts.cache, CachePolicy::Keep | CachePolicy::Drop)
+                    // Asked for explicitly, and one the kernel's copy
+                    // (through the page cache) can honour.
+                    && opts.cache != CachePolicy::Auto
+                    && Behaviour::of(opts.cache).buffered()
             }
         };
-        let (src_side, dst_side) = if use_cfr {
+        let (src, dst) = if cfr {
+            // Nothing to probe: the kernel's copy is buffered I/O.
             let p = if opts.cache == CachePolicy::Keep {
                 SidePolicy::KEEP
             } else {
-                SidePolicy {
-                    policy: CachePolicy::Drop,
-                    align: 1,
-                }
+                SidePolicy::DROP
             };
             (p, p)
         } else {
             resolve_sides(
                 opts,
-                (src_fd, src_path),
-                (dst_fd, target.path),
-                size,
-                &mut fallbacks,
+                (self.src.as_fd(), self.src_path),
+                (self.dst_fd(), self.target.path),
+                self.size,
+                &mut self.fallbacks,
             )?
         };
-        if target.kind == DestinationKind::NewFile {
+        if self.target.kind == DestinationKind::NewFile {
             // Undo the probe writes.
-            ftruncate(dst_fd, 0).map_err(|e| io(target.path, "ftruncate", e))?;
+            ftruncate(self.dst_fd(), 0).map_err(|e| io(self.target.path, "ftruncate", e))?;
         }
-        dst.set_side(dst_side);
-        let residency = match src_side.policy {
-            CachePolicy::Drop | CachePolicy::DontCache => hot.clone(),
-            _ => Residency::Known(Vec::new()),
-        };
-        let source = Source {
-            fd: src_fd,
-            path: src_path,
-            size,
-            side: src_side,
-            residency,
-            #[cfg(any(test, feature = "fault-injection"))]
-            faults: opts.faults.clone(),
-        };
+        Ok(Policies { src, dst, cfr })
+    }
 
-        // 4. Size, then the passes.
-        if target.kind != DestinationKind::BlockDevice {
-            ftruncate(dst_fd, size).map_err(|e| io(target.path, "ftruncate", e))?;
+    /// Phase 4: the size, then one pass over the whole file, or body then
+    /// header (in place, so the header that makes it valid comes last).
+    /// Returns the strategy that moved the data.
+    fn passes(
+        &mut self,
+        source: &Source<'_>,
+        dst: &mut Dest<'_>,
+        policies: &Policies,
+    ) -> Result<Strategy, CopyError> {
+        let (opts, size) = (self.opts, self.size);
+        if self.target.kind != DestinationKind::BlockDevice {
+            ftruncate(self.dst_fd(), size).map_err(|e| io(self.target.path, "ftruncate", e))?;
         }
-        // One pass over the whole file, or body then header (in place).
-        let passes: Vec<Range<u64>> = if in_place && size > HEADER {
+        let passes: Vec<Range<u64>> = if self.in_place() && size > HEADER {
             vec![HEADER..size, 0..HEADER]
         } else {
             std::iter::once(0..size).collect()
         };
         let data_total = match &opts.progress {
-            Some(_) => count_data(src, opts.map_method, 0..size).unwrap_or(size),
+            Some(_) => count_data(self.src, opts.map_method, 0..size).unwrap_or(size),
             None => 0,
         };
-        let align = src_side.align.max(dst_side.align);
-        let zero_granule = if opts.sparse == SparseMode::Always {
-            let blksize = (dst_st.st_blksize as u64).max(512);
-            let g = if blksize.is_power_of_two() {
-                blksize
-            } else {
-                4096
-            };
-            g.max(align)
-        } else {
-            0
-        };
+        let align = policies.src.align.max(policies.dst.align);
         let pool = Pool::new(opts.readers + opts.queue_depth + 1, opts.buffer_size);
         let pipeline = Pipeline {
             readers: opts.readers,
             queue_depth: opts.queue_depth,
-            zero_granule,
+            zero_granule: self.zero_granule(align),
             progress: opts.progress.as_ref(),
             data_total,
             interrupt: opts.interrupt.as_ref(),
@@ -384,113 +482,153 @@ pub(crate) fn copy(
             data_total,
             interrupt: opts.interrupt.as_ref(),
         };
+        let mut use_cfr = policies.cfr;
         let mut copied_any = false;
         let mut data_done = 0;
-        for (i, range) in passes.iter().enumerate() {
+        for (i, range) in passes.into_iter().enumerate() {
             if i > 0 && opts.sync {
                 // The body is durable before the header that makes it valid.
                 dst.finish()?;
-                fsync(dst_fd).map_err(|e| io(target.path, "fsync", e))?;
+                fsync(self.dst_fd()).map_err(|e| io(self.target.path, "fsync", e))?;
             }
-            let plan = |buf: usize, align: u64| -> Result<Planner<'_>, CopyError> {
-                let map = MapOptions::new()
-                    .method(opts.map_method)
-                    .range(range.clone())
-                    .map(src)
-                    .map_err(|e| CopyError::Map {
-                        path: src_path.to_owned(),
-                        source: e,
-                    })?;
-                Ok(Planner::new(map, buf, align))
-            };
             if use_cfr {
-                let planner = plan(64 << 20, 1)?;
-                report.map_method = planner.map().method();
-                match cfr.run(planner, &source, &mut dst, &mut copied_any, &mut data_done)? {
+                let planner = self.planner(range.clone(), 64 << 20, 1)?;
+                match cfr.run(planner, source, dst, &mut copied_any, &mut data_done)? {
                     Outcome::Done => continue,
                     Outcome::Unsupported(errno) if opts.data == DataStrategy::Auto => {
-                        fallbacks.push(Fallback {
-                            from: "copy_file_range",
-                            errno,
-                        });
+                        self.fallbacks.push(Fallback::new("copy_file_range", errno));
                         use_cfr = false;
                     }
                     Outcome::Unsupported(errno) => {
                         return Err(CopyError::StrategyUnsupported {
-                            src: src_path.to_owned(),
-                            dst: target.path.to_owned(),
+                            src: self.src_path.to_owned(),
+                            dst: self.target.path.to_owned(),
                             strategy: DataStrategy::CopyFileRange,
                             errno,
                         });
                     }
                 }
             }
-            let planner = plan(opts.buffer_size, align)?;
-            report.map_method = planner.map().method();
-            pipeline.run(planner, &source, &mut dst, &pool, &mut data_done)?;
+            let planner = self.planner(range, opts.buffer_size, align)?;
+            pipeline.run(planner, source, dst, &pool, &mut data_done)?;
         }
-        dst.finish()?;
-        // Readahead (ours, or started by other processes' reads, whose
-        // markers survive in the page cache) fills pages past the extents
-        // read, into the holes after them, which neither RWF_DONTCACHE nor
-        // the per-read fadvise covers (observed on ext4, 6.18): drop every
-        // source page that was not cached before. Readahead itself stays
-        // on; turning it off (POSIX_FADV_RANDOM) cost 10-15 % in the bench.
-        if matches!(src_side.policy, CachePolicy::Drop | CachePolicy::DontCache) {
-            source.residency.drop_copied(src_fd, 0..size);
-        }
-        if src_side.policy != CachePolicy::Keep {
-            // Buffered reads from here on: the pages go to the cache.
-            set_direct(src_fd, false).map_err(|e| io(src_path, "fcntl(F_SETFL)", e))?;
-            hot.rewarm(src_fd);
-        }
-        report.strategy = if use_cfr {
+        Ok(if use_cfr {
             Strategy::CopyFileRange
         } else {
             Strategy::ReadWrite
-        };
-        report.cache_source = Some(src_side.policy);
-        report.cache_destination = Some(dst_side.policy);
-        report.holes = dst.hole_method();
-        report.bytes_copied = dst.counts.copied;
-        report.bytes_skipped_as_holes = dst.counts.skipped;
-        report.zero_bytes_detected = dst.counts.detected;
-        report.zero_bytes_written = dst.counts.zeros_written;
-        fallbacks.append(&mut dst.fallbacks);
-        finish(opts, &target, size, Some(dst_side.policy), &mut report)
-    })();
+        })
+    }
 
-    report.fallbacks = fallbacks;
-    if let Err(e) = result {
-        if in_place {
-            cleanup_in_place(&target, size);
+    /// The zero-detection granule of `SparseMode::Always` (the
+    /// destination's block, at least the O_DIRECT alignment), else 0.
+    fn zero_granule(&self, align: u64) -> u64 {
+        if self.opts.sparse != SparseMode::Always {
+            return 0;
         }
-        return Err(e);
+        let blksize = (self.dst_st.st_blksize as u64).max(512);
+        let g = if blksize.is_power_of_two() {
+            blksize
+        } else {
+            4096
+        };
+        g.max(align)
     }
-    // 6. The source must not have changed under the copy.
-    let now = fstat(src_fd).map_err(|e| io(src_path, "fstat", e))?;
-    if fingerprint(&now) != fingerprint(&src_st) {
-        if in_place {
-            cleanup_in_place(&target, size);
-        }
-        return Err(CopyError::SourceChanged {
-            path: src_path.to_owned(),
-        });
+
+    /// A planner over the source's map of `range`; records the map method.
+    fn planner(
+        &mut self,
+        range: Range<u64>,
+        buf: usize,
+        align: u64,
+    ) -> Result<Planner<'a>, CopyError> {
+        let map = MapOptions::new()
+            .method(self.opts.map_method)
+            .range(range)
+            .map(self.src)
+            .map_err(|e| CopyError::Map {
+                path: self.src_path.to_owned(),
+                source: e,
+            })?;
+        self.report.map_method = map.method();
+        Ok(Planner::new(map, buf, align))
     }
-    report.page_cache = match (
-        source_before,
-        cache::cached_bytes(src_fd, size),
-        cache::cached_bytes(dst_fd, size),
-    ) {
-        (Some(source_before), Some(source_after), Some(destination_after)) => Some(PageCacheUse {
+
+    /// Phase 5: the source's page cache as it was. Readahead (ours, or
+    /// started by other processes' reads, whose markers survive in the
+    /// page cache) fills pages past the extents read, into the holes after
+    /// them, which neither RWF_DONTCACHE nor the per-read fadvise covers
+    /// (observed on ext4, 6.18): every source page that was not cached
+    /// before goes, and those that were and got evicted are read back
+    /// ([`SourceCache::sweep`]). Readahead itself stays on; turning it off
+    /// (POSIX_FADV_RANDOM) cost 10-15 % in the bench.
+    fn sweep(&self, source: &Source<'_>) -> Result<(), CopyError> {
+        source
+            .cache
+            .sweep(self.src.as_fd(), self.size, false)
+            .map_err(|e| io(self.src_path, "fcntl(F_SETFL)", e))
+    }
+
+    /// Phase 6: fsync (unless disabled) and the destination's pages.
+    fn finish(&mut self, dst: Option<&DestCache>) -> Result<(), CopyError> {
+        finish(self.opts, self.target, self.size, dst, &mut self.report)
+    }
+
+    /// The report, or the error after an in-place destination was made to
+    /// look incomplete. A source that changed under the copy is an error.
+    fn conclude(self, result: Result<(), CopyError>) -> Result<CopyReport, CopyError> {
+        let Run {
+            src,
+            src_path,
+            target,
+            src_st,
+            size,
             source_before,
-            source_after,
-            destination_after,
-        }),
-        _ => None,
-    };
-    report.elapsed = started.elapsed();
-    Ok(report)
+            mut report,
+            fallbacks,
+            ..
+        } = self;
+        report.fallbacks = fallbacks;
+        let in_place = target.staging == Staging::InPlace;
+        let fail = |e| {
+            if in_place {
+                cleanup_in_place(target, size);
+            }
+            Err(e)
+        };
+        if let Err(e) = result {
+            return fail(e);
+        }
+        let now = fstat(src).map_err(|e| io(src_path, "fstat", e))?;
+        if fingerprint(&now) != fingerprint(&src_st) {
+            return fail(CopyError::SourceChanged {
+                path: src_path.to_owned(),
+            });
+        }
+        report.page_cache = match (
+            source_before,
+            cache::cached_bytes(src.as_fd(), size),
+            cache::cached_bytes(target.file.as_fd(), size),
+        ) {
+            (Some(source_before), Some(source_after), Some(destination_after)) => {
+                Some(PageCacheUse {
+                    source_before,
+                    source_after,
+                    destination_after,
+                })
+            }
+            _ => None,
+        };
+        Ok(report)
+    }
+}
+
+fn io(path: &Path, op: &'static str, errno: Errno) -> CopyError {
+    CopyError::Io {
+        path: path.to_owned(),
+        op,
+        offset: None,
+        errno,
+    }
 }
 
 /// [`crate::stream`]: the source read until EOF into the destination, then
@@ -548,7 +686,9 @@ fn copy_streamed(
     report.bytes_copied = copied;
     report.cache_source = Some(CachePolicy::Keep);
     report.cache_destination = Some(CachePolicy::Drop);
-    finish(opts, target, copied, Some(CachePolicy::Drop), report)
+    // Written plainly; its pages go after the sync like `Drop`'s.
+    let cache = DestCache::new(SidePolicy::DROP, opts.buffer_size);
+    finish(opts, target, copied, Some(&cache), report)
 }
 
 fn resolve_sides(
@@ -558,16 +698,7 @@ fn resolve_sides(
     size: u64,
     fallbacks: &mut Vec<Fallback>,
 ) -> Result<(SidePolicy, SidePolicy), CopyError> {
-    let fake = opts.fake_unsupported_cache();
-    let s = cache::resolve(
-        opts.cache,
-        Side::Source,
-        src_fd,
-        src_path,
-        size,
-        fallbacks,
-        fake,
-    )?;
+    let s = cache::resolve(opts.cache, Side::Source, src_fd, src_path, size, fallbacks)?;
     let d = cache::resolve(
         opts.cache,
         Side::Destination,
@@ -575,7 +706,6 @@ fn resolve_sides(
         dst_path,
         size,
         fallbacks,
-        fake,
     );
     match d {
         Ok(d) => Ok((s, d)),
@@ -586,36 +716,24 @@ fn resolve_sides(
     }
 }
 
-/// fsync (unless disabled) and the destination's cache sweep.
+/// fsync (unless disabled), then the destination's pages by its cache
+/// behaviour (none after a reflink, which wrote nothing).
 fn finish(
     opts: &CopyOptions,
     target: &Target<'_>,
     size: u64,
-    dst_policy: Option<CachePolicy>,
+    dst: Option<&DestCache>,
     report: &mut CopyReport,
 ) -> Result<(), CopyError> {
     let fd = target.file.as_fd();
     if opts.sync {
         #[cfg(any(test, feature = "fault-injection"))]
-        opts.faults.check_sync().map_err(|errno| CopyError::Io {
-            path: target.path.to_owned(),
-            op: "fsync",
-            offset: None,
-            errno,
-        })?;
-        fsync(fd).map_err(|errno| CopyError::Io {
-            path: target.path.to_owned(),
-            op: "fsync",
-            offset: None,
-            errno,
-        })?;
+        crate::fault::sync().map_err(|e| io(target.path, "fsync", e))?;
+        fsync(fd).map_err(|e| io(target.path, "fsync", e))?;
         report.synced = true;
     }
-    // Every destination page was written by this copy: drop them all (this
-    // also catches an O_DIRECT write that a filesystem did buffered, as
-    // btrfs may for checksummed files).
-    if dst_policy.is_some_and(|p| p != CachePolicy::Keep) {
-        cache::drop_all(fd, 0..size);
+    if let Some(dst) = dst {
+        dst.synced(fd, size);
     }
     Ok(())
 }

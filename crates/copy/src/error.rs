@@ -1,6 +1,6 @@
 //! [`CopyError`]: why a copy failed, naming the file, the offset and the errno.
 
-use crate::options::{CachePolicy, DataStrategy, HoleMethod};
+use crate::modes::{CachePolicy, DataStrategy, HoleMethod};
 use rustix::io::Errno;
 use sparsekit_extents::MapError;
 use sparsekit_sys::ErrnoName;
@@ -168,7 +168,7 @@ pub enum CopyError {
         /// The destination.
         dst: PathBuf,
         /// Why the comparison failed.
-        source: crate::compare::CompareError,
+        source: crate::compare::error::CompareError,
         /// What became of the destination.
         left: VerifyLeft,
     },

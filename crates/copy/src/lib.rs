@@ -145,6 +145,7 @@ mod error;
 #[doc(hidden)]
 pub mod fault;
 mod interrupt;
+mod modes;
 mod options;
 mod pipeline;
 mod plan;
@@ -152,14 +153,13 @@ mod report;
 mod snapshot;
 mod staging;
 mod stream;
+mod threads;
 mod verify;
 
 pub use error::{CopyError, VerifyLeft};
 pub use interrupt::{Interrupt, SignalRegistration};
-pub use options::{
-    CachePolicy, CopyOptions, DEFAULT_BUFFER_SIZE, DataStrategy, HoleMethod, ProgressFn,
-    ReflinkMode, SparseMode, Staging,
-};
+pub use modes::{CachePolicy, DataStrategy, HoleMethod, ReflinkMode, SparseMode, Staging};
+pub use options::{CopyOptions, DEFAULT_BUFFER_SIZE, ProgressFn};
 pub use report::{CopyReport, DestinationKind, Fallback, PageCacheUse, Progress, Strategy};
 
 use std::fs::File;

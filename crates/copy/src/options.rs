@@ -1,163 +1,12 @@
-//! What the caller can choose: [`CopyOptions`] and its enums.
+//! What the caller can choose: [`CopyOptions`] (its enums are in
+//! [`modes`](crate::modes)).
 
 use crate::interrupt::Interrupt;
+use crate::modes::{CachePolicy, DataStrategy, HoleMethod, ReflinkMode, SparseMode, Staging};
 use crate::report::Progress;
 use sparsekit_extents::Method;
 use std::fmt;
 use std::sync::Arc;
-
-macro_rules! named_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-        #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)+
-        }
-
-        impl $name {
-            /// The lowercase name used on the command line and in JSON.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-named_enum! {
-    /// What becomes of the source's holes and zero blocks.
-    SparseMode {
-        /// Keep the source's holes (and unwritten extents) as holes; copy
-        /// data extents as they are, zeros included.
-        #[default]
-        Auto => "auto",
-        /// Also turn all-zero blocks inside data extents into holes
-        /// (destination block granularity). Needs the data in memory, so
-        /// it implies the read/write strategy and no reflink.
-        Always => "always",
-        /// Write every byte: holes become written zeros, the destination
-        /// is fully allocated. Excludes reflink.
-        Never => "never",
-    }
-}
-
-named_enum! {
-    /// Whether the destination may share extents with the source.
-    ReflinkMode {
-        /// Try a whole-file `FICLONE` first; copy data when it is unsupported.
-        #[default]
-        Auto => "auto",
-        /// `FICLONE` or fail with [`CopyError::ReflinkUnsupported`](crate::CopyError::ReflinkUnsupported).
-        Always => "always",
-        /// Never share: no `FICLONE`, and no `copy_file_range` either, since
-        /// xfs and btrfs implement it by sharing extents.
-        Never => "never",
-    }
-}
-
-named_enum! {
-    /// How the copy treats the page cache. Each side (source reads,
-    /// destination writes) resolves it separately, and the report says what
-    /// each used.
-    CachePolicy {
-        /// The first of `Direct`, `DontCache`, `Drop`, `Keep` that works on
-        /// this side: each is probed with one small I/O before the copy,
-        /// and an `EOPNOTSUPP` (or `EINVAL` for O_DIRECT) moves on.
-        #[default]
-        Auto => "auto",
-        /// Plain buffered I/O: everything copied stays cached until the
-        /// kernel needs the memory.
-        Keep => "keep",
-        /// Buffered I/O, then `sync_file_range` windows a few MiB behind the
-        /// write head and `POSIX_FADV_DONTNEED` (the technique of nbdcopy);
-        /// source pages the copy brought in are dropped after reading,
-        /// pages that were cached before are left alone.
-        Drop => "drop",
-        /// `O_DIRECT` with the alignment from `statx(STATX_DIOALIGN)` (Linux
-        /// 6.1; `st_blksize` when not reported); unaligned heads and tails
-        /// are widened to aligned blocks read from the source, the final
-        /// partial block is padded and the size set with `ftruncate`.
-        Direct => "direct",
-        /// `preadv2`/`pwritev2` with `RWF_DONTCACHE` (Linux 6.14, per
-        /// filesystem): buffered I/O whose pages the kernel drops once done.
-        DontCache => "dontcache",
-    }
-}
-
-named_enum! {
-    /// How data extents are moved. Forcing one (anything but `Auto`) also
-    /// skips the whole-file reflink of [`ReflinkMode::Auto`].
-    DataStrategy {
-        /// `ReadWrite`, except with [`CachePolicy::Keep`] or
-        /// [`CachePolicy::Drop`] asked for explicitly, when
-        /// `copy_file_range` is tried first (the kernel's splice path fills
-        /// the page cache, so it cannot honour `DontCache` or `Direct`).
-        #[default]
-        Auto => "auto",
-        /// `copy_file_range(2)` per data extent, in the kernel. Falls back to
-        /// `ReadWrite` only under `Auto` and only before anything was
-        /// copied (`EXDEV`, `EOPNOTSUPP`, `ENOSYS`, `EINVAL`…); an
-        /// `EOVERFLOW` later copies that piece with read/write.
-        CopyFileRange => "copy_file_range",
-        /// A pipeline of reader threads and a writer with MiB-sized
-        /// buffers; the only strategy that sees the bytes (zero detection,
-        /// every cache policy).
-        ReadWrite => "read_write",
-    }
-}
-
-named_enum! {
-    /// How the source's holes are made in a destination that may hold old
-    /// data (an existing file written in place, a block device). A fresh
-    /// destination file needs nothing: its holes are skipped.
-    HoleMethod {
-        /// Regular file: `Punch` → `ZeroRange` → `WriteZeros`; block device:
-        /// `Punch` → `ZeroOut` → `WriteZeros`.
-        #[default]
-        Auto => "auto",
-        /// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: frees the blocks (on a block
-        /// device: WRITE ZEROES with unmap, only where zeros are guaranteed).
-        Punch => "punch",
-        /// `fallocate(ZERO_RANGE | KEEP_SIZE)`: unwritten, reads as zeros.
-        ZeroRange => "zero_range",
-        /// `ioctl(BLKZEROOUT)` on a block device: zeros, blocks stay allocated.
-        ZeroOut => "zero_out",
-        /// Write zeros.
-        WriteZeros => "write_zeros",
-    }
-}
-
-named_enum! {
-    /// Where a regular destination is written, which decides what a failure
-    /// leaves behind.
-    Staging {
-        /// `Unnamed` where the filesystem has `O_TMPFILE`, else `Named`.
-        #[default]
-        Auto => "auto",
-        /// An `O_TMPFILE` inode in the destination's directory, linked and
-        /// renamed over the destination only after success (and fsync). A
-        /// failure, a signal or even `SIGKILL` leaves nothing.
-        Unnamed => "o_tmpfile",
-        /// A hidden `.NAME.sparsekit-PID-N.tmp` file next to the destination,
-        /// renamed over it after success and removed on failure. Only
-        /// `SIGKILL` or a crash can leave it behind, under its temporary name.
-        Named => "named_temp",
-        /// Write into the existing destination (keeps its inode, owner and
-        /// hard links); always used for block devices. Its first MiB is
-        /// invalidated first and written last, and a failed copy truncates
-        /// a regular file to zero length, so it never looks complete.
-        InPlace => "in_place",
-    }
-}
 
 /// A progress callback; see [`CopyOptions::progress`].
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -182,8 +31,6 @@ pub struct CopyOptions {
     pub(crate) progress: Option<ProgressFn>,
     pub(crate) interrupt: Option<Interrupt>,
     pub(crate) snapshot: bool,
-    #[cfg(any(test, feature = "fault-injection"))]
-    pub(crate) faults: crate::fault::Faults,
 }
 
 impl fmt::Debug for CopyOptions {
@@ -238,8 +85,6 @@ impl CopyOptions {
             progress: None,
             interrupt: None,
             snapshot: false,
-            #[cfg(any(test, feature = "fault-injection"))]
-            faults: crate::fault::Faults::default(),
         }
     }
 
@@ -364,37 +209,6 @@ impl CopyOptions {
     /// up like any other failure.
     pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
         self.interrupt = Some(interrupt);
-        self
-    }
-
-    /// Cache policies a test pretends are unsupported.
-    pub(crate) fn fake_unsupported_cache(&self) -> &[CachePolicy] {
-        #[cfg(any(test, feature = "fault-injection"))]
-        return &self.faults.unsupported_cache;
-        #[cfg(not(any(test, feature = "fault-injection")))]
-        return &[];
-    }
-
-    /// Reads fault hooks from `SPARSEKIT_TEST_FAULTS` (see
-    /// `fault::Faults::parse`) when built with the `fault-injection`
-    /// feature, as the CLI's own tests are; otherwise returns `self`
-    /// unchanged, whatever the environment says.
-    #[doc(hidden)]
-    pub fn faults_from_env(self) -> Result<Self, String> {
-        #[cfg(feature = "fault-injection")]
-        if let Some(spec) = std::env::var_os("SPARSEKIT_TEST_FAULTS") {
-            let spec = spec.to_string_lossy().into_owned();
-            return Ok(self.faults(crate::fault::Faults::parse(&spec)?));
-        }
-        Ok(self)
-    }
-
-    /// Test hooks: make chosen I/O fail or slow down (feature
-    /// `fault-injection`).
-    #[cfg(any(test, feature = "fault-injection"))]
-    #[doc(hidden)]
-    pub fn faults(mut self, faults: crate::fault::Faults) -> Self {
-        self.faults = faults;
         self
     }
 }

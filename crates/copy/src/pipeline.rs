@@ -14,6 +14,7 @@ use crate::interrupt::Interrupt;
 use crate::options::ProgressFn;
 use crate::plan::{Job, Piece, Planner, split_zeros};
 use crate::report::Progress;
+use crate::threads::spawn_reader;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,7 +81,7 @@ impl Pipeline<'_> {
             for _ in 0..self.readers {
                 let tx = tx.clone();
                 let (shared, planner) = (&shared, &planner);
-                s.spawn(move || self.reader(planner, src, pool, shared, tx));
+                spawn_reader(s, move || self.reader(planner, src, pool, shared, tx));
             }
             drop(tx);
             if let Err(e) = self.writer(rx, dst, pool, &shared, data_done) {

@@ -56,11 +56,6 @@ impl<'fd> Planner<'fd> {
         }
     }
 
-    /// The map behind the plan (for its method and size checks).
-    pub(crate) fn map(&self) -> &ExtentMap<'fd> {
-        &self.map
-    }
-
     /// Jobs handed out so far: the position of the next one.
     pub(crate) fn jobs_planned(&self) -> u64 {
         self.jobs

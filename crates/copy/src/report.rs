@@ -1,9 +1,7 @@
 //! What a copy did: [`CopyReport`], and [`Progress`] while it runs.
 
-use crate::options::{CachePolicy, HoleMethod, Staging};
-use rustix::io::Errno;
+use crate::modes::{CachePolicy, HoleMethod, Staging};
 use sparsekit_extents::Method;
-use sparsekit_sys::ErrnoName;
 use std::fmt;
 use std::time::Duration;
 
@@ -68,28 +66,12 @@ impl DestinationKind {
     }
 }
 
-/// Something the copy tried and left for the next option, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct Fallback {
-    /// What was left, e.g. `"reflink"`, `"copy_file_range"`,
-    /// `"cache dontcache (source)"`, `"staging o_tmpfile"`, `"holes punch"`.
-    pub from: &'static str,
-    /// The errno that showed it unavailable.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "errno_name"))]
-    pub errno: Errno,
-}
-
-#[cfg(feature = "serde")]
-fn errno_name<S: serde::Serializer>(e: &Errno, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&ErrnoName(*e))
-}
-
-impl fmt::Display for Fallback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.from, ErrnoName(self.errno))
-    }
-}
+/// Something the copy tried and left for the next option, and why: the
+/// workspace's one fallback record ([`sparsekit_sys::Fallback`]), whose
+/// `strategy` is the step left, e.g. `"reflink"`, `"copy_file_range"`,
+/// `"cache dontcache (source)"`, `"staging o_tmpfile"`, `"holes punch"`.
+/// With the `serde` feature it serializes as `{"strategy", "errno"}`.
+pub type Fallback = sparsekit_sys::Fallback<&'static str>;
 
 /// Page-cache residency of source and destination, in bytes (pages × page
 /// size), from `cachestat(2)` (Linux 6.5) or else `mincore(2)`.
@@ -160,7 +142,7 @@ pub struct CopyReport {
     pub fallbacks: Vec<Fallback>,
     /// The read-back comparison of [`verify`](crate::CopyOptions::verify)
     /// (always equal in a successful copy's report; `None` when not asked).
-    pub verified: Option<crate::compare::CompareReport>,
+    pub verified: Option<crate::compare::report::CompareReport>,
 }
 
 impl CopyReport {

@@ -5,7 +5,8 @@
 
 use crate::engine::{self, Target};
 use crate::error::CopyError;
-use crate::options::{CopyOptions, Staging};
+use crate::modes::Staging;
+use crate::options::CopyOptions;
 use crate::report::{CopyReport, DestinationKind, Fallback};
 use crate::verify;
 use rustix::fd::{AsFd, OwnedFd};
@@ -292,10 +293,9 @@ impl Staged {
             };
             match res {
                 Ok(fd) => unnamed = Some(File::from(fd)),
-                Err(e) if staging == Staging::Auto => fallbacks.push(Fallback {
-                    from: "staging o_tmpfile",
-                    errno: e,
-                }),
+                Err(e) if staging == Staging::Auto => {
+                    fallbacks.push(Fallback::new("staging o_tmpfile", e))
+                }
                 Err(e) => return Err(io(&dir_path, "open(O_TMPFILE)", e)),
             }
         }

@@ -5,7 +5,8 @@
 use crate::compare::{CompareOptions, compare_files};
 use crate::engine::{self, Target};
 use crate::error::{CopyError, VerifyLeft};
-use crate::options::{CachePolicy, CopyOptions, Staging};
+use crate::modes::{CachePolicy, Staging};
+use crate::options::CopyOptions;
 use crate::report::{CopyReport, DestinationKind, Fallback};
 use std::fs::File;
 use std::path::Path;
@@ -47,13 +48,7 @@ pub(crate) fn copy(
         Err(e)
     };
     #[cfg(any(test, feature = "fault-injection"))]
-    if let Some(off) = opts.faults.corrupt_at {
-        let mut b = [0u8; 1];
-        let _ = rustix::io::pread(file, &mut b, off);
-        b[0] ^= 0xff;
-        let _ = rustix::io::pwrite(file, &b, off);
-        let _ = rustix::fs::fdatasync(file);
-    }
+    crate::fault::corrupt(rustix::fd::AsFd::as_fd(file));
     if !opts.sync {
         // Read back what the device holds, not dirty pages.
         if let Err(errno) = rustix::fs::fdatasync(file) {
@@ -71,10 +66,6 @@ pub(crate) fn copy(
     cmp.cache = opts.cache;
     cmp.cache_b = Some(CachePolicy::Auto);
     cmp.fresh_b = true;
-    #[cfg(any(test, feature = "fault-injection"))]
-    {
-        cmp.faults = opts.faults.clone();
-    }
     let cmp = match &opts.interrupt {
         Some(i) => cmp.interrupt(i.clone()),
         None => cmp,

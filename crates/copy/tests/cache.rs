@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use sparsekit_copy::fault::Faults;
+use sparsekit_copy::fault::{self, Faults};
 use sparsekit_copy::{CachePolicy, CopyError, CopyOptions, CopyReport, DataStrategy, Fallback};
 use std::path::Path;
 
@@ -30,7 +30,7 @@ fn data_file(path: &Path, mib: u64) -> u64 {
 fn falls_back(fallbacks: &[Fallback], from: &str) -> bool {
     fallbacks
         .iter()
-        .any(|f| f.from == from && f.errno == rustix::io::Errno::OPNOTSUPP)
+        .any(|f| f.strategy == from && f.errno == rustix::io::Errno::OPNOTSUPP)
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn auto_side(r: &CopyReport, got: Option<CachePolicy>, side: &str, dontcache: bo
     }
     let left_direct = format!("cache direct ({side})");
     assert!(
-        r.fallbacks.iter().any(|f| f.from == left_direct),
+        r.fallbacks.iter().any(|f| f.strategy == left_direct),
         "{side}: {r:?}"
     );
     if dontcache {
@@ -156,7 +156,8 @@ fn each_step_of_the_auto_chain_can_be_forced() {
         for p in &unsupported {
             faults = faults.unsupported_cache(*p);
         }
-        let r = CopyOptions::new().faults(faults).copy(&src, &dst).unwrap();
+        let _faults = fault::inject(faults);
+        let r = CopyOptions::new().copy(&src, &dst).unwrap();
         assert_same_content(&src, &dst);
         assert_eq!(r.cache_source, Some(expect), "{r:?}");
         assert_eq!(r.cache_destination, Some(expect), "{r:?}");
@@ -164,7 +165,7 @@ fn each_step_of_the_auto_chain_can_be_forced() {
         let left = r
             .fallbacks
             .iter()
-            .filter(|f| f.from.starts_with("cache "))
+            .filter(|f| f.strategy.starts_with("cache "))
             .count();
         assert_eq!(left, 2 * unsupported.len(), "{r:?}");
     }

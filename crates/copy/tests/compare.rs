@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use rustix::io::Errno;
 use sparsekit_copy::compare::{CompareError, CompareOptions, MERGE_GAP, Which};
-use sparsekit_copy::fault::Faults;
+use sparsekit_copy::fault::{self, Faults};
 use sparsekit_copy::{CachePolicy, CopyError, CopyOptions, Interrupt, Staging, VerifyLeft};
 use sparsekit_extents::testing::{Layout, layout_strategy};
 use std::fs::File;
@@ -156,11 +156,9 @@ fn limit_zero_stops_at_the_first_difference() {
 
 #[test]
 fn a_read_error_names_the_file_the_offset_and_the_errno() {
+    let _faults = fault::inject(Faults::new().read_at(20 << 20, Errno::IO));
     let (_d, a, b) = pair();
-    let e = CompareOptions::new()
-        .faults(Faults::new().read_at(20 << 20, Errno::IO))
-        .compare(&a, &b)
-        .unwrap_err();
+    let e = CompareOptions::new().compare(&a, &b).unwrap_err();
     match &e {
         CompareError::Io { offset, errno, .. } => {
             assert_eq!(*errno, Errno::IO);
@@ -200,14 +198,16 @@ fn directories_and_missing_files_are_refused_with_the_path() {
 #[test]
 fn cache_auto_falls_back_and_says_so_and_forced_policies_hold() {
     let (_d, a, b) = pair();
-    let r = CompareOptions::new()
-        .faults(Faults::new().unsupported_cache(CachePolicy::Direct))
-        .compare(&a, &b)
-        .unwrap();
+    // O_DIRECT absent, as on a filesystem without it, for the whole test.
+    let _faults = fault::inject(Faults::new().unsupported_cache(CachePolicy::Direct));
+    let r = CompareOptions::new().compare(&a, &b).unwrap();
     assert!(r.equal());
     assert_ne!(r.a.cache, CachePolicy::Direct);
     for side in ["cache direct (a)", "cache direct (b)"] {
-        assert!(r.fallbacks.iter().any(|f| f.from == side), "{side}: {r:?}");
+        assert!(
+            r.fallbacks.iter().any(|f| f.strategy == side),
+            "{side}: {r:?}"
+        );
     }
     for p in [CachePolicy::Keep, CachePolicy::Drop] {
         let r = CompareOptions::new().cache(p).compare(&a, &b).unwrap();
@@ -216,7 +216,6 @@ fn cache_auto_falls_back_and_says_so_and_forced_policies_hold() {
     }
     let e = CompareOptions::new()
         .cache(CachePolicy::Direct)
-        .faults(Faults::new().unsupported_cache(CachePolicy::Direct))
         .compare(&a, &b)
         .unwrap_err();
     assert!(matches!(e, CompareError::CacheUnsupported { .. }), "{e:?}");
@@ -325,11 +324,8 @@ fn copy_verify_mismatch_leaves_no_new_destination() {
     let (d, a, _b) = pair();
     let dst = d.path().join("copy.img");
     let off = (60 << 20) + 5;
-    let e = CopyOptions::new()
-        .verify(true)
-        .faults(Faults::new().corrupt_at(off))
-        .copy(&a, &dst)
-        .unwrap_err();
+    let _faults = fault::inject(Faults::new().corrupt_at(off));
+    let e = CopyOptions::new().verify(true).copy(&a, &dst).unwrap_err();
     match &e {
         CopyError::VerifyMismatch { offset, left, .. } => {
             assert_eq!(*offset, off);
@@ -352,11 +348,8 @@ fn copy_verify_mismatch_keeps_an_existing_destination_as_it_was() {
     let (d, a, b) = pair();
     poke(&b, 3, 3);
     let before = std::fs::read(&b).unwrap();
-    let e = CopyOptions::new()
-        .verify(true)
-        .faults(Faults::new().corrupt_at(0))
-        .copy(&a, &b)
-        .unwrap_err();
+    let _faults = fault::inject(Faults::new().corrupt_at(0));
+    let e = CopyOptions::new().verify(true).copy(&a, &b).unwrap_err();
     assert!(
         matches!(
             e,
@@ -375,10 +368,10 @@ fn copy_verify_mismatch_keeps_an_existing_destination_as_it_was() {
 #[test]
 fn copy_verify_mismatch_in_place_truncates_and_says_so() {
     let (_d, a, b) = pair();
+    let _faults = fault::inject(Faults::new().corrupt_at(4096));
     let e = CopyOptions::new()
         .verify(true)
         .staging(Staging::InPlace)
-        .faults(Faults::new().corrupt_at(4096))
         .copy(&a, &b)
         .unwrap_err();
     assert!(
@@ -403,11 +396,8 @@ fn copy_verify_read_error_fails_the_copy_and_names_the_errno() {
     // Inside a hole of the source: the copy never reads there, the
     // corruption puts data there, so only the verify's read hits the fault.
     let off = 40 << 20;
-    let e = CopyOptions::new()
-        .verify(true)
-        .faults(Faults::new().corrupt_at(off).read_at(off, Errno::IO))
-        .copy(&a, &dst)
-        .unwrap_err();
+    let _faults = fault::inject(Faults::new().corrupt_at(off).read_at(off, Errno::IO));
+    let e = CopyOptions::new().verify(true).copy(&a, &dst).unwrap_err();
     match &e {
         CopyError::Verify { source, left, .. } => {
             assert_eq!(source.errno(), Some(Errno::IO));

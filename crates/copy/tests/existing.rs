@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use sparsekit_copy::fault::Faults;
+use sparsekit_copy::fault::{self, Faults};
 use sparsekit_copy::{CopyError, CopyOptions, DestinationKind, HoleMethod, SparseMode, Staging};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -135,9 +135,9 @@ fn the_hole_chain_falls_back_step_by_step() {
         for m in &unsupported {
             faults = faults.unsupported_holes(*m);
         }
+        let _faults = fault::inject(faults);
         let r = CopyOptions::new()
             .staging(Staging::InPlace)
-            .faults(faults)
             .copy(&src, &dst)
             .unwrap();
         assert_same_content(&src, &dst);
@@ -145,7 +145,7 @@ fn the_hole_chain_falls_back_step_by_step() {
         let left: Vec<_> = r
             .fallbacks
             .iter()
-            .filter(|f| f.from.starts_with("holes "))
+            .filter(|f| f.strategy.starts_with("holes "))
             .collect();
         assert_eq!(left.len(), unsupported.len(), "{r:?}");
     }
@@ -156,11 +156,12 @@ fn in_place_into_a_new_path_creates_and_on_failure_removes_it() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let (src, dst) = (dir.path().join("s"), dir.path().join("new"));
     make_file(&src, &source_layout());
+    let faults = fault::inject(Faults::new().write_at(0, rustix::io::Errno::NOSPC));
     let e = CopyOptions::new()
         .staging(Staging::InPlace)
-        .faults(Faults::new().write_at(0, rustix::io::Errno::NOSPC))
         .copy(&src, &dst)
         .unwrap_err();
+    drop(faults);
     assert_eq!(e.errno(), Some(rustix::io::Errno::NOSPC));
     assert!(!dst.exists(), "what the copy created is removed");
     let r = CopyOptions::new()

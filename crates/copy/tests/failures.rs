@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use rustix::io::Errno;
-use sparsekit_copy::fault::Faults;
+use sparsekit_copy::fault::{self, Faults};
 use sparsekit_copy::{
     CachePolicy, CopyError, CopyOptions, DataStrategy, Interrupt, ReflinkMode, SparseMode, Staging,
 };
@@ -148,11 +148,11 @@ fn enospc_mid_copy_leaves_no_destination() {
         for data in [DataStrategy::ReadWrite, DataStrategy::CopyFileRange] {
             let s = setup();
             let before = snapshot(&s.src);
+            let _faults = fault::inject(Faults::new().write_at(2 << 20, Errno::NOSPC));
             let opts = CopyOptions::new()
                 .staging(staging)
                 .data_strategy(data)
-                .cache(CachePolicy::Keep)
-                .faults(Faults::new().write_at(2 << 20, Errno::NOSPC));
+                .cache(CachePolicy::Keep);
             let e = opts.copy(&s.src, &s.dst).unwrap_err();
             assert_eq!(e.errno(), Some(Errno::NOSPC), "{e:?}");
             let msg = e.to_string();
@@ -171,11 +171,9 @@ fn a_failed_copy_keeps_the_old_destination_intact() {
     let s = setup();
     let before = snapshot(&s.src);
     write_file(&s.dst, b"the old image, which must survive");
+    let _faults = fault::inject(Faults::new().write_at(5 << 20, Errno::IO));
     let old = snapshot(&s.dst);
-    let e = CopyOptions::new()
-        .faults(Faults::new().write_at(5 << 20, Errno::IO))
-        .copy(&s.src, &s.dst)
-        .unwrap_err();
+    let e = CopyOptions::new().copy(&s.src, &s.dst).unwrap_err();
     assert_eq!(e.errno(), Some(Errno::IO));
     assert_eq!(snapshot(&s.dst), old);
     assert_clean(&s, &before, &[&s.dst]);
@@ -186,9 +184,9 @@ fn a_failed_in_place_copy_empties_the_destination() {
     let s = setup();
     let before = snapshot(&s.src);
     make_file(&s.dst, &vec![(8 << 20, Seg::Data(9))]);
+    let _faults = fault::inject(Faults::new().write_at(2 << 20, Errno::NOSPC));
     let e = CopyOptions::new()
         .staging(Staging::InPlace)
-        .faults(Faults::new().write_at(2 << 20, Errno::NOSPC))
         .copy(&s.src, &s.dst)
         .unwrap_err();
     assert_eq!(e.errno(), Some(Errno::NOSPC));
@@ -206,9 +204,9 @@ fn the_header_is_written_last_in_place() {
     // header: the first MiB was invalidated before the body was written.
     let s = setup();
     make_file(&s.dst, &vec![(8 << 20, Seg::Data(9))]);
+    let _faults = fault::inject(Faults::new().write_at(4096, Errno::IO));
     let e = CopyOptions::new()
         .staging(Staging::InPlace)
-        .faults(Faults::new().write_at(4096, Errno::IO))
         .copy(&s.src, &s.dst)
         .unwrap_err();
     assert_eq!(e.errno(), Some(Errno::IO));
@@ -218,11 +216,9 @@ fn the_header_is_written_last_in_place() {
 #[test]
 fn a_read_error_names_the_source() {
     let s = setup();
+    let _faults = fault::inject(Faults::new().read_at(1 << 20, Errno::IO));
     let before = snapshot(&s.src);
-    let e = CopyOptions::new()
-        .faults(Faults::new().read_at(1 << 20, Errno::IO))
-        .copy(&s.src, &s.dst)
-        .unwrap_err();
+    let e = CopyOptions::new().copy(&s.src, &s.dst).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("disk.img") && msg.contains("EIO") && msg.contains("offset"),
@@ -236,9 +232,9 @@ fn a_failed_fsync_leaves_no_destination() {
     for staging in [Staging::Auto, Staging::Named] {
         let s = setup();
         let before = snapshot(&s.src);
+        let _faults = fault::inject(Faults::new().sync(Errno::IO));
         let e = CopyOptions::new()
             .staging(staging)
-            .faults(Faults::new().sync(Errno::IO))
             .copy(&s.src, &s.dst)
             .unwrap_err();
         assert!(matches!(e, CopyError::Io { op: "fsync", .. }), "{e:?}");
@@ -278,10 +274,10 @@ fn sigint_interrupts_through_register_signals() {
     let _registration = stop
         .register_signals(&[signal_hook::consts::SIGINT])
         .unwrap();
+    let _faults = fault::inject(Faults::new().delay(Duration::from_millis(5)));
     let e = CopyOptions::new()
         .buffer_size(256 << 10)
         .interrupt(stop.clone())
-        .faults(Faults::new().delay(Duration::from_millis(5)))
         .progress(|p| {
             if p.data_done > 0 {
                 signal_hook::low_level::raise(signal_hook::consts::SIGINT).unwrap();
@@ -336,7 +332,7 @@ fn reflink_always_fails_clearly_where_there_is_none() {
     assert_clean(&s, &before, &[]);
     // Auto falls back and says so.
     let r = CopyOptions::new().copy(&s.src, &s.dst).unwrap();
-    assert!(r.fallbacks.iter().any(|f| f.from == "reflink"), "{r:?}");
+    assert!(r.fallbacks.iter().any(|f| f.strategy == "reflink"), "{r:?}");
 }
 
 #[test]
@@ -372,7 +368,7 @@ fn copy_file_range_across_filesystems_falls_back_or_fails_when_forced() {
             assert!(
                 r.fallbacks
                     .iter()
-                    .any(|f| f.from == "copy_file_range" && f.errno == errno),
+                    .any(|f| f.strategy == "copy_file_range" && f.errno == errno),
                 "{r:?}"
             );
             assert_eq!(r.strategy, sparsekit_copy::Strategy::ReadWrite);

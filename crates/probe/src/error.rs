@@ -1,11 +1,10 @@
-//! Errors, and the record of a fallback.
+//! Errors, the record of a fallback, and the stuck probes an error names.
 
-use crate::pool::StuckProbe;
 use rustix::io::Errno;
 use sparsekit_sys::ErrnoName;
 use std::fmt;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Why a probe gave no metadata.
 ///
@@ -164,6 +163,41 @@ impl fmt::Display for Fallback {
             f,
             ", and statx on a pipe returned {}): used fstatat, basic fields only",
             ErrnoName(self.probe_errno)
+        )
+    }
+}
+
+/// A timed-out probe whose worker is still waiting for the kernel.
+#[derive(Clone, Debug)]
+pub struct StuckProbe {
+    pub(crate) path: PathBuf,
+    pub(crate) since: Instant,
+}
+
+impl StuckProbe {
+    /// The file it probes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// When the probe started.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// How long it has been waiting so far.
+    pub fn waited(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
+impl fmt::Display for StuckProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (waiting {})",
+            self.path.display(),
+            Secs(self.waited())
         )
     }
 }

@@ -74,13 +74,13 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use error::{Fallback, ProbeError};
+pub use error::{Fallback, ProbeError, StuckProbe};
 pub use fields::Fields;
 pub use metadata::{
     AtomicWrite, Attribute, Attributes, DevId, DioAlign, FileType, Metadata, MountId, Timestamp,
 };
 pub use options::{ProbeOptions, Strategy, SyncMode};
-pub use pool::{DEFAULT_MAX_STUCK, StuckProbe, WorkerPool};
+pub use pool::{DEFAULT_MAX_STUCK, WorkerPool};
 
 use std::path::Path;
 

@@ -13,12 +13,12 @@
 //! not a thread creation.
 
 use crate::Metadata;
-use crate::error::{ProbeError, Secs};
+use crate::error::{ProbeError, StuckProbe};
 use crate::exec::{self, Failure, Request, Syscalls, TargetRef};
 use rustix::fd::{AsFd, OwnedFd};
 use std::ffi::CString;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -82,30 +82,6 @@ struct PoolInner {
     stuck: Mutex<Vec<(u64, StuckProbe)>>,
     next_id: AtomicU64,
     live: Arc<AtomicUsize>,
-}
-
-/// A timed-out probe whose worker is still waiting for the kernel.
-#[derive(Clone, Debug)]
-pub struct StuckProbe {
-    path: PathBuf,
-    since: Instant,
-}
-
-impl StuckProbe {
-    /// The file it probes.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// When the probe started.
-    pub fn since(&self) -> Instant {
-        self.since
-    }
-
-    /// How long it has been waiting so far.
-    pub fn waited(&self) -> Duration {
-        self.since.elapsed()
-    }
 }
 
 static GLOBAL: LazyLock<WorkerPool> = LazyLock::new(|| WorkerPool::new(DEFAULT_MAX_STUCK));
@@ -462,15 +438,4 @@ fn worker_loop(w: &Arc<Worker>, pool: &Weak<PoolInner>) {
 /// at every await point, and a panic elsewhere must not stop probing.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl fmt::Display for StuckProbe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (waiting {})",
-            self.path.display(),
-            Secs(self.waited())
-        )
-    }
 }

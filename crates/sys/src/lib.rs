@@ -14,7 +14,12 @@
 //! - [`pagecache`]: `cachestat`, `mincore` of a file, `sync_file_range`, `RWF_DONTCACHE`.
 //! - [`blkdev`]: `BLKGETSIZE64`, `BLKZEROOUT`, `BLKDISCARD`.
 //! - [`filetype`]: the words errors use for file types.
-//! - [`errno`]: `EINVAL (Invalid argument)`-style names for messages.
+//! - [`errno`]: the errno vocabulary: `EINVAL (Invalid argument)`-style
+//!   names, and [`is_unsupported`], the one "move on to the next strategy"
+//!   set every op crate uses.
+//! - [`fallback`]: [`Fallback`], the one record of a strategy tried and left.
+//! - [`consts`]: kernel constants newer than rustix (`STATX_DIO_READ_ALIGN`,
+//!   `FALLOC_FL_WRITE_ZEROES`).
 //!
 //! # Example
 //! Map a file's data with FIEMAP, or learn by its errno that the
@@ -46,7 +51,9 @@
 #![warn(missing_docs)]
 
 pub mod blkdev;
+pub mod consts;
 pub mod errno;
+pub mod fallback;
 pub mod fiemap;
 pub mod filetype;
 pub mod fstype;
@@ -54,5 +61,6 @@ pub mod lease;
 pub mod pagecache;
 pub mod remap;
 
-pub use errno::ErrnoName;
+pub use errno::{ErrnoName, is_unsupported};
+pub use fallback::Fallback;
 pub use filetype::file_type_name;

@@ -32,12 +32,10 @@ use rustix::io::{self, ReadWriteFlags};
 ///   RWF_DONTCACHE" (Linux 6.14)
 pub const RWF_DONTCACHE: ReadWriteFlags = ReadWriteFlags::from_bits_retain(0x0000_0080);
 
-/// The system page size (`sysconf(_SC_PAGESIZE)`).
-pub fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions; _SC_PAGESIZE always succeeds.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as usize } else { 4096 }
-}
+/// The system page size, from the auxiliary vector (rustix's
+/// [`page_size`](rustix::param::page_size)); re-exported so callers of
+/// [`mincore_file`] find it beside it.
+pub use rustix::param::page_size;
 
 /// `__NR_cachestat`: 451 on every architecture since the unified syscall
 /// table of Linux 5.1 (libc does not export it for all targets).

@@ -123,7 +123,7 @@ fn auto(ctx: &Ctx<'_>) -> ScenarioResult {
     } else {
         ensure!(r.strategy == Strategy::ReadWrite, "{r:?}");
         ensure!(
-            r.fallbacks.iter().any(|f| f.from == "reflink"),
+            r.fallbacks.iter().any(|f| f.strategy == "reflink"),
             "no reflink fallback reported: {r:?}"
         );
     }
@@ -331,7 +331,7 @@ fn cache_auto(ctx: &Ctx<'_>) -> ScenarioResult {
     ensure!(
         r.fallbacks
             .iter()
-            .any(|f| f.from == "cache direct (destination)"),
+            .any(|f| f.strategy == "cache direct (destination)"),
         "direct not used and its fallback not reported: {r:?}"
     );
     match dontcache {
@@ -341,7 +341,7 @@ fn cache_auto(ctx: &Ctx<'_>) -> ScenarioResult {
             ensure!(
                 r.fallbacks
                     .iter()
-                    .any(|f| f.from == "cache dontcache (destination)" && f.errno == errno),
+                    .any(|f| f.strategy == "cache dontcache (destination)" && f.errno == errno),
                 "the dontcache fallback ({errno:?}) is not reported: {r:?}"
             );
         }

@@ -99,9 +99,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .limit(limit)
         .cache(args.cache.into())
         .readers(args.readers)
-        .interrupt(interrupt)
-        .faults_from_env()
-        .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
+        .interrupt(interrupt);
     let report = opts
         .compare(&args.a, &args.b)
         .map_err(|e| compare_error(e, &what, &watchdog))?;
@@ -266,7 +264,7 @@ fn json_report(a: &Path, b: &Path, r: &CompareReport) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| crate::fallback::record(f.from, f.errno))
+        .map(|f| crate::fallback::record(f.strategy, f.errno))
         .collect();
     json!({
         "a": side(a, &r.a),

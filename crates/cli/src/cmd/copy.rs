@@ -157,9 +157,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .sync(!args.no_sync)
         .snapshot(args.snapshot)
         .verify(args.verify)
-        .interrupt(interrupt.clone())
-        .faults_from_env()
-        .map_err(|e| UsageError(format!("SPARSEKIT_TEST_FAULTS: {e}")))?;
+        .interrupt(interrupt.clone());
     let show = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
     let progress = show.then(|| Reporter::new(&dst, std::io::stderr().is_terminal()));
     // Every progress report is progress for the watchdog too.
@@ -268,7 +266,7 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
     let fallbacks: Vec<_> = r
         .fallbacks
         .iter()
-        .map(|f| crate::fallback::record(f.from, f.errno))
+        .map(|f| crate::fallback::record(f.strategy, f.errno))
         .collect();
     json!({
         "source": src.display().to_string(),

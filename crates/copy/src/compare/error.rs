@@ -1,8 +1,7 @@
 //! [`CompareError`]: why a comparison could not finish, naming the file,
 //! the offset and the errno.
 
-use crate::error::CopyError;
-use crate::options::CachePolicy;
+use crate::modes::CachePolicy;
 use rustix::io::Errno;
 use sparsekit_extents::MapError;
 use sparsekit_sys::ErrnoName;
@@ -93,44 +92,5 @@ impl CompareError {
     /// command line maps this to its usage exit code.
     pub fn is_usage_error(&self) -> bool {
         matches!(self, CompareError::NotComparable { .. })
-    }
-}
-
-/// The copy crate's reader reports its failures as [`CopyError`]s.
-impl From<CopyError> for CompareError {
-    fn from(e: CopyError) -> Self {
-        match e {
-            CopyError::Io {
-                path,
-                op,
-                offset,
-                errno,
-            } => CompareError::Io {
-                path,
-                op,
-                offset,
-                errno,
-            },
-            CopyError::Map { path, source } => CompareError::Map { path, source },
-            CopyError::CacheUnsupported {
-                path,
-                policy,
-                errno,
-            } => CompareError::CacheUnsupported {
-                path,
-                policy,
-                errno,
-            },
-            CopyError::SourceChanged { path } => CompareError::Changed { path },
-            CopyError::NotCopyable { path, kind, .. } => CompareError::NotComparable { path, kind },
-            // The reader and the policy probe produce nothing else; keep
-            // the message rather than lose it.
-            other => CompareError::Io {
-                path: PathBuf::from(other.to_string()),
-                op: "compare",
-                offset: None,
-                errno: other.errno().unwrap_or(Errno::IO),
-            },
-        }
     }
 }

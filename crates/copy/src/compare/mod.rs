@@ -61,9 +61,9 @@
 //! ```
 
 mod diff;
-mod error;
+pub(crate) mod error;
 mod plan;
-mod report;
+pub(crate) mod report;
 mod run;
 
 pub use error::CompareError;
@@ -72,10 +72,11 @@ pub use report::{
 };
 
 use crate::buffer::mem_align;
-use crate::cache::{self, Residency, Side, SidePolicy, set_direct};
+use crate::cache::{self, Behaviour, Residency, Side, SidePolicy, SourceCache, set_direct};
 use crate::endpoint::Source;
 use crate::interrupt::Interrupt;
-use crate::options::{CachePolicy, DEFAULT_BUFFER_SIZE};
+use crate::modes::CachePolicy;
+use crate::options::DEFAULT_BUFFER_SIZE;
 use crate::report::Fallback;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{FileType, Mode, OFlags, Stat, fstat, open};
@@ -103,8 +104,6 @@ pub struct CompareOptions {
     buffer_size: usize,
     readers: usize,
     interrupt: Option<Interrupt>,
-    #[cfg(any(test, feature = "fault-injection"))]
-    pub(crate) faults: crate::fault::Faults,
 }
 
 impl Default for CompareOptions {
@@ -127,8 +126,6 @@ impl CompareOptions {
             buffer_size: DEFAULT_BUFFER_SIZE,
             readers: 4,
             interrupt: None,
-            #[cfg(any(test, feature = "fault-injection"))]
-            faults: crate::fault::Faults::default(),
         }
     }
 
@@ -182,26 +179,6 @@ impl CompareOptions {
     /// [`CompareError::Interrupted`].
     pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
         self.interrupt = Some(interrupt);
-        self
-    }
-
-    /// Reads fault hooks from `SPARSEKIT_TEST_FAULTS` in builds with the
-    /// `fault-injection` feature (the CLI's tests); otherwise unchanged.
-    #[doc(hidden)]
-    pub fn faults_from_env(self) -> Result<Self, String> {
-        #[cfg(feature = "fault-injection")]
-        if let Some(spec) = std::env::var_os("SPARSEKIT_TEST_FAULTS") {
-            let spec = spec.to_string_lossy().into_owned();
-            return Ok(self.faults(crate::fault::Faults::parse(&spec)?));
-        }
-        Ok(self)
-    }
-
-    /// Test hooks (feature `fault-injection`).
-    #[cfg(any(test, feature = "fault-injection"))]
-    #[doc(hidden)]
-    pub fn faults(mut self, faults: crate::fault::Faults) -> Self {
-        self.faults = faults;
         self
     }
 
@@ -327,15 +304,11 @@ fn prepare(
         Which::A => opts.cache,
     };
     let mut own = Vec::new();
-    #[cfg(any(test, feature = "fault-injection"))]
-    let fake = &opts.faults.unsupported_cache[..];
-    #[cfg(not(any(test, feature = "fault-injection")))]
-    let fake = &[];
-    let policy = cache::resolve(requested, Side::Source, fd, path, size, &mut own, fake)?;
-    fallbacks.extend(own.into_iter().map(|f| Fallback {
-        from: side_label(f.from, which),
-        errno: f.errno,
-    }));
+    let policy = cache::resolve(requested, Side::Source, fd, path, size, &mut own)?;
+    fallbacks.extend(
+        own.into_iter()
+            .map(|f| Fallback::new(side_label(f.strategy, which), f.errno)),
+    );
     // Pages cached before the comparison stay; the rest it brings in goes.
     // (O_DIRECT reads too: they evict pages on some filesystems, observed
     // on compressed btrfs, and those are read back at the end.)
@@ -371,22 +344,6 @@ pub(crate) fn compare_files(
     let pa = prepare(opts, Which::A, fa, a_path, &mut fallbacks)?;
     let pb = prepare(opts, Which::B, fb, b_path, &mut fallbacks)?;
     let common = pa.size.min(pb.size);
-    fn map_one<'f>(
-        opts: &CompareOptions,
-        f: &'f File,
-        path: &Path,
-        common: u64,
-    ) -> Result<sparsekit_extents::ExtentMap<'f>, CompareError> {
-        MapOptions::new()
-            .method(opts.map_method)
-            .prefer_fiemap(opts.allocation)
-            .range(0..common)
-            .map(f)
-            .map_err(|source| CompareError::Map {
-                path: path.to_owned(),
-                source,
-            })
-    }
     let (ma, mb) = (
         map_one(opts, a, a_path, common)?,
         map_one(opts, b, b_path, common)?,
@@ -401,62 +358,9 @@ pub(crate) fn compare_files(
         align,
         allocation,
     ));
-    let source = |fd, path, p: &Prepared| Source {
-        fd,
-        path,
-        size: p.size,
-        side: p.policy,
-        residency: match p.policy.policy {
-            CachePolicy::Drop | CachePolicy::DontCache => p.hot.clone(),
-            _ => Residency::Known(Vec::new()),
-        },
-        #[cfg(any(test, feature = "fault-injection"))]
-        faults: opts.faults.clone(),
-    };
-    // Fragmented requests go through a second, buffered descriptor when
-    // the first is O_DIRECT (see `run::Reader`).
-    let reopen = |fd: BorrowedFd<'_>, p: &Prepared| -> Option<File> {
-        if p.policy.policy != CachePolicy::Direct {
-            return None;
-        }
-        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-        open(
-            proc_path.as_str(),
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-        )
-        .ok()
-        .map(File::from)
-    };
     let (ka, kb) = (reopen(fa, &pa), reopen(fb, &pb));
-    fn buffered<'f>(
-        f: &'f Option<File>,
-        path: &'f Path,
-        p: &Prepared,
-        opts: &CompareOptions,
-    ) -> Option<Source<'f>> {
-        let _ = opts;
-        f.as_ref().map(|f| Source {
-            fd: f.as_fd(),
-            path,
-            size: p.size,
-            side: SidePolicy {
-                policy: CachePolicy::Drop,
-                align: 1,
-            },
-            residency: p.hot.clone(),
-            #[cfg(any(test, feature = "fault-injection"))]
-            faults: opts.faults.clone(),
-        })
-    }
-    let ra = run::Reader {
-        main: source(fa, a_path, &pa),
-        buffered: buffered(&ka, a_path, &pa, opts),
-    };
-    let rb = run::Reader {
-        main: source(fb, b_path, &pb),
-        buffered: buffered(&kb, b_path, &pb, opts),
-    };
+    let ra = reader(fa, a_path, &pa, ka.as_ref());
+    let rb = reader(fb, b_path, &pb, kb.as_ref());
     let run = run::Run {
         readers: opts.readers,
         chunk: chunk as usize,
@@ -467,16 +371,7 @@ pub(crate) fn compare_files(
     // Whatever the outcome: drop what readahead brought into the holes,
     // and read back pages that were hot before but got evicted.
     for (r, p) in [(&ra, &pa), (&rb, &pb)] {
-        let s = &r.main;
-        if matches!(p.policy.policy, CachePolicy::Drop | CachePolicy::DontCache)
-            || r.buffered.is_some()
-        {
-            p.hot.drop_copied(s.fd, 0..p.size);
-        }
-        if p.policy.policy != CachePolicy::Keep {
-            let _ = set_direct(s.fd, false);
-            p.hot.rewarm(s.fd);
-        }
+        let _ = r.main.cache.sweep(r.main.fd, p.size, r.buffered.is_some());
     }
     let found = result?;
     let mut planner = planner.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -492,8 +387,76 @@ pub(crate) fn compare_files(
                 source,
             })?;
     }
-    // A file that changed meanwhile makes the answer meaningless.
-    for (fd, path, p) in [(fa, a_path, &pa), (fb, b_path, &pb)] {
+    check_unchanged(&planner, [(fa, a_path, &pa), (fb, b_path, &pb)])?;
+    let mut report = summarize(opts, [&pa, &pb], methods, &found, planner, common);
+    report.fallbacks = fallbacks;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn map_one<'f>(
+    opts: &CompareOptions,
+    f: &'f File,
+    path: &Path,
+    common: u64,
+) -> Result<sparsekit_extents::ExtentMap<'f>, CompareError> {
+    MapOptions::new()
+        .method(opts.map_method)
+        .prefer_fiemap(opts.allocation)
+        .range(0..common)
+        .map(f)
+        .map_err(|source| CompareError::Map {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Fragmented requests go through a second, buffered descriptor when the
+/// first is O_DIRECT (see `run::Reader`).
+fn reopen(fd: BorrowedFd<'_>, p: &Prepared) -> Option<File> {
+    if !Behaviour::of(p.policy.policy).direct {
+        return None;
+    }
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    open(
+        proc_path.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .ok()
+    .map(File::from)
+}
+
+/// A side's readers: its resolved policy, and (with `buffered`) a second,
+/// buffered descriptor whose pages go after each read (`Drop`).
+fn reader<'f>(
+    fd: BorrowedFd<'f>,
+    path: &'f Path,
+    p: &Prepared,
+    buffered: Option<&'f File>,
+) -> run::Reader<'f> {
+    run::Reader {
+        main: Source {
+            fd,
+            path,
+            size: p.size,
+            cache: SourceCache::new(p.policy, p.hot.clone()),
+        },
+        buffered: buffered.map(|f| Source {
+            fd: f.as_fd(),
+            path,
+            size: p.size,
+            cache: SourceCache::new(SidePolicy::DROP, p.hot.clone()),
+        }),
+    }
+}
+
+/// A file that changed meanwhile makes the answer meaningless.
+fn check_unchanged(
+    planner: &plan::Planner<'_>,
+    sides: [(BorrowedFd<'_>, &Path, &Prepared); 2],
+) -> Result<(), CompareError> {
+    for (fd, path, p) in sides {
         let now = fstat(fd).map_err(|errno| CompareError::Io {
             path: path.to_owned(),
             op: "fstat",
@@ -507,15 +470,27 @@ pub(crate) fn compare_files(
         }
     }
     let (ra, rb) = planner.merge().maps();
-    for (m, path) in [(ra, a_path), (rb, b_path)] {
+    for (m, (_, path, _)) in [ra, rb].into_iter().zip(sides) {
         if m.size_changed().is_some() {
             return Err(CompareError::Changed {
                 path: path.to_owned(),
             });
         }
     }
+    Ok(())
+}
+
+/// The report of a finished comparison (fallbacks and time set by the
+/// caller).
+fn summarize(
+    opts: &CompareOptions,
+    [pa, pb]: [&Prepared; 2],
+    methods: (Method, Method),
+    found: &run::Found,
+    planner: plan::Planner<'_>,
+    common: u64,
+) -> CompareReport {
     let runs = &found.runs.runs;
-    let content_equal = runs.is_empty();
     let first_difference = runs
         .first()
         .map(|r| r.start)
@@ -528,7 +503,7 @@ pub(crate) fn compare_files(
             length: r.end - r.start,
         })
         .collect();
-    Ok(CompareReport {
+    CompareReport {
         a: SideReport {
             size: pa.size,
             allocated: pa.allocated,
@@ -545,14 +520,14 @@ pub(crate) fn compare_files(
             bytes_read: found.read_b,
             bytes_read_buffered: found.buffered_b,
         },
-        content_equal,
+        content_equal: runs.is_empty(),
         first_difference,
         differences_truncated: runs.len() > opts.limit,
         differences,
         allocation: planner.allocation.map(|a| a.report),
         bytes_compared: common,
         bytes_skipped: planner.skipped,
-        elapsed: started.elapsed(),
-        fallbacks,
-    })
+        elapsed: Default::default(),
+        fallbacks: Vec::new(),
+    }
 }

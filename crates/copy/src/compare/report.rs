@@ -1,8 +1,10 @@
 //! What a comparison found: [`CompareReport`].
 
-use crate::options::CachePolicy;
-use crate::report::Fallback;
+use crate::modes::CachePolicy;
 use sparsekit_extents::Method;
+/// The copy's [`Fallback`](crate::Fallback), named from sys so this module
+/// stays below the copy's report (which holds a [`CompareReport`]).
+type Fallback = sparsekit_sys::Fallback<&'static str>;
 use std::fmt;
 use std::time::Duration;
 

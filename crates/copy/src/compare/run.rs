@@ -9,9 +9,13 @@ use super::plan::Planner;
 use super::report::Which;
 use crate::buffer::Buffer;
 use crate::endpoint::Source;
+use crate::error::CopyError;
 use crate::interrupt::Interrupt;
+use crate::threads::spawn_reader;
+use rustix::io::Errno;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -108,7 +112,7 @@ impl Run<'_> {
             for _ in 0..self.readers {
                 let tx = tx.clone();
                 let shared = &shared;
-                s.spawn(move || self.reader(planner, a, b, shared, tx));
+                spawn_reader(s, move || self.reader(planner, a, b, shared, tx));
             }
             drop(tx);
             // Jobs that finished ahead of their turn.
@@ -220,6 +224,45 @@ impl Run<'_> {
             if tx.send(done).is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// The copy crate's reader reports its failures as [`CopyError`]s.
+impl From<CopyError> for CompareError {
+    fn from(e: CopyError) -> Self {
+        match e {
+            CopyError::Io {
+                path,
+                op,
+                offset,
+                errno,
+            } => CompareError::Io {
+                path,
+                op,
+                offset,
+                errno,
+            },
+            CopyError::Map { path, source } => CompareError::Map { path, source },
+            CopyError::CacheUnsupported {
+                path,
+                policy,
+                errno,
+            } => CompareError::CacheUnsupported {
+                path,
+                policy,
+                errno,
+            },
+            CopyError::SourceChanged { path } => CompareError::Changed { path },
+            CopyError::NotCopyable { path, kind, .. } => CompareError::NotComparable { path, kind },
+            // The reader and the policy probe produce nothing else; keep
+            // the message rather than lose it.
+            other => CompareError::Io {
+                path: PathBuf::from(other.to_string()),
+                op: "compare",
+                offset: None,
+                errno: other.errno().unwrap_or(Errno::IO),
+            },
         }
     }
 }

@@ -60,7 +60,7 @@ fn device_copy(ctx: &Ctx<'_>, holes: HoleMethod) -> ScenarioResult {
     // after stay as they were.
     untouched_from(dev.device(), size, dev_size)?;
     ensure!(fingerprint(&src)? == before, "the source changed");
-    let punched = |from: &str| r.fallbacks.iter().any(|f| f.from == from);
+    let punched = |from: &str| r.fallbacks.iter().any(|f| f.strategy == from);
     match (holes, r.holes) {
         (HoleMethod::Auto, Some(HoleMethod::Punch)) => {
             // PUNCH_HOLE on a loop device punches the backing file: the
