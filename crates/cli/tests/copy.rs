@@ -74,6 +74,9 @@ fn copies_and_reports_in_words_and_json() {
     assert_eq!(v["bytes_copied"], 6 << 20);
     assert_eq!(v["bytes_skipped_as_holes"], 58 << 20);
     assert_eq!(v["strategy"], "read_write");
+    // The read/write path looks for zero blocks by default (there are none).
+    assert_eq!(v["zero_detection"], true);
+    assert_eq!(v["zero_bytes_detected"], 0);
     assert_eq!(v["synced"], false);
     for key in [
         "cache",

@@ -231,6 +231,7 @@ impl<'a> Run<'a> {
             bytes_copied: 0,
             bytes_skipped_as_holes: 0,
             zero_bytes_detected: 0,
+            zero_detection: false,
             zero_bytes_written: 0,
             synced: false,
             elapsed: Default::default(),
@@ -298,6 +299,7 @@ impl<'a> Run<'a> {
         r.bytes_copied = dst.counts.copied;
         r.bytes_skipped_as_holes = dst.counts.skipped;
         r.zero_bytes_detected = dst.counts.detected;
+        r.zero_detection = strategy == Strategy::ReadWrite && self.opts.sparse != SparseMode::Never;
         r.zero_bytes_written = dst.counts.zeros_written;
         self.fallbacks.append(&mut dst.fallbacks);
         self.finish(Some(dst.cache()))
@@ -519,10 +521,12 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// The zero-detection granule of `SparseMode::Always` (the
-    /// destination's block, at least the O_DIRECT alignment), else 0.
+    /// The zero-detection granule of the read/write pipeline (the
+    /// destination's block, at least the O_DIRECT alignment): on in `auto`
+    /// as in `always`, since the data passes through memory anyway (as
+    /// qemu-img's default); 0 for `never`, which writes every byte.
     fn zero_granule(&self, align: u64) -> u64 {
-        if self.opts.sparse != SparseMode::Always {
+        if self.opts.sparse == SparseMode::Never {
             return 0;
         }
         let blksize = (self.dst_st.st_blksize as u64).max(512);
