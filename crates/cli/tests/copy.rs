@@ -166,6 +166,11 @@ fn usage_errors_exit_2_and_touch_nothing() {
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     let o = sparsekit(&["copy", "--cache", "sometimes", s(&src), "x"], None);
     assert_eq!(o.status.code(), Some(2));
+    // --destination-is-zero means nothing for a new file.
+    let new = dir.path().join("new.img");
+    let o = sparsekit(&["copy", "--destination-is-zero", s(&src), s(&new)], None);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("new or empty file"), "{}", err(&o));
     assert_eq!(entries(dir.path()), vec!["disk.img", "link.img"]);
 }
 

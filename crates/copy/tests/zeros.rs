@@ -1,12 +1,17 @@
 //! Zero detection by default (issue #16): `--sparse auto` turns all-zero
 //! blocks into holes wherever the data passes through memory, leaves
 //! written zeros as data on the copy_file_range path (and says so), and
-//! `never` still writes every byte.
+//! `never` still writes every byte; `destination_is_zero` (issue #16, 4)
+//! skips holes on a destination the caller vouches for, and is refused on
+//! a new file.
 
 mod common;
 
 use common::*;
-use sparsekit_copy::{CachePolicy, CopyOptions, DataStrategy, ReflinkMode, SparseMode, Strategy};
+use sparsekit_copy::{
+    CachePolicy, CopyError, CopyOptions, DataStrategy, DestinationKind, ReflinkMode, SparseMode,
+    Staging, Strategy,
+};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -81,4 +86,79 @@ fn never_writes_the_zeros_and_detects_nothing() {
     assert_eq!(r.zero_bytes_detected, 0);
     assert_same_content(&src, &dst);
     assert!(!is_hole(&dst, (1 << 20)..(1 << 20) + ZEROS));
+}
+
+/// A destination of the source's size holding written zeros: it reads as
+/// zeros, yet every block is allocated.
+fn zeroed_destination(dst: &Path) {
+    make_file(dst, &vec![(4 << 20, Seg::Zeros)]);
+    File::open(dst).unwrap().sync_all().unwrap();
+}
+
+#[test]
+fn destination_is_zero_skips_the_holes_of_an_existing_file_in_place() {
+    let (_d, src, dst) = pair();
+    zeroed_destination(&dst);
+    let r = CopyOptions::new()
+        .staging(Staging::InPlace)
+        .destination_is_zero(true)
+        .sync(false)
+        .copy(&src, &dst)
+        .unwrap();
+    assert_eq!(r.destination, DestinationKind::ExistingFile);
+    // The source's hole and its zero blocks were not punched or zeroed:
+    // the old zeros stay allocated (only the first MiB, cleared before the
+    // copy so that a torn copy never looks complete, is punched).
+    assert_eq!(r.zero_bytes_written, 0);
+    assert_eq!(r.zero_bytes_detected, ZEROS);
+    assert_same_content(&src, &dst);
+    assert!(!is_hole(&dst, (2 << 20)..(3 << 20)), "{r:?}");
+    assert!(!is_hole(&dst, (1 << 20)..(1 << 20) + ZEROS), "{r:?}");
+
+    // Without the flag the same copy punches the source's hole.
+    zeroed_destination(&dst);
+    let r = CopyOptions::new()
+        .staging(Staging::InPlace)
+        .sync(false)
+        .copy(&src, &dst)
+        .unwrap();
+    assert_same_content(&src, &dst);
+    assert!(is_hole(&dst, (2 << 20)..(3 << 20)), "{r:?}");
+    assert!(is_hole(&dst, (1 << 20)..(1 << 20) + ZEROS), "{r:?}");
+}
+
+#[test]
+fn destination_is_zero_is_refused_for_a_new_file_and_creates_nothing() {
+    let (d, src, dst) = pair();
+    let e = CopyOptions::new()
+        .destination_is_zero(true)
+        .copy(&src, &dst)
+        .unwrap_err();
+    assert!(matches!(e, CopyError::InvalidOptions(_)), "{e}");
+    assert!(e.is_usage_error());
+    assert!(!dst.exists());
+    assert_eq!(others_in(d.path(), &[&src]), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn destination_is_zero_is_refused_for_a_staged_replacement_and_an_empty_file() {
+    let (_d, src, dst) = pair();
+    zeroed_destination(&dst);
+    let before = std::fs::read(&dst).unwrap();
+    // Not in place: the copy would replace DST with a new file.
+    let e = CopyOptions::new()
+        .destination_is_zero(true)
+        .copy(&src, &dst)
+        .unwrap_err();
+    assert!(matches!(e, CopyError::InvalidOptions(_)), "{e}");
+    assert_eq!(std::fs::read(&dst).unwrap(), before);
+
+    // An empty file opened by the caller: nothing to skip.
+    let empty = File::create(&dst).unwrap();
+    let e = CopyOptions::new()
+        .destination_is_zero(true)
+        .copy_open(&File::open(&src).unwrap(), &src, &empty, &dst)
+        .unwrap_err();
+    assert!(matches!(e, CopyError::InvalidOptions(_)), "{e}");
+    assert_eq!(std::fs::metadata(&dst).unwrap().len(), 0);
 }

@@ -1,6 +1,6 @@
 //! `sparsekit copy SRC DST [--sparse auto|always|never] [--reflink auto|always|never]
 //! [--cache auto|keep|drop|direct|dontcache] [--progress|--no-progress] [--json] [--no-sync]
-//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place] [--snapshot] [--verify]`
+//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place] [--destination-is-zero] [--snapshot] [--verify]`
 //!
 //! Copies a file or block device without filling its holes or the page
 //! cache; a failed or interrupted copy (Ctrl-C, SIGTERM) leaves no
@@ -62,6 +62,12 @@ pub(crate) struct Args {
     /// links; a failure truncates it) instead of replacing it.
     #[arg(long)]
     in_place: bool,
+    /// DST (a block device, or an existing file with --in-place) already
+    /// reads as zeros, on your word: SRC's holes are skipped instead of
+    /// punched, zeroed or discarded (nbdcopy's --destination-is-zero).
+    /// Refused (exit 2) for a new or empty file, where it means nothing.
+    #[arg(long, alias = "target-is-zero")]
+    destination_is_zero: bool,
     /// Copy from a reflinked snapshot of SRC taken first (a consistent
     /// image of a file being written; no extra space), removed afterwards.
     /// Where the filesystem cannot reflink, fails before creating anything.
@@ -161,6 +167,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .sync(!args.no_sync)
         .snapshot(args.snapshot)
+        .destination_is_zero(args.destination_is_zero)
         .verify(args.verify)
         .interrupt(interrupt.clone());
     let show = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
