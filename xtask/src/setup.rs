@@ -81,6 +81,11 @@ const NEEDS: &[Need] = &[
         why: "qemu-img, a peer in the copy benchmark",
         present: || on_path("qemu-img"),
     },
+    Need {
+        package: "libnbd-bin",
+        why: "nbdcopy, a peer in the copy benchmark",
+        present: || on_path("nbdcopy"),
+    },
 ];
 
 /// Installs missing packages when root on Debian/Ubuntu; otherwise fails

@@ -56,6 +56,9 @@ fn copies_and_reports_in_words_and_json() {
     assert_eq!(v["bytes_copied"], 6 << 20);
     assert_eq!(v["bytes_skipped_as_holes"], 58 << 20);
     assert_eq!(v["strategy"], "read_write");
+    // The read/write path looks for zero blocks by default (there are none).
+    assert_eq!(v["zero_detection"], true);
+    assert_eq!(v["zero_bytes_detected"], 0);
     assert_eq!(v["synced"], false);
     for key in [
         "cache",
@@ -145,6 +148,11 @@ fn usage_errors_exit_2_and_touch_nothing() {
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     let o = sparsekit(&["copy", "--cache", "sometimes", s(&src), "x"], None);
     assert_eq!(o.status.code(), Some(2));
+    // --destination-is-zero means nothing for a new file.
+    let new = dir.path().join("new.img");
+    let o = sparsekit(&["copy", "--destination-is-zero", s(&src), s(&new)], None);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("new or empty file"), "{}", err(&o));
     assert_eq!(entries(dir.path()), vec!["disk.img", "link.img"]);
 }
 

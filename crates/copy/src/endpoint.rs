@@ -130,6 +130,9 @@ pub(crate) struct Dest<'a> {
     /// How it writes and what it drops.
     cache: DestCache,
     pub(crate) sparse: SparseMode,
+    /// The caller vouches the destination reads as zeros: holes are
+    /// skipped instead of punched or zeroed.
+    assume_zero: bool,
     pub(crate) counts: Counts,
     pub(crate) fallbacks: Vec<Fallback>,
     /// Logical block size of a block device (BLKZEROOUT alignment).
@@ -156,6 +159,8 @@ pub(crate) struct DestSettings {
     pub(crate) old_size: u64,
     pub(crate) sparse: SparseMode,
     pub(crate) holes: HoleMethod,
+    /// `--destination-is-zero`: skip holes instead of clearing them.
+    pub(crate) assume_zero: bool,
     /// Logical block size of a block device (BLKZEROOUT alignment).
     pub(crate) block: u64,
     pub(crate) buf_size: usize,
@@ -173,6 +178,7 @@ impl<'a> Dest<'a> {
             old_size,
             sparse,
             holes,
+            assume_zero,
             block,
             buf_size,
             interrupt,
@@ -211,6 +217,7 @@ impl<'a> Dest<'a> {
             old_size,
             cache: DestCache::new(SidePolicy::KEEP, buf_size),
             sparse,
+            assume_zero,
             counts: Counts::default(),
             fallbacks: Vec::new(),
             block: block.max(512),
@@ -315,6 +322,10 @@ impl<'a> Dest<'a> {
         let end = (off + len).min(self.size);
         if self.sparse == SparseMode::Never {
             return self.write_zeros(off..end);
+        }
+        if self.assume_zero {
+            // Already zeros, on the caller's word: nothing to clear.
+            return Ok(());
         }
         let end = match self.kind {
             DestinationKind::NewFile => return Ok(()),

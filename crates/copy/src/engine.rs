@@ -79,6 +79,20 @@ pub(crate) fn check_options(opts: &CopyOptions) -> Result<(), CopyError> {
     Ok(())
 }
 
+/// Why `destination_is_zero` is refused for a new (or empty) file.
+pub(crate) const ZERO_MEANS_NOTHING: &str = "destination is zero means nothing for a new or empty file, which has no old data to keep out; use it for a block device or an existing file copied in place";
+
+/// Refuses `destination_is_zero` where the destination is new.
+pub(crate) fn check_destination_is_zero(
+    opts: &CopyOptions,
+    kind: DestinationKind,
+) -> Result<(), CopyError> {
+    if opts.destination_is_zero && kind == DestinationKind::NewFile {
+        return Err(CopyError::InvalidOptions(ZERO_MEANS_NOTHING));
+    }
+    Ok(())
+}
+
 /// Size of a regular file or block device.
 pub(crate) fn file_size(fd: BorrowedFd<'_>, st: &Stat, path: &Path) -> Result<u64, CopyError> {
     if FileType::from_raw_mode(st.st_mode) == FileType::BlockDevice {
@@ -152,6 +166,7 @@ pub(crate) fn copy(
 ) -> Result<CopyReport, CopyError> {
     let started = Instant::now();
     check_options(opts)?;
+    check_destination_is_zero(opts, target.kind)?;
     let (src_fd, dst_fd) = (src.as_fd(), target.file.as_fd());
     let _flags = FlagGuard {
         fds: [(src_fd, is_direct(src_fd)), (dst_fd, is_direct(dst_fd))],
@@ -231,6 +246,7 @@ impl<'a> Run<'a> {
             bytes_copied: 0,
             bytes_skipped_as_holes: 0,
             zero_bytes_detected: 0,
+            zero_detection: false,
             zero_bytes_written: 0,
             synced: false,
             elapsed: Default::default(),
@@ -298,6 +314,7 @@ impl<'a> Run<'a> {
         r.bytes_copied = dst.counts.copied;
         r.bytes_skipped_as_holes = dst.counts.skipped;
         r.zero_bytes_detected = dst.counts.detected;
+        r.zero_detection = strategy == Strategy::ReadWrite && self.opts.sparse != SparseMode::Never;
         r.zero_bytes_written = dst.counts.zeros_written;
         self.fallbacks.append(&mut dst.fallbacks);
         self.finish(Some(dst.cache()))
@@ -394,6 +411,7 @@ impl<'a> Run<'a> {
                 old_size: self.old_size,
                 sparse: opts.sparse,
                 holes: opts.holes,
+                assume_zero: opts.destination_is_zero,
                 block,
                 buf_size: opts.buffer_size,
                 interrupt: opts.interrupt.clone(),
@@ -519,10 +537,12 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// The zero-detection granule of `SparseMode::Always` (the
-    /// destination's block, at least the O_DIRECT alignment), else 0.
+    /// The zero-detection granule of the read/write pipeline (the
+    /// destination's block, at least the O_DIRECT alignment): on in `auto`
+    /// as in `always`, since the data passes through memory anyway (as
+    /// qemu-img's default); 0 for `never`, which writes every byte.
     fn zero_granule(&self, align: u64) -> u64 {
-        if self.opts.sparse != SparseMode::Always {
+        if self.opts.sparse == SparseMode::Never {
             return 0;
         }
         let blksize = (self.dst_st.st_blksize as u64).max(512);

@@ -35,13 +35,19 @@ macro_rules! named_enum {
 named_enum! {
     /// What becomes of the source's holes and zero blocks.
     SparseMode {
-        /// Keep the source's holes (and unwritten extents) as holes; copy
-        /// data extents as they are, zeros included.
+        /// Keep the source's holes (and unwritten extents) as holes, and
+        /// turn all-zero blocks inside data extents into holes wherever the
+        /// data passes through memory anyway (the read/write pipeline, as
+        /// qemu-img's default). A reflink or `copy_file_range`, which move
+        /// data without reading it, keep written zeros as data
+        /// ([`CopyReport::zero_detection`](crate::CopyReport::zero_detection)
+        /// says which happened).
         #[default]
         Auto => "auto",
-        /// Also turn all-zero blocks inside data extents into holes
-        /// (destination block granularity). Needs the data in memory, so
-        /// it implies the read/write strategy and no reflink.
+        /// Turn all-zero blocks inside data extents into holes
+        /// (destination block granularity) whatever it costs: needs the
+        /// data in memory, so it implies the read/write strategy and no
+        /// reflink.
         Always => "always",
         /// Write every byte: holes become written zeros, the destination
         /// is fully allocated. Excludes reflink.

@@ -31,6 +31,7 @@ pub struct CopyOptions {
     pub(crate) progress: Option<ProgressFn>,
     pub(crate) interrupt: Option<Interrupt>,
     pub(crate) snapshot: bool,
+    pub(crate) destination_is_zero: bool,
 }
 
 impl fmt::Debug for CopyOptions {
@@ -51,6 +52,7 @@ impl fmt::Debug for CopyOptions {
             .field("progress", &self.progress.is_some())
             .field("interrupt", &self.interrupt)
             .field("snapshot", &self.snapshot)
+            .field("destination_is_zero", &self.destination_is_zero)
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +87,22 @@ impl CopyOptions {
             progress: None,
             interrupt: None,
             snapshot: false,
+            destination_is_zero: false,
         }
+    }
+
+    /// The caller vouches that the destination already reads as zeros
+    /// (default false), as nbdcopy's `--destination-is-zero` and
+    /// `qemu-img convert --target-is-zero`: the source's holes (and, when
+    /// detected, its zero blocks) are skipped instead of punched, zeroed
+    /// or discarded on a block device or an existing file written in
+    /// place. Refused with [`CopyError::InvalidOptions`](crate::CopyError::InvalidOptions)
+    /// for a new or empty file (a staged replacement included), where it
+    /// means nothing. [`SparseMode::Never`](crate::SparseMode::Never)
+    /// still writes every zero.
+    pub fn destination_is_zero(mut self, yes: bool) -> Self {
+        self.destination_is_zero = yes;
+        self
     }
 
     /// Copy from a snapshot of the source (default false): the source is

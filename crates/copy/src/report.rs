@@ -124,9 +124,14 @@ pub struct CopyReport {
     pub bytes_copied: u64,
     /// Source bytes in holes or unwritten extents, not written.
     pub bytes_skipped_as_holes: u64,
-    /// Bytes inside data extents found all-zero and left as holes
-    /// ([`SparseMode::Always`](crate::SparseMode::Always)).
+    /// Bytes inside data extents found all-zero and left as holes (the
+    /// read/write pipeline, unless [`SparseMode::Never`](crate::SparseMode::Never)).
     pub zero_bytes_detected: u64,
+    /// Whether all-zero blocks were looked for: true when the data passed
+    /// through memory (the read/write pipeline) and the sparse mode is not
+    /// `Never`; false for a reflink and for `copy_file_range`, which move
+    /// the data without reading it, so written zeros stay data there.
+    pub zero_detection: bool,
     /// Bytes of explicit zeros written for holes
     /// ([`SparseMode::Never`](crate::SparseMode::Never), or the last
     /// fallback of hole making).

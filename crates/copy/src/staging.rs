@@ -126,6 +126,16 @@ pub(crate) fn copy_paths(
         }
         None => None,
     };
+    // Refused before anything is created: only a block device or an
+    // existing file copied in place has old content to skip.
+    let kind = match (dst_type, &dst_st) {
+        (Some(FileType::BlockDevice), _) => DestinationKind::BlockDevice,
+        (Some(_), Some(st)) if opts.staging == Staging::InPlace && st.st_size > 0 => {
+            DestinationKind::ExistingFile
+        }
+        _ => DestinationKind::NewFile,
+    };
+    engine::check_destination_is_zero(opts, kind)?;
     // The snapshot comes before anything is created, so a refusal leaves
     // nothing; from here on it is the source (the original is closed).
     let src = take_snapshot(opts, &src, src_path)?.unwrap_or(src);

@@ -1,5 +1,6 @@
 //! [`dig_holes`]: find all-zero blocks inside data extents and punch them.
 
+use crate::direct::{AlignedBuf, DirectMode};
 use crate::exclusive::Exclusion;
 use crate::file::{Target, align_down, align_up, retry};
 use crate::punch::PUNCH;
@@ -13,8 +14,11 @@ use sparsekit_extents::{
 use std::num::NonZeroU64;
 use std::ops::Range;
 
-/// Bytes read per `pread` by default.
-const DIG_CHUNK: u64 = 1 << 20;
+/// Bytes read per `pread` by default: measured against 1 and 8 MiB on an
+/// ext4 loop mount (issue #16), 4 MiB direct reads were the fastest.
+const DIG_CHUNK: u64 = 4 << 20;
+/// Memory alignment of the read buffer: `O_DIRECT` needs at most a page.
+const BUF_ALIGN: usize = 4096;
 /// Bytes requested with `POSIX_FADV_WILLNEED` ahead of the chunk being read.
 const PREFETCH: u64 = 4 << 20;
 
@@ -37,7 +41,7 @@ impl Default for DigOptions {
 
 impl DigOptions {
     /// Whole file, holes of one block or more, `Method::Auto`, page cache
-    /// dropped as it goes, 1 MiB reads, for real.
+    /// kept out (`O_DIRECT`, else dropped as it goes), 4 MiB reads, for real.
     pub fn new() -> Self {
         DigOptions {
             min_hole: 0,
@@ -73,8 +77,11 @@ impl DigOptions {
         self
     }
 
-    /// Whether to drop the pages dig reads from the page cache as it goes
-    /// (default true): the file is read with readahead off
+    /// Whether to keep the pages dig reads out of the page cache (default
+    /// true): the file is read with `O_DIRECT` where the filesystem has it
+    /// (switched on for the descriptor with `fcntl(F_SETFL)` and off again
+    /// at the end); elsewhere, or when a direct read is refused, it is read
+    /// with readahead off
     /// (`POSIX_FADV_RANDOM`, restored to `POSIX_FADV_NORMAL` at the end),
     /// the next chunk is requested with `POSIX_FADV_WILLNEED`, and each
     /// chunk read is dropped with `POSIX_FADV_DONTNEED`.
@@ -89,7 +96,7 @@ impl DigOptions {
         self
     }
 
-    /// Bytes per read (rounded down to whole blocks, at least one; default 1 MiB).
+    /// Bytes per read (rounded down to whole blocks, at least one; default 4 MiB).
     pub fn chunk_size(mut self, bytes: u64) -> Self {
         self.chunk = bytes;
         self
@@ -115,6 +122,8 @@ impl DigOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CacheOutcome {
+    /// Read with `O_DIRECT`: nothing entered the page cache.
+    Direct,
     /// Every chunk read was dropped with `POSIX_FADV_DONTNEED`.
     Dropped,
     /// [`DigOptions::drop_cache`] was off.
@@ -193,7 +202,7 @@ impl Dug {
 ///   [`lseek(2)`](https://man7.org/linux/man-pages/man2/lseek.2.html) `SEEK_DATA`,
 ///   [`posix_fadvise(2)`](https://man7.org/linux/man-pages/man2/posix_fadvise.2.html);
 ///   util-linux `fallocate --dig-holes`, which this outperforms by reading
-///   1 MiB at a time instead of one block.
+///   4 MiB at a time with `O_DIRECT` instead of one block through the cache.
 #[doc(alias = "dig-holes")]
 pub fn dig_holes<Fd: AsFd>(fd: &Fd, options: &DigOptions) -> Result<Dug, PunchError> {
     dig(fd, options, None)
@@ -253,21 +262,29 @@ fn dig<Fd: AsFd>(
     };
     let start = align_up(range.start, block).min(end);
     let chunk = align_down(options.chunk, block).max(block);
+    // EINVAL (no direct I/O here) leaves the page-cache path, which is
+    // what dig did before it read directly.
+    let direct = if options.drop_cache {
+        DirectMode::enable(t.fd).ok()
+    } else {
+        None
+    };
 
     let mut digger = Digger {
         t,
         guard,
         min_hole,
         dry_run: options.dry_run,
-        drop: options.drop_cache,
-        cache: if options.drop_cache {
-            CacheOutcome::Dropped
-        } else {
-            CacheOutcome::Kept
+        drop: options.drop_cache && direct.is_none(),
+        cache: match (&direct, options.drop_cache) {
+            (Some(_), _) => CacheOutcome::Direct,
+            (None, true) => CacheOutcome::Dropped,
+            (None, false) => CacheOutcome::Kept,
         },
+        direct,
         run: None,
         prefetched: None,
-        buf: Vec::new(),
+        buf: AlignedBuf::default(),
         chunk,
         scanned: 0,
         zero_bytes: 0,
@@ -372,9 +389,11 @@ struct Digger<'fd> {
     drop: bool,
     cache: CacheOutcome,
     run: Option<Run>,
+    /// Reading with `O_DIRECT` (then `drop` is off: nothing to drop).
+    direct: Option<DirectMode<'fd>>,
     /// The next data extent was requested up to this offset.
     prefetched: Option<u64>,
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     chunk: u64,
     scanned: u64,
     zero_bytes: u64,
@@ -415,10 +434,7 @@ impl Digger<'_> {
             self.flush()?;
             pos = align_up(pos, block).min(ext.end());
         }
-        let want = self.chunk.min(ext.end() - pos) as usize;
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
-        }
+        self.buf.reserve(self.chunk as usize, BUF_ALIGN);
         // Readahead is off (POSIX_FADV_RANDOM): keep PREFETCH bytes past
         // the chunk being read requested with WILLNEED, within this extent
         // and into the next data extent, so the device always has work
@@ -442,8 +458,9 @@ impl Digger<'_> {
                     self.prefetched = Some(next.offset + len);
                 }
             }
-            let mut buf = std::mem::take(&mut self.buf);
-            let read = self.t.read_exact(&mut buf[..n as usize], pos);
+            let mut owned = std::mem::take(&mut self.buf);
+            let buf = owned.as_mut();
+            let read = self.read_chunk(buf, pos, n);
             let result = read.and_then(|()| {
                 self.scanned += n;
                 for (r, zero) in zero_runs(&buf[..n as usize], block as usize) {
@@ -467,12 +484,35 @@ impl Digger<'_> {
                 }
                 Ok(())
             });
-            self.buf = buf;
+            self.buf = owned;
             result?;
             self.advise(pos, n, Advice::DontNeed);
             pos = after;
         }
         Ok(())
+    }
+
+    /// Fills `buf[..n]` from `pos`: one direct read of whole blocks, or,
+    /// without `O_DIRECT` or when a direct read is refused or comes back
+    /// short, through the page cache.
+    fn read_chunk(&mut self, buf: &mut [u8], pos: u64, n: u64) -> Result<(), PunchError> {
+        if let Some(direct) = &self.direct {
+            let whole = align_up(n, self.t.block) as usize;
+            match direct.read(&mut buf[..whole], n as usize, pos) {
+                Ok(true) => return Ok(()),
+                Ok(false) => self.leave_direct(),
+                Err(errno) => return Err(self.t.io("pread", pos, errno)),
+            }
+        }
+        self.t.read_exact(&mut buf[..n as usize], pos)
+    }
+
+    /// Goes on through the page cache, dropping what is read.
+    fn leave_direct(&mut self) {
+        self.direct = None;
+        self.drop = true;
+        self.cache = CacheOutcome::Dropped;
+        self.advise(0, 0, Advice::Random);
     }
 
     /// Adds a zero range (data, or a hole) to the current run.

@@ -55,6 +55,7 @@
 #![warn(missing_docs)]
 
 mod dig;
+mod direct;
 mod error;
 mod exclusive;
 mod file;

@@ -13,7 +13,7 @@
 //! (issue #14): sparsekit's median ≤ 0.5 × the faster peer's. The machine's
 //! load average is printed before and after, as other work skews timings.
 
-use super::copy::{cached, layout_of, make_image_of, s};
+use super::image::{cached, layout_of, make_image_of, s};
 use super::measure::{drop_caches, run as measure, sparsekit_bin};
 use crate::defs;
 use crate::fixture::MountedFs;

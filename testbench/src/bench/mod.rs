@@ -4,11 +4,12 @@
 pub mod clone;
 pub mod compare;
 pub mod copy;
+pub mod dig;
 pub mod extents;
+mod image;
 pub mod measure;
 pub mod nfs;
 pub mod probe;
-pub mod punch;
 
 /// A benchmark: name and entry point (arguments after the name).
 pub type Bench = (&'static str, fn(&[String]) -> anyhow::Result<()>);
@@ -21,7 +22,7 @@ pub fn all() -> Vec<Bench> {
         ("copy", copy::run),
         ("compare", compare::run),
         ("probe", probe::run),
-        ("punch", punch::run),
+        ("dig", dig::run),
         ("nfs", nfs::run),
     ]
 }

@@ -7,7 +7,7 @@
 //! the page cache here). Prints medians and our time as a ratio of each
 //! peer's. Needs a kernel with NFS: run it in a guest (the README's "NFS").
 
-use super::copy::{layout_of, make_image_of, s};
+use super::image::{layout_of, make_image_of, s};
 use super::measure::{self, drop_caches, sparsekit_bin};
 use crate::defs::{FsDef, load, matrix_path};
 use crate::fixture::MountedFs;

@@ -52,6 +52,10 @@ pub fn scenarios() -> Vec<Scenario> {
         ),
         Scenario::new("copy/block_device_source", device::block_device_source),
         Scenario::new("copy/block_device_refused", device::block_device_refused),
+        Scenario::new(
+            "copy/block_device_destination_is_zero",
+            device::block_device_destination_is_zero,
+        ),
         Scenario::new("copy/enospc", device::enospc),
         Scenario::new(
             "copy/largest_file_data_at_end",

@@ -546,7 +546,7 @@ fn dig_forced(ctx: &Ctx<'_>, method: Method) -> ScenarioResult {
 /// Pages of `f` in the page cache (cachestat, or mincore before Linux 6.5).
 fn cached_pages(f: &File) -> anyhow::Result<u64> {
     let page = sparsekit_sys::pagecache::page_size() as u64;
-    Ok(crate::bench::punch::resident_bytes(f)? / page)
+    Ok(crate::bench::dig::resident_bytes(f)? / page)
 }
 
 fn dig_drops_cache(ctx: &Ctx<'_>) -> ScenarioResult {

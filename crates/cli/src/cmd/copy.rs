@@ -1,6 +1,6 @@
 //! `sparsekit copy SRC DST [--sparse auto|always|never] [--reflink auto|always|never]
 //! [--cache auto|keep|drop|direct|dontcache] [--progress|--no-progress] [--json] [--no-sync]
-//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place] [--snapshot] [--verify]`
+//! [--strategy auto|copy-file-range|read-write] [--holes …] [--in-place] [--destination-is-zero] [--snapshot] [--verify]`
 //!
 //! Copies a file or block device without filling its holes or the page
 //! cache; a failed or interrupted copy (Ctrl-C, SIGTERM) leaves no
@@ -34,8 +34,11 @@ pub(crate) struct Args {
     /// goes inside under SRC's name) or a block device (written in place;
     /// must be at least as large as SRC and not mounted).
     dst: PathBuf,
-    /// auto keeps SRC's holes; always also turns all-zero blocks into
-    /// holes; never writes every byte.
+    /// auto keeps SRC's holes, and turns all-zero blocks into holes
+    /// wherever the data passes through memory (the read-write strategy;
+    /// a reflink or copy-file-range keeps written zeros as data); always
+    /// turns all-zero blocks into holes, forcing read-write; never writes
+    /// every byte (full allocation).
     #[arg(long, value_enum, default_value_t = SparseArg::Auto)]
     sparse: SparseArg,
     /// auto tries a whole-file reflink first; always fails if it is not
@@ -61,6 +64,12 @@ pub(crate) struct Args {
     /// links; a failure truncates it) instead of replacing it.
     #[arg(long)]
     in_place: bool,
+    /// DST (a block device, or an existing file with --in-place) already
+    /// reads as zeros, on your word: SRC's holes are skipped instead of
+    /// punched, zeroed or discarded (nbdcopy's --destination-is-zero).
+    /// Refused (exit 2) for a new or empty file, where it means nothing.
+    #[arg(long, alias = "target-is-zero")]
+    destination_is_zero: bool,
     /// Copy from a reflinked snapshot of SRC taken first (a consistent
     /// image of a file being written; no extra space), removed afterwards.
     /// Where the filesystem cannot reflink, fails before creating anything.
@@ -75,7 +84,9 @@ pub(crate) struct Args {
     /// Print JSON: {"source","destination","size","strategy" (reflink,
     /// copy_file_range, read_write, stream),"snapshot","cache",
     /// "cache_source","holes","staging","destination_kind","map_method",
-    /// "bytes_copied","bytes_skipped_as_holes","zero_bytes_detected",
+    /// "bytes_copied","bytes_skipped_as_holes","zero_bytes_detected" (zero
+    /// blocks turned into holes),"zero_detection" (false: reflink or
+    /// copy_file_range, which do not read the data, or sparse never),
     /// "zero_bytes_written","seconds","synced","bytes_left_in_page_cache",
     /// "page_cache":{…},"fallbacks":[{"strategy","errno"}],"verified":null|{"equal",
     /// "bytes_read","source_bytes_read","cache","map_method","seconds"}}.
@@ -158,6 +169,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .sync(!args.no_sync)
         .snapshot(args.snapshot)
+        .destination_is_zero(args.destination_is_zero)
         .verify(args.verify)
         .interrupt(interrupt.clone());
     let show = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
@@ -281,6 +293,7 @@ fn json_report(src: &Path, dst: &Path, r: &CopyReport) -> serde_json::Value {
         "bytes_copied": r.bytes_copied,
         "bytes_skipped_as_holes": r.bytes_skipped_as_holes,
         "zero_bytes_detected": r.zero_bytes_detected,
+        "zero_detection": r.zero_detection,
         "zero_bytes_written": r.zero_bytes_written,
         "seconds": r.elapsed.as_secs_f64(),
         "synced": r.synced,

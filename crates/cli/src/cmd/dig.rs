@@ -33,7 +33,9 @@ pub(crate) struct Args {
     /// Print JSON: {"file","size","method","fallbacks":[{"strategy","errno"}],"dry_run",
     /// "block_size","min_hole",
     /// "bytes_scanned","zero_bytes","holes_punched","bytes_deallocated",
-    /// "allocated_before","allocated_after","cache","seconds","writers"
+    /// "allocated_before","allocated_after","cache" ("direct": read with
+    /// O_DIRECT; "dropped": read through the page cache and dropped;
+    /// "kept"),"seconds","writers"
     /// ("excluded": held a write lease; "not_excluded": --force without
     /// one, "lease_errno" says why; "not_needed": dry run)}.
     #[arg(long)]
@@ -223,6 +225,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn cache_name(c: CacheOutcome) -> String {
     match c {
+        CacheOutcome::Direct => "direct".into(),
         CacheOutcome::Dropped => "dropped".into(),
         CacheOutcome::Kept => "kept".into(),
         CacheOutcome::Failed(e) => format!("failed: {}", sparsekit_sys::ErrnoName(e).symbolic()),

@@ -29,7 +29,7 @@ fn dig_punches_every_zero_run_and_changes_no_byte() {
     assert_eq!(dug.holes_punched, 3);
     assert_eq!(dug.zero_bytes, (128 << 10) + B + 2 * B + 100);
     assert!(dug.bytes_deallocated() >= (128 << 10) + 4 * B, "{dug:?}");
-    assert_eq!(dug.cache, CacheOutcome::Dropped);
+    assert_eq!(dug.cache, expected_cache());
     assert_eq!(contents(&f), old);
     assert!(is_hole(&f, (64 << 10)..(192 << 10)));
     assert!(is_hole(&f, (512 << 10)..(516 << 10)));
@@ -143,6 +143,72 @@ fn a_range_limits_the_dig_to_its_whole_blocks() {
     assert!(is_hole(&f, 2 * B..10 * B));
     assert!(!is_hole(&f, B..2 * B));
     assert!(!is_hole(&f, 10 * B..11 * B));
+}
+
+/// `Direct` where the temporary directory's filesystem takes `O_DIRECT`
+/// (observed on a file of its own), else `Dropped`.
+fn expected_cache() -> CacheOutcome {
+    let probe = tmp();
+    match rustix::fs::fcntl_setfl(&probe, rustix::fs::OFlags::DIRECT) {
+        Ok(()) => CacheOutcome::Direct,
+        Err(_) => CacheOutcome::Dropped,
+    }
+}
+
+fn status_flags(f: &File) -> rustix::fs::OFlags {
+    rustix::fs::fcntl_getfl(f).unwrap()
+}
+
+#[test]
+fn direct_reads_leave_the_descriptor_as_it_was() {
+    if expected_cache() != CacheOutcome::Direct {
+        eprintln!("skipped: no O_DIRECT on the temporary directory");
+        return;
+    }
+    let f = tmp();
+    let size = with_zeros(&f);
+    let before = status_flags(&f);
+    let old = contents(&f);
+    let dug = dig_holes(&f, &DigOptions::new().chunk_size(64 << 10)).unwrap();
+    assert_eq!(dug.cache, CacheOutcome::Direct);
+    assert_eq!(dug.bytes_scanned, size);
+    assert_eq!(dug.zero_bytes, (128 << 10) + B + 2 * B + 100);
+    assert_eq!(status_flags(&f), before);
+    assert_eq!(contents(&f), old);
+    assert!(is_hole(&f, (1 << 20) - 2 * B..size));
+}
+
+#[test]
+fn refused_direct_io_reads_through_the_cache() {
+    let _reset = crate::direct::faults::Reset;
+    crate::direct::faults::refuse_direct(true);
+    let f = tmp();
+    let size = with_zeros(&f);
+    let before = status_flags(&f);
+    let old = contents(&f);
+    let dug = dig_holes(&f, &DigOptions::new()).unwrap();
+    assert_eq!(dug.cache, CacheOutcome::Dropped);
+    assert_eq!(dug.bytes_scanned, size);
+    assert_eq!(dug.holes_punched, 3);
+    assert_eq!(status_flags(&f), before);
+    assert_eq!(contents(&f), old);
+}
+
+#[test]
+fn a_short_direct_read_goes_on_through_the_cache() {
+    let _reset = crate::direct::faults::Reset;
+    crate::direct::faults::short_direct_reads(true);
+    let f = tmp();
+    let size = with_zeros(&f);
+    let before = status_flags(&f);
+    let old = contents(&f);
+    let dug = dig_holes(&f, &DigOptions::new().chunk_size(64 << 10)).unwrap();
+    // Where O_DIRECT is refused outright the first path is the cache anyway.
+    assert_eq!(dug.cache, CacheOutcome::Dropped);
+    assert_eq!(dug.bytes_scanned, size);
+    assert_eq!(dug.zero_bytes, (128 << 10) + B + 2 * B + 100);
+    assert_eq!(status_flags(&f), before);
+    assert_eq!(contents(&f), old);
 }
 
 #[test]

@@ -276,3 +276,31 @@ pub(super) fn enospc(ctx: &Ctx<'_>) -> ScenarioResult {
     }
     Ok(Verdict::Pass)
 }
+
+/// `destination_is_zero` onto a device: the source's holes are skipped,
+/// not zeroed or discarded. The device is filled with `FILL` (the caller's
+/// word is deliberately false here), so a hole left untouched shows as
+/// `FILL` where any hole method would have made zeros.
+pub(super) fn block_device_destination_is_zero(ctx: &Ctx<'_>) -> ScenarioResult {
+    let src = ctx.path("zero-src.img");
+    let f = File::create(&src)?;
+    let data: Vec<u8> = (0..2 << 20).map(|i: u32| (i % 251) as u8 | 1).collect();
+    f.write_all_at(&data, 0)?;
+    f.write_all_at(&data, 6 << 20)?;
+    f.sync_all()?;
+    let dev = filled_device(16 << 20)?;
+    let r = CopyOptions::new()
+        .destination_is_zero(true)
+        .copy(&src, dev.device())?;
+    ensure!(r.destination == DestinationKind::BlockDevice, "{r:?}");
+    let d = File::open(dev.device())?;
+    let mut buf = vec![0u8; 2 << 20];
+    for off in [0u64, 6 << 20] {
+        d.read_exact_at(&mut buf, off)?;
+        ensure!(buf == data, "data at {off} differs ({r:?})");
+    }
+    // The hole 2..6 MiB: skipped, so still the old fill.
+    untouched_from(dev.device(), 2 << 20, 6 << 20).context("the hole was cleared")?;
+    ensure!(r.zero_bytes_written == 0, "{r:?}");
+    Ok(Verdict::Pass)
+}

@@ -1,5 +1,5 @@
-//! `sparsekit dig` against `fallocate --dig-holes` (util-linux) on an
-//! 8 GiB image with 10 % data, a fifth of it explicit zeros, on ext4 and
+//! `sparsekit dig` against `fallocate --dig-holes` (util-linux) on a
+//! 4 GiB image (`--size 8` for 8 GiB) with 10 % data, a fifth of it explicit zeros, on ext4 and
 //! xfs. Each round writes two identical copies, then digs one with each
 //! tool (alternating which goes first) and compares wall time, bytes
 //! punched (hole bytes by SEEK_HOLE, and the `st_blocks` decrease) and the
@@ -14,11 +14,14 @@
 //!   `POSIX_FADV_DONTNEED`), so the device answers from memory and the
 //!   tools' own efficiency shows.
 //!
-//! Targets (checked per filesystem and state): sparsekit's median time no
-//! more than fallocate's, at least as many bytes punched in every round,
-//! less left in the page cache.
+//! `sparsekit dig` takes its write lease (the exclusion of other writers)
+//! inside the timed command, like any user's run.
 //!
-//! `cargo xtask bench punch [--rounds N] [--fs ext4,xfs]`
+//! Targets (checked per filesystem and state, issue #16): sparsekit's
+//! median time at most 0.8 × fallocate's, at least as many bytes punched
+//! in every round, less left in the page cache.
+//!
+//! `cargo xtask bench dig [--rounds N] [--fs ext4,xfs] [--size GIB]`
 
 use super::measure::{Cost, drop_caches, run as measure, sparsekit_bin};
 use crate::defs;
@@ -29,18 +32,21 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-const SIZE: u64 = 8 << 30;
+/// `sparsekit dig`'s median time against `fallocate --dig-holes`'.
+const TIME_TARGET: f64 = 0.8;
 const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 4096;
 
 /// Entry point.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut rounds = 5;
+    let mut size: u64 = 4 << 30;
     let mut filesystems = vec!["ext4".to_owned(), "xfs".to_owned()];
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--rounds" => rounds = it.next().context("--rounds N")?.parse()?,
+            "--size" => size = it.next().context("--size GIB")?.parse::<u64>()? << 30,
             "--fs" => {
                 filesystems = it
                     .next()
@@ -55,10 +61,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let defs = defs::load(&defs::matrix_path())?;
     let bin = sparsekit_bin()?;
     let bin = bin.to_str().context("bin")?;
-    let layout = Layout::generate(0x05ee_dd16);
+    let layout = Layout::generate(0x05ee_dd16, size);
     println!(
         "dig: {} GiB image, {:.1} MiB data in {} extents, {:.1} MiB of it explicit zeros in {} runs",
-        SIZE >> 30,
+        size >> 30,
         layout.data_bytes() as f64 / MIB as f64,
         layout.pieces.len(),
         layout.zero_bytes() as f64 / MIB as f64,
@@ -257,7 +263,7 @@ fn summarize(fs: &str, start: Start, ours: &[Run], peer: &[Run]) -> bool {
     let punched_peer = peer.iter().map(|r| r.punched).max().unwrap_or(0);
     let cache_ours = ours.iter().map(|r| r.cache_left).max().unwrap_or(0);
     let cache_peer = peer.iter().map(|r| r.cache_left).min().unwrap_or(0);
-    let time_ok = t_ours <= t_peer;
+    let time_ok = t_ours <= TIME_TARGET * t_peer;
     let cache_ok = cache_ours < cache_peer || (cache_ours == 0 && cache_peer == 0);
     let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!(
@@ -295,13 +301,14 @@ struct Piece {
     zeros: Vec<(u64, u64)>,
 }
 
-/// The benchmark image: about 410 data extents of 1–3 MiB spread over
-/// 8 GiB (10 % data), each with zero runs of 4 KiB–256 KiB making up a
+/// The benchmark image: data extents of 1–3 MiB (about 205 per 4 GiB)
+/// spread over the image (10 % data), each with zero runs of 4 KiB–256 KiB making up a
 /// fifth of it. Deterministic, so both copies and the check agree.
 #[derive(Debug)]
 struct Layout {
     pieces: Vec<Piece>,
     seed: u64,
+    size: u64,
 }
 
 /// xorshift64*: deterministic, and never yields an all-zero 4 KiB block.
@@ -321,9 +328,9 @@ impl Rng {
 }
 
 impl Layout {
-    fn generate(seed: u64) -> Layout {
+    fn generate(seed: u64, size: u64) -> Layout {
         let mut rng = Rng(seed | 1);
-        let target = SIZE / 10;
+        let target = size / 10;
         let mut lens = Vec::new();
         let mut total = 0;
         while total < target {
@@ -332,7 +339,7 @@ impl Layout {
             total += len;
         }
         // Spread the gaps: random weights over the free space.
-        let free = SIZE - total;
+        let free = size - total;
         let weights: Vec<u64> = (0..=lens.len()).map(|_| 1 + rng.below(1000)).collect();
         let wsum: u64 = weights.iter().sum();
         let mut pos = 0;
@@ -363,7 +370,7 @@ impl Layout {
             });
             pos += len;
         }
-        Layout { pieces, seed }
+        Layout { pieces, seed, size }
     }
 
     fn data_bytes(&self) -> u64 {
@@ -401,7 +408,7 @@ impl Layout {
     /// Writes the image (replacing `path`) and syncs it.
     fn write(&self, path: &Path) -> anyhow::Result<()> {
         let f = File::create(path)?;
-        f.set_len(SIZE)?;
+        f.set_len(self.size)?;
         for (i, p) in self.pieces.iter().enumerate() {
             f.write_all_at(&self.content(i), p.offset)?;
         }
@@ -412,7 +419,7 @@ impl Layout {
     /// Checks every data piece still reads as written.
     fn verify(&self, path: &Path) -> anyhow::Result<()> {
         let f = File::open(path)?;
-        ensure!(f.metadata()?.len() == SIZE, "size changed");
+        ensure!(f.metadata()?.len() == self.size, "size changed");
         let mut buf = Vec::new();
         for (i, p) in self.pieces.iter().enumerate() {
             buf.resize(p.len as usize, 0);
