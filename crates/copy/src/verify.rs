@@ -70,8 +70,16 @@ pub(crate) fn copy(
         Some(i) => cmp.interrupt(i.clone()),
         None => cmp,
     };
+    // A block device is usually larger than the image written to it: the
+    // copy is its first `size` bytes, and what lies beyond is not the copy's
+    // (and must not turn a good copy into a failed one that zeroes the
+    // device's header).
+    let verified = |r: &crate::compare::CompareReport| match kind {
+        DestinationKind::BlockDevice => r.content_equal && r.b.size >= r.a.size,
+        _ => r.equal(),
+    };
     match compare_files(&cmp, src, src_path, file, path) {
-        Ok(r) if r.equal() => {
+        Ok(r) if verified(&r) => {
             report.elapsed += r.elapsed;
             report.verified = Some(r);
             Ok(report)

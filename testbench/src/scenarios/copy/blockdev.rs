@@ -23,6 +23,10 @@ const FILL: u8 = 0xEE;
 pub fn scenarios() -> Vec<Scenario> {
     let v = vec![
         Scenario::new("blockdev/copy_auto", copy_auto),
+        Scenario::new(
+            "blockdev/verify_smaller_source_leaves_the_rest",
+            verify_smaller_source_leaves_the_rest,
+        ),
         Scenario::new("blockdev/copy_cli_reports_holes", copy_cli_reports_holes),
         Scenario::new("blockdev/discard_lie_falls_back", discard_lie_falls_back),
         Scenario::new("blockdev/discard_forced", discard_forced),
@@ -116,6 +120,33 @@ fn check_device(
         );
     }
     Ok(())
+}
+
+/// `copy --verify` of an image smaller than the device: the copy is the
+/// device's first bytes, the verify compares those (a whole-device compare
+/// saw "different sizes", failed a good copy and zeroed its header), and
+/// the rest of the device keeps its old content.
+fn verify_smaller_source_leaves_the_rest(ctx: &Ctx<'_>) -> ScenarioResult {
+    let (_, dev_size) = source(ctx)?;
+    let src = ctx.path("half.img");
+    make_file(&src, &standard_layout())?;
+    let size = dev_size / 2;
+    File::options().write(true).open(&src)?.set_len(size)?;
+    let (dev, _) = prepare(ctx)?;
+    let r = CopyOptions::new()
+        .verify(true)
+        .copy(&src, &dev)
+        .context("copy --verify onto a larger device")?;
+    ensure!(r.verified.is_some(), "no verify report: {r:?}");
+    same_prefix(&src, &dev, size).context("device content")?;
+    let mut tail = vec![0u8; 1 << 20];
+    let at = dev_size - tail.len() as u64;
+    File::open(&dev)?.read_exact_at(&mut tail, at)?;
+    ensure!(
+        tail.iter().all(|&b| b == FILL),
+        "the device past the copy was changed"
+    );
+    Ok(Verdict::Pass)
 }
 
 fn copy_auto(ctx: &Ctx<'_>) -> ScenarioResult {
