@@ -201,8 +201,7 @@ fn a_file_written_during_the_comparison_is_changed_not_equal() {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         });
-        let _faults =
-            fault::inject(Faults::new().read_delay(std::time::Duration::from_millis(50)));
+        let _faults = fault::inject(Faults::new().read_delay(std::time::Duration::from_millis(50)));
         let r = CompareOptions::new().readers(1).compare(&a, &b);
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         r

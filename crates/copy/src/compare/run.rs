@@ -193,7 +193,9 @@ impl Run<'_> {
                     spawn_reader(s, move || self.read_side(i, side, &q, tx, shared));
                 }
             }
-            spawn_reader(s, move || self.dispatch(planner, [a, b], job_tx, cmp_tx, shared));
+            spawn_reader(s, move || {
+                self.dispatch(planner, [a, b], job_tx, cmp_tx, shared)
+            });
             // Returning drops the receivers and pools: readers and the
             // dispatcher blocked on them wake up and end.
             self.compare(cmp_rx, results, shared)
