@@ -1,7 +1,7 @@
 //! The nbd fixture: an image served by `qemu-nbd --connect` to a free
 //! `/dev/nbdN` (the kernel's nbd client), held by a guard whose `Drop`
 //! disconnects the device and stops the server; [`crate::cleanup`] does the
-//! same on a signal, and [`leaks`] finds a server that outlived its bench.
+//! same on a signal, and `leaks` finds a server that outlived its bench.
 
 use crate::cleanup::Registration;
 use crate::fixture::work_dir;

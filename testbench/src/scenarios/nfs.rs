@@ -12,8 +12,8 @@
 //! - `copy` from and to the dying server without `--timeout` ends with an
 //!   error naming the file (soft), or blocks (hard) and is ended by
 //!   SIGTERM: the first asks for a clean stop, which a process blocked in
-//!   an NFS call cannot hear, so a second one [`SECOND_SIGNAL`] later
-//!   ends it at once, within [`SIGNAL_EXIT`] — and no destination ever
+//!   an NFS call cannot hear, so a second one `SECOND_SIGNAL` later
+//!   ends it at once, within `SIGNAL_EXIT` — and no destination ever
 //!   appears under its final name.
 //!
 //! After the outage the client must answer again. What each mount type
