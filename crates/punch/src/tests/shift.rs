@@ -266,3 +266,21 @@ fn an_insert_past_the_maximum_file_size_changes_nothing() {
         assert_eq!(contents(&f), old);
     }
 }
+
+/// A map that calls data a hole (btrfs before 6.2 right after a write)
+/// must not make a shift punch that data away: holes are read before the
+/// destination is punched. Without the read, both shifts lost every byte
+/// they moved.
+#[test]
+fn a_map_that_hides_data_loses_nothing() {
+    let f = tmp();
+    let old = layered(&f);
+    let _lie = crate::mover::lying_map::every_extent_a_hole();
+    collapse_range(&f, 2 * B, 4 * B, ShiftStrategy::MoveData).unwrap();
+    let mid = collapsed(&old, 2 * B, 4 * B);
+    assert_eq!(contents(&f), mid);
+    insert_range(&f, 4 * B, 3 * B, ShiftStrategy::MoveData).unwrap();
+    assert_eq!(contents(&f), inserted(&mid, 4 * B, 3 * B));
+    // A real hole read as zeros is still punched, not written.
+    assert!(is_hole(&f, 3 * MIB / 2..3 * MIB - 4 * B));
+}
