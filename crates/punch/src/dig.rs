@@ -300,6 +300,11 @@ fn dig<Fd: AsFd>(
     if digger.drop {
         digger.advise(0, 0, Advice::Normal);
     }
+    if digger.direct.is_some() {
+        // A direct read may still go through the cache (btrfs over a
+        // compressed extent): drop what dig's reads left, once.
+        let _ = fadvise(fd, start, NonZeroU64::new(end - start), Advice::DontNeed);
+    }
     match result {
         Ok(()) => {}
         // Carries its own account of what was done.
