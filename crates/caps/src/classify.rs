@@ -311,6 +311,10 @@ pub fn write_lease(obs: &LeaseObservation, verified_by: impl Into<String>) -> Ce
                 "no leases on this filesystem (or /proc/sys/fs/leases-enable is 0)"
             }
             Errno::ACCESS | Errno::PERM => "not the owner and no CAP_LEASE",
+            // Nothing else had the file open: the filesystem holds back
+            // leases itself (the NFSv4 client grants one only under a
+            // write delegation from the server).
+            Errno::AGAIN => "refused on the only descriptor (NFSv4: no write delegation)",
             _ => "trial failed (not an errno that means unsupported)",
         };
         return Cell::unsupported(name.clone(), verified_by)
@@ -518,6 +522,7 @@ mod tests {
             (Errno::INVAL, "EINVAL", "no leases"),
             (Errno::NOLCK, "ENOLCK", "no leases"),
             (Errno::ACCESS, "EACCES", "CAP_LEASE"),
+            (Errno::AGAIN, "EAGAIN", "no write delegation"),
             (Errno::IO, "EIO", "trial failed"),
         ] {
             let cell = write_lease(
