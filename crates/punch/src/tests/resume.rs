@@ -397,6 +397,41 @@ fn resume_refuses_another_file_and_a_changed_size() {
 }
 
 #[test]
+fn a_collapse_killed_inside_its_truncate_resumes() {
+    // btrfs leaves a size between the old and the new one when SIGKILL
+    // interrupts the truncate (seen in the bench on btrfs-zstd).
+    let _reset = crash::Reset;
+    let s = scratch();
+    let op = Op::Collapse {
+        offset: 2 * B,
+        length: 3 * B,
+    };
+    let mut expected = s.model.clone();
+    expected.apply(&op, B, Effect::Unchanged);
+    crash::arm(Point::BeforeJournalRemove, 0);
+    run(&options(&s.path), &s.file, &op).unwrap_err();
+    assert!(crash::fired());
+    let size_before = s.model.bytes().len() as u64;
+    let final_size = size_before - 3 * B;
+    // Between the two, as the interrupted truncate left it.
+    s.file.set_len(final_size + B + 100).unwrap();
+    resume_to_the_end(&s, "a part-way truncate");
+    check_final(&s, &expected, "a part-way truncate");
+
+    // Before the last header, the same size is another writer's doing.
+    let s = scratch();
+    crash::arm(Point::AfterSegment, 0);
+    run(&options(&s.path), &s.file, &op).unwrap_err();
+    assert!(crash::fired());
+    s.file.set_len(final_size + B + 100).unwrap();
+    let e = options(&s.path).resume(&s.file).unwrap_err();
+    assert!(
+        matches!(e, PunchError::JournalMismatch { .. }) && e.to_string().contains("size"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_journal_without_a_complete_header_is_discarded() {
     let s = scratch();
     let j = journal(&s.path);
