@@ -127,7 +127,9 @@ impl MapOptions {
     /// Whether dirty pages of the range are written back before mapping
     /// (default true): `FIEMAP_FLAG_SYNC` for FIEMAP, and one
     /// `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)` before SEEK_DATA —
-    /// no metadata commit or device flush, and nearly free on a clean file.
+    /// no metadata commit or device flush, and nearly free on a clean file
+    /// (`fdatasync` where pages are dirty or cannot be counted: see
+    /// `write_back`).
     ///
     /// Without it FIEMAP shows delalloc extents as `UNKNOWN|DELALLOC` and an
     /// unwritten extent with dirty pages as unwritten although it holds
@@ -316,8 +318,24 @@ fn probe_op(method: Method) -> &'static str {
 /// everywhere (see [`MapOptions::sync`]). Filesystems that cannot do it
 /// (ESPIPE, EINVAL) are mapped as they are; an I/O error is reported as
 /// the SEEK_DATA failure it would cause.
+///
+/// Where pages are dirty or under writeback, or the kernel cannot count
+/// them (no `cachestat`, before 6.5), `fdatasync` rather than
+/// `sync_file_range`: btrfs before 6.2 reports a range as a hole once its
+/// pages are written but before the write's ordered extent completes,
+/// which `sync_file_range` does not wait for and `fdatasync` does — a copy
+/// right after a write missed data in 8-18 % of trials on Debian's 6.1.
+/// A clean file costs one `cachestat` and one no-op `sync_file_range`.
 fn write_back(fd: BorrowedFd<'_>, start: u64, end: u64) -> Result<(), Errno> {
-    use sparsekit_sys::pagecache::{SyncFileRangeFlags as F, sync_file_range};
+    use sparsekit_sys::pagecache::{SyncFileRangeFlags as F, cachestat, sync_file_range};
+    if needs_fdatasync(cachestat(fd, start, end - start)) {
+        match rustix::fs::fdatasync(fd) {
+            Ok(()) => return Ok(()),
+            Err(e @ (Errno::IO | Errno::NOSPC | Errno::DQUOT)) => return Err(e),
+            // EINVAL, EROFS and the like: the range call below may still work.
+            Err(_) => {}
+        }
+    }
     match sync_file_range(
         fd,
         start,
@@ -326,6 +344,15 @@ fn write_back(fd: BorrowedFd<'_>, start: u64, end: u64) -> Result<(), Errno> {
     ) {
         Err(e @ (Errno::IO | Errno::NOSPC | Errno::DQUOT)) => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// Whether [`write_back`] must wait with `fdatasync`, given the range's
+/// `cachestat`.
+fn needs_fdatasync(stat: Result<sparsekit_sys::pagecache::CacheStat, Errno>) -> bool {
+    match stat {
+        Ok(cs) => cs.nr_dirty + cs.nr_writeback > 0,
+        Err(_) => true,
     }
 }
 
@@ -554,6 +581,28 @@ impl Iterator for ExtentMap<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sparsekit_sys::pagecache::CacheStat;
+
+    #[test]
+    fn dirty_pages_or_an_unknown_count_wait_with_fdatasync() {
+        let clean = CacheStat {
+            nr_cache: 8,
+            ..CacheStat::default()
+        };
+        assert!(!needs_fdatasync(Ok(clean)));
+        let dirty = CacheStat {
+            nr_dirty: 1,
+            ..clean
+        };
+        assert!(needs_fdatasync(Ok(dirty)));
+        let in_flight = CacheStat {
+            nr_writeback: 1,
+            ..clean
+        };
+        assert!(needs_fdatasync(Ok(in_flight)));
+        // No cachestat (before 6.5): the btrfs race is possible there.
+        assert!(needs_fdatasync(Err(Errno::NOSYS)));
+    }
 
     const AUTO: &[Method] = &[Method::Seek, Method::Fiemap, Method::Scan];
     const DEGRADED: Degraded = Degraded::SeekHoleReportsAllData {
