@@ -192,46 +192,53 @@ fn direct_reaches_the_end(side: Side, size: u64, align: u64) -> Result<u64, Prob
 }
 
 /// Turns O_DIRECT on for `fd` and proves it with one aligned I/O at offset
-/// 0. On failure O_DIRECT is turned off again. Returns the alignment.
+/// 0. On failure O_DIRECT is turned off again. Returns the alignment: the
+/// first candidate of [`direct_alignments`] the I/O accepts.
 fn probe_direct(side: Side, fd: BorrowedFd<'_>) -> Result<u64, Probe> {
-    let align = direct_alignment(side, fd)?;
+    let candidates = direct_alignments(side, fd)?;
     // Narrower than sparsekit_sys::is_unsupported on purpose: only the two
     // answers open(2) documents for a filesystem without O_DIRECT.
     set_direct(fd, true).map_err(|e| match e {
         Errno::INVAL | Errno::OPNOTSUPP => Probe::Unsupported(e),
         e => Probe::Failed("fcntl(F_SETFL, O_DIRECT)", e),
     })?;
-    let mut buf = Buffer::new(align as usize);
-    let res = match side {
-        Side::Source => pread(fd, buf.as_mut_slice(), 0).map(drop),
-        Side::Destination => pwrite(fd, buf.as_slice(), 0).map(drop),
-    };
-    match res {
-        Ok(()) => Ok(align),
-        Err(e) => {
-            let _ = set_direct(fd, false);
-            Err(match e {
-                // EINVAL: the alignment is not what the filesystem wants,
-                // or it accepts the flag but not the I/O.
-                Errno::INVAL | Errno::OPNOTSUPP => Probe::Unsupported(e),
-                e => Probe::Failed(
+    let mut refused = Errno::INVAL;
+    for align in candidates {
+        let mut buf = Buffer::new(align as usize);
+        let res = match side {
+            Side::Source => pread(fd, buf.as_mut_slice(), 0).map(drop),
+            Side::Destination => pwrite(fd, buf.as_slice(), 0).map(drop),
+        };
+        match res {
+            Ok(()) => return Ok(align),
+            // EINVAL: the alignment is not what the filesystem wants (try
+            // the next), or it accepts the flag but not the I/O.
+            Err(e @ (Errno::INVAL | Errno::OPNOTSUPP)) => refused = e,
+            Err(e) => {
+                let _ = set_direct(fd, false);
+                return Err(Probe::Failed(
                     if side == Side::Source {
                         "pread(O_DIRECT)"
                     } else {
                         "pwrite(O_DIRECT)"
                     },
                     e,
-                ),
-            })
+                ));
+            }
         }
     }
+    let _ = set_direct(fd, false);
+    Err(Probe::Unsupported(refused))
 }
 
-/// The O_DIRECT offset alignment: `statx` `STATX_DIOALIGN` (Linux 6.1) and,
-/// for reads, `STATX_DIO_READ_ALIGN` (6.16); where the filesystem does not
-/// report them, the logical block size of a block device or `st_blksize`
-/// of a file (the probe I/O then confirms it).
-fn direct_alignment(side: Side, fd: BorrowedFd<'_>) -> Result<u64, Probe> {
+/// The O_DIRECT offset alignments to try, smallest first: `statx`
+/// `STATX_DIOALIGN` (Linux 6.1) and, for reads, `STATX_DIO_READ_ALIGN`
+/// (6.16); the logical block size of a block device; else 512, 4096 and
+/// `st_blksize`, which the probe I/O tries in turn. `st_blksize` alone is
+/// no alignment: NFS reports its wsize there (1 MiB) while taking O_DIRECT
+/// at any offset, and every aligned piece widened to 1 MiB wrote zeros
+/// over the holes around small data.
+fn direct_alignments(side: Side, fd: BorrowedFd<'_>) -> Result<Vec<u64>, Probe> {
     let mut mask = StatxFlags::DIOALIGN;
     if side == Side::Source {
         mask |= STATX_DIO_READ_ALIGN;
@@ -248,18 +255,27 @@ fn direct_alignment(side: Side, fd: BorrowedFd<'_>) -> Result<u64, Probe> {
             .contains(STATX_DIO_READ_ALIGN)
             .then_some(stx.stx_dio_read_offset_align)
             .filter(|&a| a != 0);
-        return Ok(u64::from(match side {
+        return Ok(vec![u64::from(match side {
             Side::Source => read_align.unwrap_or(stx.stx_dio_offset_align),
             Side::Destination => stx.stx_dio_offset_align,
-        }));
+        })]);
     }
     let st = fstat(fd).map_err(|e| Probe::Failed("fstat", e))?;
     if FileType::from_raw_mode(st.st_mode) == FileType::BlockDevice {
         let lbs =
             rustix::fs::ioctl_blksszget(fd).map_err(|e| Probe::Failed("ioctl(BLKSSZGET)", e))?;
-        return Ok(u64::from(lbs.max(512)));
+        return Ok(vec![u64::from(lbs.max(512))]);
     }
-    Ok((st.st_blksize as u64).max(512))
+    Ok(unreported_alignments(st.st_blksize as u64))
+}
+
+/// The candidates where nothing reports the alignment.
+fn unreported_alignments(blksize: u64) -> Vec<u64> {
+    let mut out = vec![512, 4096];
+    if blksize.is_power_of_two() && blksize > 4096 && blksize <= 1 << 20 {
+        out.push(blksize);
+    }
+    out
 }
 
 /// Sets or clears O_DIRECT on an open file description (`F_SETFL`).
@@ -296,5 +312,15 @@ mod tests {
             );
         }
         assert!(fb.is_empty());
+    }
+
+    #[test]
+    fn an_unreported_alignment_is_tried_from_512_up() {
+        // NFS: st_blksize is the wsize, not an alignment.
+        assert_eq!(unreported_alignments(1 << 20), [512, 4096, 1 << 20]);
+        assert_eq!(unreported_alignments(4096), [512, 4096]);
+        // Nonsense st_blksize values are never tried.
+        assert_eq!(unreported_alignments(0), [512, 4096]);
+        assert_eq!(unreported_alignments(3 << 20), [512, 4096]);
     }
 }
