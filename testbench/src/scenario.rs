@@ -20,6 +20,20 @@ use std::path::{Path, PathBuf};
 /// What a scenario returns: `Ok(Pass)`, `Ok(Skip(reason))`, or `Err` (fail).
 pub type ScenarioResult = anyhow::Result<Verdict>;
 
+/// A wall-clock budget made for a real machine, stretched where the bench
+/// runs under software emulation: `cargo xtask testbench --kernel` sets
+/// `SPARSEKIT_ACCEL=tcg` when QEMU could not use KVM, where CPU-bound work
+/// measured 8–15× and small I/O up to 25× slower than the host.
+pub fn wall_budget(real: std::time::Duration) -> std::time::Duration {
+    match std::env::var("SPARSEKIT_ACCEL").as_deref() {
+        Ok("tcg") => real * TCG_SLOWDOWN,
+        _ => real,
+    }
+}
+
+/// The slowdown allowed for under TCG: the worst measured, with room.
+const TCG_SLOWDOWN: u32 = 30;
+
 /// A scenario's non-failing outcomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -134,8 +134,14 @@ pub(crate) fn script(g: &GuestRun<'_>) -> String {
     ];
     bench.extend(g.bench_args.iter().map(|a| sh_quote(a)));
     let package = g.package.map(sh_quote).unwrap_or_else(|| "''".into());
+    // SPARSEKIT_ACCEL: what probe_accel observed, so wall-clock budgets
+    // in the bench can allow for software emulation.
+    let accel = match g.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
     let bench = format!(
-        "TMPDIR=/tmp SPARSEKIT_MACHINE={machine} SPARSEKIT_KERNEL_PACKAGE={package} \\\n  {bench}",
+        "TMPDIR=/tmp SPARSEKIT_MACHINE={machine} SPARSEKIT_ACCEL={accel} SPARSEKIT_KERNEL_PACKAGE={package} \\\n  {bench}",
         machine = sh_quote(GUEST_MACHINE),
         bench = bench.join(" "),
     );
@@ -396,6 +402,7 @@ mod tests {
         };
         let s = script(&g);
         assert!(s.contains("echo booted > \"$R/booted\""));
+        assert!(s.contains(" SPARSEKIT_ACCEL=tcg "), "{s}");
         assert!(
             s.contains("for m in loop fuse overlay ext4 xfs btrfs; do"),
             "{s}"
