@@ -323,8 +323,9 @@ fn probe_op(method: Method) -> &'static str {
 /// them (no `cachestat`, before 6.5), `fdatasync` rather than
 /// `sync_file_range`: btrfs before 6.2 reports a range as a hole once its
 /// pages are written but before the write's ordered extent completes,
-/// which `sync_file_range` does not wait for and `fdatasync` does — a copy
-/// right after a write missed data in 8-18 % of trials on Debian's 6.1.
+/// which `sync_file_range` does not wait for and `fdatasync` does (an
+/// earlier experiment on Debian's 6.1 lost data in 8-18 % of copies made
+/// right after `sync_file_range(WRITE)`).
 /// A clean file costs one `cachestat` and one no-op `sync_file_range`.
 fn write_back(fd: BorrowedFd<'_>, start: u64, end: u64) -> Result<(), Errno> {
     use sparsekit_sys::pagecache::{SyncFileRangeFlags as F, cachestat, sync_file_range};
