@@ -32,6 +32,17 @@ fn io(path: &Path, op: &'static str, errno: Errno) -> CopyError {
 
 pub(crate) use sparsekit_sys::file_type_name as kind_name;
 
+/// Refuses `verify` up front for a source that is streamed (its content is
+/// generated when read): reading it again proves nothing.
+fn verifiable(opts: &CopyOptions, src: &File, st: &Stat) -> Result<(), CopyError> {
+    if opts.verify && crate::stream::needed(src.as_fd(), st).is_some() {
+        return Err(CopyError::InvalidOptions(
+            "verify reads the source again, and this source's content is generated when read (its size says nothing of it); copy it without verify",
+        ));
+    }
+    Ok(())
+}
+
 fn copyable(st: &Stat, path: &Path, is_source: bool) -> Result<FileType, CopyError> {
     match FileType::from_raw_mode(st.st_mode) {
         ft @ (FileType::RegularFile | FileType::BlockDevice) => Ok(ft),
@@ -91,15 +102,21 @@ pub(crate) fn copy_paths(
     dst_path: &Path,
 ) -> Result<CopyReport, CopyError> {
     engine::check_options(opts)?;
+    // O_NONBLOCK: a FIFO would block the open until a writer came; it is
+    // refused by its type right after. Cleared again for the reads.
     let src: File = open(
         src_path,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
         Mode::empty(),
     )
     .map_err(|e| io(src_path, "open", e))?
     .into();
     let src_st = fstat(&src).map_err(|e| io(src_path, "fstat", e))?;
     copyable(&src_st, src_path, true)?;
+    let flags = rustix::fs::fcntl_getfl(&src).map_err(|e| io(src_path, "fcntl(F_GETFL)", e))?;
+    rustix::fs::fcntl_setfl(&src, flags - OFlags::NONBLOCK)
+        .map_err(|e| io(src_path, "fcntl(F_SETFL)", e))?;
+    verifiable(opts, &src, &src_st)?;
 
     // Follow a symlink destination to its target, so the copy replaces the
     // file and not the link.
@@ -392,6 +409,7 @@ pub(crate) fn copy_open(
     engine::check_options(opts)?;
     let src_st = fstat(src).map_err(|e| io(src_path, "fstat", e))?;
     copyable(&src_st, src_path, true)?;
+    verifiable(opts, src, &src_st)?;
     let dst_st = fstat(dst).map_err(|e| io(dst_path, "fstat", e))?;
     let ft = copyable(&dst_st, dst_path, false)?;
     check_distinct(&src_st, src_path, &dst_st, dst_path)?;

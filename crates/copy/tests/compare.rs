@@ -213,27 +213,28 @@ fn a_file_written_during_the_comparison_is_changed_not_equal() {
 }
 
 /// A forced map method the file's filesystem lacks: `Map`, naming the
-/// file and the errno (sysfs has no FIEMAP; its files are regular, 4 KiB
-/// long, and always there).
+/// file and the errno (tmpfs has no FIEMAP).
 #[test]
 fn a_map_that_fails_names_the_file_and_the_errno() {
-    let sysfs = Path::new("/sys/kernel/uevent_seqnum");
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let a = shm.path().join("a.img");
+    std::fs::write(&a, [1u8; 4096]).unwrap();
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let b = dir.path().join("b.img");
     std::fs::write(&b, [0u8; 4096]).unwrap();
     let e = CompareOptions::new()
         .map_method(sparsekit_extents::Method::Fiemap)
-        .compare(sysfs, &b)
+        .compare(&a, &b)
         .unwrap_err();
     match &e {
         CompareError::Map { path, source } => {
-            assert_eq!(path, sysfs);
+            assert_eq!(path, &a);
             assert!(source.errno().is_some(), "{e:?}");
         }
         other => panic!("{other:?}"),
     }
     assert!(
-        e.to_string().starts_with("/sys/kernel/uevent_seqnum: "),
+        e.to_string().starts_with(&format!("{}: ", a.display())),
         "{e}"
     );
     assert!(e.errno().is_some(), "{e:?}");
@@ -250,6 +251,46 @@ fn directories_and_missing_files_are_refused_with_the_path() {
         .unwrap_err();
     assert_eq!(e.errno(), Some(Errno::NOENT));
     assert!(e.to_string().contains("nope"), "{e}");
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking_and_a_procfs_file_without_a_wrong_answer() {
+    let (d, a, _b) = pair();
+    let fifo = d.path().join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    // No writer ever comes: a blocking open would hang the test.
+    let e = CompareOptions::new().compare(&a, &fifo).unwrap_err();
+    assert!(e.is_usage_error() && e.to_string().contains("fifo"), "{e}");
+    // st_size 0, content not: "differ in size" would be a wrong answer.
+    let e = CompareOptions::new()
+        .compare("/proc/self/status", &a)
+        .unwrap_err();
+    assert!(
+        e.is_usage_error() && e.to_string().contains("/proc/self/status"),
+        "{e}"
+    );
+}
+
+#[test]
+fn verify_is_refused_up_front_for_a_source_generated_when_read() {
+    let d = tempfile::tempdir().unwrap();
+    let dst = d.path().join("copy");
+    let e = CopyOptions::new()
+        .verify(true)
+        .copy("/proc/self/status", &dst)
+        .unwrap_err();
+    assert!(
+        matches!(e, CopyError::InvalidOptions(_)) && e.is_usage_error(),
+        "{e:?}"
+    );
+    assert!(!dst.exists());
 }
 
 #[test]

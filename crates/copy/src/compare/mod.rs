@@ -214,18 +214,27 @@ impl CompareOptions {
     }
 }
 
+/// Opens `path` read-only without ever blocking: a FIFO would block the
+/// open until a writer came (it is refused by its type right after), and
+/// a tty must not become the controlling terminal.
 fn open_read(path: &Path) -> Result<File, CompareError> {
-    let fd = open(
-        path,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )
-    .map_err(|errno| CompareError::Io {
+    let io = |op, errno| CompareError::Io {
         path: path.to_owned(),
-        op: "open",
+        op,
         offset: None,
         errno,
-    })?;
+    };
+    let fd = open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|errno| io("open", errno))?;
+    // Regular files and block devices ignore O_NONBLOCK; clear it anyway
+    // so nothing downstream can see EAGAIN.
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|errno| io("fcntl(F_GETFL)", errno))?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
+        .map_err(|errno| io("fcntl(F_SETFL)", errno))?;
     Ok(fd.into())
 }
 
@@ -312,6 +321,21 @@ fn prepare(
         return Err(CompareError::NotComparable {
             path: path.to_owned(),
             kind: sparsekit_sys::file_type_name(ft),
+        });
+    }
+    if let Some(reason) = crate::stream::needed(fd, &stat) {
+        // Its size says nothing of its content (a /proc file says 0): a
+        // comparison by size and extent map would be a wrong answer.
+        return Err(CompareError::NotComparable {
+            path: path.to_owned(),
+            kind: match reason {
+                crate::stream::Reason::PseudoFilesystem(_) => {
+                    "file of a pseudo filesystem (its size is not its content)"
+                }
+                crate::stream::Reason::EmptyButReadable => {
+                    "file whose size is 0 although it reads bytes"
+                }
+            },
         });
     }
     let size = crate::engine::file_size(fd, &stat, path)?;
