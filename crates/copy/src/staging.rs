@@ -32,6 +32,22 @@ fn io(path: &Path, op: &'static str, errno: Errno) -> CopyError {
 
 pub(crate) use sparsekit_sys::file_type_name as kind_name;
 
+/// Opens `path` read-only without ever blocking: a FIFO would block the
+/// open until a writer came (the callers refuse it by its type right
+/// after), and a tty must not become the controlling terminal. O_NONBLOCK
+/// is cleared again, so no read can see EAGAIN. Errors name the call.
+pub(crate) fn open_read(path: &Path) -> Result<File, (&'static str, Errno)> {
+    let fd = open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| ("open", e))?;
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| ("fcntl(F_GETFL)", e))?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(|e| ("fcntl(F_SETFL)", e))?;
+    Ok(fd.into())
+}
+
 /// Refuses `verify` up front for a source that is streamed (its content is
 /// generated when read): reading it again proves nothing.
 fn verifiable(opts: &CopyOptions, src: &File, st: &Stat) -> Result<(), CopyError> {
@@ -102,20 +118,9 @@ pub(crate) fn copy_paths(
     dst_path: &Path,
 ) -> Result<CopyReport, CopyError> {
     engine::check_options(opts)?;
-    // O_NONBLOCK: a FIFO would block the open until a writer came; it is
-    // refused by its type right after. Cleared again for the reads.
-    let src: File = open(
-        src_path,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
-        Mode::empty(),
-    )
-    .map_err(|e| io(src_path, "open", e))?
-    .into();
+    let src = open_read(src_path).map_err(|(op, e)| io(src_path, op, e))?;
     let src_st = fstat(&src).map_err(|e| io(src_path, "fstat", e))?;
     copyable(&src_st, src_path, true)?;
-    let flags = rustix::fs::fcntl_getfl(&src).map_err(|e| io(src_path, "fcntl(F_GETFL)", e))?;
-    rustix::fs::fcntl_setfl(&src, flags - OFlags::NONBLOCK)
-        .map_err(|e| io(src_path, "fcntl(F_SETFL)", e))?;
     verifiable(opts, &src, &src_st)?;
 
     // Follow a symlink destination to its target, so the copy replaces the

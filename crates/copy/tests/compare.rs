@@ -268,6 +268,11 @@ fn a_fifo_is_refused_without_blocking_and_a_procfs_file_without_a_wrong_answer()
     // No writer ever comes: a blocking open would hang the test.
     let e = CompareOptions::new().compare(&a, &fifo).unwrap_err();
     assert!(e.is_usage_error() && e.to_string().contains("fifo"), "{e}");
+    // The copy opens its source the same way.
+    let dst = d.path().join("from-fifo");
+    let e = CopyOptions::new().copy(&fifo, &dst).unwrap_err();
+    assert!(e.is_usage_error() && e.to_string().contains("fifo"), "{e}");
+    assert!(!dst.exists());
     // st_size 0, content not: "differ in size" would be a wrong answer.
     let e = CompareOptions::new()
         .compare("/proc/self/status", &a)

@@ -214,28 +214,13 @@ impl CompareOptions {
     }
 }
 
-/// Opens `path` read-only without ever blocking: a FIFO would block the
-/// open until a writer came (it is refused by its type right after), and
-/// a tty must not become the controlling terminal.
 fn open_read(path: &Path) -> Result<File, CompareError> {
-    let io = |op, errno| CompareError::Io {
+    crate::staging::open_read(path).map_err(|(op, errno)| CompareError::Io {
         path: path.to_owned(),
         op,
         offset: None,
         errno,
-    };
-    let fd = open(
-        path,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
-        Mode::empty(),
-    )
-    .map_err(|errno| io("open", errno))?;
-    // Regular files and block devices ignore O_NONBLOCK; clear it anyway
-    // so nothing downstream can see EAGAIN.
-    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|errno| io("fcntl(F_GETFL)", errno))?;
-    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
-        .map_err(|errno| io("fcntl(F_SETFL)", errno))?;
-    Ok(fd.into())
+    })
 }
 
 /// Restores the O_DIRECT state of both descriptors however the
