@@ -12,6 +12,7 @@ use super::spec::sh_quote;
 use super::{Stage, StageError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Modules the bench's filesystems need (built-in ones are fine too).
@@ -101,6 +102,7 @@ pub(crate) enum Fault {
 }
 
 /// What the guest runs.
+#[derive(Clone, Copy)]
 pub(crate) struct GuestRun<'a> {
     pub(crate) label: &'a str,
     pub(crate) image: &'a Path,
@@ -260,17 +262,52 @@ pub(crate) fn missing_modules(text: &str) -> Vec<String> {
 /// oopses early (seen in CI: "Oops: int3" 1.7 s into a Debian 6.12 boot
 /// that boots every other time). A kernel that fails twice is failed; an
 /// image that does not even start (no oops, no panic) is not retried.
+///
+/// A KVM that cannot run the guest ([`kvm_failed`]) is given up for the
+/// rest of the process and the boot done again under TCG.
 pub(crate) fn boot_and_run(g: &GuestRun<'_>) -> Result<i32, StageError> {
-    match boot_and_run_once(g) {
+    let mut g = *g;
+    if KVM_GIVEN_UP.load(Ordering::Relaxed) {
+        g.accel = Accel::Tcg;
+    }
+    match boot_and_run_once(&g) {
+        Err(e)
+            if e.stage == Stage::Boot
+                && g.accel == Accel::Kvm
+                && kvm_failed(&e.error.to_string()) =>
+        {
+            KVM_GIVEN_UP.store(true, Ordering::Relaxed);
+            println!(
+                "kernel {}: KVM could not run the guest ({:#}); software emulation (TCG) from now on",
+                g.label, e.error
+            );
+            g.accel = Accel::Tcg;
+            boot_and_run(&g)
+        }
         Err(e) if e.stage == Stage::Boot && oopsed(&e.error.to_string()) => {
             println!(
                 "kernel {}: the boot failed ({:#}); booting once more",
                 g.label, e.error
             );
-            boot_and_run_once(g)
+            boot_and_run_once(&g)
         }
         other => other,
     }
+}
+
+/// Set once a guest showed that QEMU's KVM cannot run it.
+static KVM_GIVEN_UP: AtomicBool = AtomicBool::new(false);
+
+/// What QEMU prints when KVM stops a guest it cannot run. [`probe_accel`]
+/// cannot see it: a paravirtual KVM that starts a paused machine may still
+/// fail the kernel's first instruction it must emulate (seen: "KVM internal
+/// error. Suberror: 1 … emulation failure" in the boot stub, with QEMU
+/// left hanging).
+const KVM_FAILURE: &str = "KVM internal error";
+
+/// Whether a boot failure is KVM's, not the kernel's.
+fn kvm_failed(why: &str) -> bool {
+    why.contains(KVM_FAILURE)
 }
 
 /// Whether a boot failure's console line is a kernel oops or panic.
@@ -336,6 +373,17 @@ fn boot_and_run_once(g: &GuestRun<'_>) -> Result<i32, StageError> {
         }
         if exited.is_some() {
             break;
+        }
+        if boot_time.is_none() && g.accel == Accel::Kvm {
+            let text = std::fs::read_to_string(&console).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(KVM_FAILURE)) {
+                vm.kill();
+                return Err(err(
+                    Stage::Boot,
+                    &console,
+                    anyhow::anyhow!("QEMU stopped the guest: {}", line.trim()),
+                ));
+            }
         }
         match (boot_time, done_at) {
             (None, _) if started.elapsed() > g.boot_limit => {
@@ -415,6 +463,10 @@ mod tests {
         ));
         assert!(oopsed("[console: Kernel panic - not syncing: VFS]"));
         assert!(!oopsed("the guest never reached its script"));
+        assert!(kvm_failed(
+            "QEMU stopped the guest: KVM internal error. Suberror: 1"
+        ));
+        assert!(!kvm_failed("the guest never reached its script"));
     }
 
     #[test]
