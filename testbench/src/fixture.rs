@@ -240,6 +240,16 @@ impl MountedFs {
         self.server.as_ref()
     }
 
+    /// The same file on the server's own filesystem, for a `path` under an
+    /// NFS mount (the server and the client are this machine); `None`
+    /// elsewhere. The NFS client has no FIEMAP, so whether a FICLONE
+    /// (an NFS CLONE) shared extents is seen only there.
+    pub fn server_path(&self, path: &Path) -> Option<PathBuf> {
+        let base = self.base.as_ref().filter(|_| self.server.is_some())?;
+        let rel = path.strip_prefix(&self.mountpoint).ok()?;
+        Some(base.mountpoint().join(rel))
+    }
+
     /// The definition it was made from.
     pub fn def(&self) -> &FsDef {
         &self.def

@@ -14,7 +14,9 @@
 //! ```
 
 use crate::fixture::MountedFs;
+use sparsekit_clone::{MapError, Sharing, sharing};
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// What a scenario returns: `Ok(Pass)`, `Ok(Skip(reason))`, or `Err` (fail).
@@ -114,6 +116,27 @@ impl<'a> Ctx<'a> {
     /// A path in the scratch directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// FIEMAP's view of which bytes of `path` share extents: the file's
+    /// own map, or on NFS the map of the same file on the server's
+    /// filesystem ([`MountedFs::server_path`]), after the client's writes
+    /// to it were flushed.
+    pub fn sharing(&self, path: &Path, range: Range<u64>) -> Result<Sharing, MapError> {
+        let failed = |op, e: std::io::Error| MapError::Io {
+            op,
+            offset: 0,
+            errno: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
+        };
+        let file = File::open(path).map_err(|e| failed("open", e))?;
+        match self.fs.server_path(path) {
+            None => sharing(&file, range),
+            Some(on_server) => {
+                file.sync_all().map_err(|e| failed("fsync", e))?;
+                let seen = File::open(on_server).map_err(|e| failed("open", e))?;
+                sharing(&seen, range)
+            }
+        }
     }
 
     /// Creates (truncates) a read-write file in the scratch directory.

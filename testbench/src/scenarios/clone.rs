@@ -10,7 +10,7 @@ use crate::skip;
 use anyhow::{Context, bail, ensure};
 use sparsekit_clone::{
     CloneError, DedupeOptions, DedupeStatus, DedupeTarget, DestinationChange, MapError, Side,
-    clone_file, clone_file_to_path, clone_range, dedupe_range, dedupe_range_with, sharing,
+    clone_file, clone_file_to_path, clone_range, dedupe_range, dedupe_range_with,
 };
 use sparsekit_sys::pattern;
 use std::fs::File;
@@ -91,11 +91,12 @@ macro_rules! supported {
     };
 }
 
-/// FIEMAP's view of a range; skips where FIEMAP is missing, since sharing
-/// cannot then be observed.
+/// FIEMAP's view of a range of the scratch file `name` (on NFS, seen on
+/// the server: [`Ctx::sharing`]); skips where FIEMAP is missing, since
+/// sharing cannot then be observed.
 macro_rules! sharing_of {
-    ($f:expr, $range:expr) => {
-        match sharing($f, $range) {
+    ($ctx:expr, $name:expr, $range:expr) => {
+        match $ctx.sharing(&$ctx.path($name), $range) {
             Err(e @ MapError::Unsupported { .. }) => {
                 skip!("sharing cannot be observed: {e}")
             }
@@ -145,8 +146,8 @@ fn ficlone_shares(ctx: &Ctx<'_>) -> ScenarioResult {
         "clone content differs from source"
     );
     let len = content.len() as u64;
-    let src_map = sharing_of!(&src, 0..len);
-    let dst_map = sharing_of!(&dst, 0..len);
+    let src_map = sharing_of!(ctx, "src", 0..len);
+    let dst_map = sharing_of!(ctx, "dst", 0..len);
     ensure!(
         dst_map.shared > 0,
         "no shared extents after FICLONE: {dst_map:?}"
@@ -168,7 +169,7 @@ fn ficlone_shares(ctx: &Ctx<'_>) -> ScenarioResult {
         read_all(&src)? == content,
         "writing the clone changed the source"
     );
-    let after = sharing_of!(&dst, 0..block);
+    let after = sharing_of!(ctx, "dst", 0..block);
     ensure!(
         after.shared == 0,
         "a rewritten block is still shared: {after:?}"
@@ -234,13 +235,13 @@ fn ficlonerange_shares(ctx: &Ctx<'_>) -> ScenarioResult {
     expected[doff as usize..(doff + len) as usize]
         .copy_from_slice(&content[so as usize..(so + len) as usize]);
     ensure!(read_all(&dst)? == expected, "range clone content wrong");
-    let inside = sharing_of!(&dst, doff..doff + len);
+    let inside = sharing_of!(ctx, "dst", doff..doff + len);
     ensure!(
         inside.shared == len,
         "{} of {len} bytes shared: {inside:?}",
         inside.shared
     );
-    let outside = sharing_of!(&dst, 0..doff);
+    let outside = sharing_of!(ctx, "dst", 0..doff);
     ensure!(
         outside.shared == 0,
         "bytes outside the range became shared: {outside:?}"
@@ -302,7 +303,7 @@ fn dedupe_equal_shares(ctx: &Ctx<'_>) -> ScenarioResult {
     a.sync_all()?;
     b.sync_all()?;
     let len = data.len() as u64;
-    let before = sharing_of!(&b, 0..len);
+    let before = sharing_of!(ctx, "b", 0..len);
     ensure!(
         before.shared == 0,
         "separately written files already share: {before:?}"
@@ -318,7 +319,7 @@ fn dedupe_equal_shares(ctx: &Ctx<'_>) -> ScenarioResult {
         "deduped {} of {len}",
         r[0].bytes_deduped
     );
-    let after = sharing_of!(&b, 0..len);
+    let after = sharing_of!(ctx, "b", 0..len);
     ensure!(
         after.exclusive == 0 && after.shared > 0,
         "not shared after dedupe: {after:?}"
@@ -366,7 +367,7 @@ fn dedupe_differs_unchanged(ctx: &Ctx<'_>) -> ScenarioResult {
         "bytes_deduped {} for one chunk",
         r[0].bytes_deduped
     );
-    let s = sharing_of!(&b, 0..len);
+    let s = sharing_of!(ctx, "b", 0..len);
     ensure!(s.shared == 0, "differing file became shared: {s:?}");
     ensure!(
         read_all(&a)? == data && read_all(&b)? == other,
@@ -420,7 +421,7 @@ fn dedupe_split_calls(ctx: &Ctx<'_>) -> ScenarioResult {
             "destination {i}: {} calls for 16 chunks",
             res.calls
         );
-        let s = sharing_of!(&dsts[i], 0..len);
+        let s = sharing_of!(ctx, &format!("d{i}"), 0..len);
         ensure!(s.exclusive == 0, "destination {i} not fully shared: {s:?}");
     }
     match r[3].status {

@@ -125,9 +125,11 @@ fn auto(ctx: &Ctx<'_>) -> ScenarioResult {
             "FICLONE works here, but auto used {} ({r:?})",
             r.strategy
         );
-        let shared =
-            sparsekit_clone::shared_bytes(&std::fs::File::open(ctx.path("copy.img"))?, 0..r.size)?;
-        ensure!(shared > 0, "a reflink without shared extents ({r:?})");
+        let s = ctx.sharing(&ctx.path("copy.img"), 0..r.size)?;
+        ensure!(
+            s.shared > 0,
+            "a reflink without shared extents ({r:?}, {s:?})"
+        );
     } else {
         ensure!(r.strategy == Strategy::ReadWrite, "{r:?}");
         ensure!(
@@ -201,8 +203,7 @@ fn reflink_always(ctx: &Ctx<'_>) -> ScenarioResult {
     )? {
         Ok(r) => {
             ensure!(r.strategy == Strategy::Reflink, "{r:?}");
-            let f = std::fs::File::open(ctx.path("copy.img"))?;
-            let s = sparsekit_clone::sharing(&f, 0..r.size)?;
+            let s = ctx.sharing(&ctx.path("copy.img"), 0..r.size)?;
             ensure!(s.exclusive == 0 && s.shared > 0, "not shared: {s:?}");
             Ok(Verdict::Pass)
         }

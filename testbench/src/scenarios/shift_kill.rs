@@ -23,9 +23,19 @@ const MIB: u64 = 1 << 20;
 const OFFSET: u64 = 4 * MIB;
 /// The hole of `F0` at `OFFSET`: as long as the longest shift.
 const HOLE: u64 = 16 * MIB;
-/// Shorter than a segment (the source is saved in the journal) and longer
-/// (redone from the file).
-const LENGTHS: [u64; 2] = [64 << 10, 16 * MIB];
+/// The shift lengths: shorter than a segment (the source is saved in the
+/// journal) and longer (redone from the file). Shifts are whole blocks of
+/// the filesystem (`f_bsize`, as sparsekit-punch reads it): 64 KiB where
+/// blocks are smaller, one block where they are larger (NFS: 512 KiB or
+/// more).
+fn lengths(dir: &Path) -> anyhow::Result<[u64; 2]> {
+    let block = rustix::fs::statvfs(dir)?.f_bsize;
+    ensure!(
+        block.is_power_of_two() && block <= MIB,
+        "block size {block}: OFFSET and HOLE are not whole blocks"
+    );
+    Ok([(64 << 10).max(block), HOLE])
+}
 /// Kills per filesystem.
 const KILLS: usize = 24;
 
@@ -178,6 +188,7 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
         })
         | 1;
     let mut rng = Rng(seed);
+    let lengths = lengths(ctx.dir())?;
 
     // Calibrate: a file whose shift takes 0.3 s or more (capped at 128 MiB,
     // a quarter of the bench's images, so btrfs's copy-on-write has room,
@@ -187,8 +198,8 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
     };
     let took = loop {
         layout.write(&path)?;
-        let took = run_to_end(&bin, &shift_args(&path, true, LENGTHS[0]))?;
-        run_to_end(&bin, &shift_args(&path, false, LENGTHS[0]))?;
+        let took = run_to_end(&bin, &shift_args(&path, true, lengths[0]))?;
+        run_to_end(&bin, &shift_args(&path, false, lengths[0]))?;
         if took >= Duration::from_millis(300) || layout.size > 128 * MIB {
             break took;
         }
@@ -209,7 +220,7 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
     let mut state: Option<u64> = None;
     for kill in 0..KILLS {
         let (collapse, length) = match state {
-            None => (true, LENGTHS[kill / 2 % 2]),
+            None => (true, lengths[kill / 2 % 2]),
             Some(length) => (false, length),
         };
         let after = if collapse { Some(length) } else { None };

@@ -2,7 +2,9 @@
 //! where sharing works, the documents say what was shared and FIEMAP
 //! agrees; a dedupe of differing data prints a `differs` document and
 //! exits 1 with both files unchanged. Where the filesystem cannot share,
-//! the scenario skips with the errno the command reported.
+//! the scenario skips with the errno the command reported; where it clones
+//! but has no dedupe (NFS), the dedupe must be refused naming the file and
+//! the errno. On NFS the sharing is seen on the server ([`Ctx::sharing`]).
 
 use crate::scenario::{Ctx, ScenarioResult, Verdict};
 use crate::skip;
@@ -53,8 +55,23 @@ pub(super) fn clone_and_dedupe_json(ctx: &Ctx<'_>) -> ScenarioResult {
     ensure!(doc["bytes"] == len as u64, "{doc}");
     ensure!(doc["destination_change"] == "created", "{doc}");
     ensure!(doc["fallbacks"] == serde_json::json!([]), "{doc}");
-    ensure!(doc["shared_bytes"] == len as u64, "FIEMAP disagrees: {doc}");
     ensure!(std::fs::read(&dst)? == data, "clone content differs");
+    let seen = ctx.sharing(&dst, 0..len as u64)?;
+    ensure!(seen.shared == len as u64, "not all shared: {seen:?}");
+    match doc["shared_bytes"].as_u64() {
+        Some(n) => ensure!(
+            n == len as u64,
+            "the document says {n} shared, FIEMAP {seen:?}"
+        ),
+        // Null: the client cannot observe sharing (NFS has no FIEMAP).
+        None => ensure!(
+            matches!(
+                sparsekit_clone::sharing(&std::fs::File::open(&dst)?, 0..1),
+                Err(sparsekit_clone::MapError::Unsupported { .. })
+            ),
+            "shared_bytes is null where FIEMAP works: {doc}"
+        ),
+    }
 
     // Dedupe of equal data: same, every byte shared.
     let other = ctx.path("other");
@@ -68,6 +85,20 @@ pub(super) fn clone_and_dedupe_json(ctx: &Ctx<'_>) -> ScenarioResult {
     args.push("--json".into());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&argv)?;
+    if out.status.code() == Some(1) && out.stdout.is_empty() {
+        // NFS clones but has no dedupe: the refusal must name the errno
+        // and leave the file alone.
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            err.contains("EOPNOTSUPP") && err.contains(&s(&other)),
+            "dedupe refused unclearly: {err}"
+        );
+        ensure!(
+            std::fs::read(&other)? == data,
+            "a refused dedupe changed the file"
+        );
+        return Ok(Verdict::Pass);
+    }
     ensure!(out.status.success(), "dedupe: {out:?}");
     let doc = document(&out)?;
     ensure!(
