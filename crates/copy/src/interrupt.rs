@@ -44,49 +44,19 @@ impl Interrupt {
     }
 
     /// Triggers this flag when one of `signals` arrives (e.g. `SIGINT`,
-    /// `SIGTERM`), via `signal-hook`: the handler only sets the flag, so the
-    /// copy winds down and cleans up. A second such signal while the flag is
-    /// set ends the process at once with status `128 + signal`; with
+    /// `SIGTERM`): the copy winds down and cleans up. The signal is then
+    /// left to its default action, so a second one ends the process at
+    /// once, even one blocked on a dead NFS server
+    /// ([`sparsekit_sys::stop_signals`]); with
     /// [`Staging::Unnamed`](crate::Staging::Unnamed) that leaves nothing
     /// behind, with `Named` at most the hidden temporary file.
     ///
     /// The handlers stay until the returned [`SignalRegistration`] is dropped.
     pub fn register_signals(&self, signals: &[i32]) -> io::Result<SignalRegistration> {
-        let mut ids = Vec::with_capacity(signals.len() * 2);
-        let registration = |ids: &mut Vec<signal_hook::SigId>| -> io::Result<()> {
-            for &sig in signals {
-                // Order matters: the shutdown handler runs first, and only
-                // exits when the flag was already set by an earlier signal.
-                ids.push(signal_hook::flag::register_conditional_shutdown(
-                    sig,
-                    128 + sig,
-                    Arc::clone(&self.0),
-                )?);
-                ids.push(signal_hook::flag::register(sig, Arc::clone(&self.0))?);
-            }
-            Ok(())
-        };
-        if let Err(e) = registration(&mut ids) {
-            for id in ids {
-                signal_hook::low_level::unregister(id);
-            }
-            return Err(e);
-        }
-        Ok(SignalRegistration { ids })
+        sparsekit_sys::stop_signals::stop_on(signals, &self.0)
     }
 }
 
 /// Signal handlers installed by [`Interrupt::register_signals`]; dropping it
 /// removes them.
-#[derive(Debug)]
-pub struct SignalRegistration {
-    ids: Vec<signal_hook::SigId>,
-}
-
-impl Drop for SignalRegistration {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
-    }
-}
+pub type SignalRegistration = sparsekit_sys::stop_signals::StopSignals;

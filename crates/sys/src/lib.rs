@@ -19,6 +19,8 @@
 //!   names, and [`is_unsupported`], the one "move on to the next strategy"
 //!   set every op crate uses.
 //! - [`fallback`]: [`Fallback`], the one record of a strategy tried and left.
+//! - [`stop_signals`]: the first SIGINT/SIGTERM asks for a clean stop, the
+//!   second is fatal even to a process blocked on a dead NFS server.
 //! - [`consts`]: kernel constants newer than rustix (`STATX_DIO_READ_ALIGN`,
 //!   `FALLOC_FL_WRITE_ZEROES`).
 //!
@@ -62,6 +64,7 @@ pub mod lease;
 pub mod pagecache;
 pub mod pattern;
 pub mod remap;
+pub mod stop_signals;
 
 pub use errno::{ErrnoName, is_unsupported};
 pub use fallback::Fallback;

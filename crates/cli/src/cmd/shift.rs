@@ -139,7 +139,7 @@ fn run(args: ShiftArgs, op: Operation) -> anyhow::Result<ExitCode> {
         return Err(refusal(&path, &journal, pending));
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let _signals = Signals::register(&stop)?;
+    let _signals = stop_signals(&stop)?;
     let wanted: ShiftStrategy = if same {
         ShiftStrategy::MoveData
     } else {
@@ -204,7 +204,7 @@ pub(crate) fn run_resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         ..OnStall::default()
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let _signals = Signals::register(&stop)?;
+    let _signals = stop_signals(&stop)?;
     let (lease, _) = lease_for(&file, &path, ShiftStrategy::MoveData, args.force)?;
     let mut options = ShiftOptions::new(ShiftStrategy::MoveData)
         .stop_flag(stop)
@@ -323,35 +323,13 @@ fn shift_error(path: &str, e: PunchError) -> anyhow::Error {
     }
 }
 
-/// SIGINT, SIGTERM and SIGHUP set the stop flag; a second one while it is
-/// set ends the process at once with 128 + signal (the journal makes that
-/// as safe as a SIGKILL). Unregistered on drop.
-struct Signals(Vec<signal_hook::SigId>);
-
-impl Signals {
-    fn register(flag: &Arc<AtomicBool>) -> anyhow::Result<Signals> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let mut ids = Signals(Vec::new());
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
-            // The shutdown handler runs first and only exits when an
-            // earlier signal already set the flag.
-            let registered =
-                signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(flag))
-                    .and_then(|id| {
-                        ids.0.push(id);
-                        signal_hook::flag::register(sig, Arc::clone(flag))
-                    })
-                    .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
-            ids.0.push(registered);
-        }
-        Ok(ids)
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        for id in self.0.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
-    }
+/// SIGINT, SIGTERM and SIGHUP set the stop flag; a second one ends the
+/// process at once, by the signal (the journal makes that as safe as a
+/// SIGKILL). Unregistered on drop.
+fn stop_signals(
+    flag: &Arc<AtomicBool>,
+) -> anyhow::Result<sparsekit_sys::stop_signals::StopSignals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    sparsekit_sys::stop_signals::stop_on(&[SIGINT, SIGTERM, SIGHUP], flag)
+        .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))
 }
