@@ -51,7 +51,7 @@
 //! | `copy_file_range` | copies a block; content checked; else read/write; on NFS, degraded unless the client sent a server-side `COPY` (`/proc/self/mountstats`) |
 //! | `copy_file_range_cross_fs` | to the second directory; else read/write |
 //! | `copy_file_range_reflinks` | after `copy_file_range`, are the extents `SHARED`? |
-//! | `ficlone` / `ficlonerange` / `fideduperange` | share; FIEMAP `SHARED` (or per-inode `st_blocks`) confirms |
+//! | `ficlone` / `ficlonerange` / `fideduperange` | share; FIEMAP `SHARED` (or per-inode `st_blocks`) confirms; over NFS, which has no FIEMAP, a `CLONE` the client sent (`/proc/self/mountstats`) is the server's word |
 //! | `o_direct` | aligned `O_DIRECT` write over a cached and mapped range; `cachestat` must show no page cached (a buffered fallback cannot hide) |
 //! | `rwf_dontcache_write` / `rwf_dontcache_read` | `pwritev2`/`preadv2(RWF_DONTCACHE)`; `cachestat` shows no page left |
 //! | `fadvise_dontneed` | written back, `POSIX_FADV_DONTNEED`: pages gone |

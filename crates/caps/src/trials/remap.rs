@@ -27,11 +27,15 @@ pub(crate) fn run(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
 }
 
 /// Checks that `dst[range]` is shared per FIEMAP: a shortfall when it is
-/// not, or when sharing cannot be observed.
+/// not, or when sharing cannot be observed. Over NFS the client has no
+/// FIEMAP; there a `CLONE` the client sent for the call
+/// (`server_clones`, from [`clones_sent`]) is the server's word that it
+/// shared the extents, and is taken instead.
 fn check_shared(
     dst: &Scratch,
     range: std::ops::Range<u64>,
     what: &str,
+    server_clones: Option<u64>,
 ) -> (Vec<Shortfall>, Option<Result<Sharing, Errno>>) {
     match sharing(dst, range.clone()) {
         Ok(s) if s.shared >= range.end - range.start => (Vec::new(), Some(Ok(s))),
@@ -45,15 +49,38 @@ fn check_shared(
         ),
         Err(e) => {
             let errno = e.errno().unwrap_or(Errno::IO);
-            (
+            let shortfall = if server_clones.unwrap_or(0) > 0 {
+                Vec::new()
+            } else {
                 vec![Shortfall::new(format!(
                     "{what} worked but sharing cannot be verified: FIEMAP: {}",
                     sparsekit_sys::ErrnoName(errno).symbolic()
-                ))],
-                Some(Err(errno)),
-            )
+                ))]
+            };
+            (shortfall, Some(Err(errno)))
         }
     }
+}
+
+/// Runs `op` and counts the NFS `CLONE` operations this client sent
+/// meanwhile (`/proc/self/mountstats`); `None` off NFS.
+fn clones_sent<T>(mount_point: Option<&str>, op: impl FnOnce() -> T) -> (T, Option<u64>) {
+    let count = || {
+        mount_point
+            .and_then(read_op_counts)
+            .map(|ops| ops.get("CLONE").copied().unwrap_or(0))
+    };
+    let before = count();
+    let result = op();
+    let sent = before.zip(count()).map(|(b, a)| a.saturating_sub(b));
+    (result, sent)
+}
+
+/// The detail of a clone cell verified by the server's word.
+fn server_cloned(sent: Option<u64>) -> Option<String> {
+    sent.filter(|&n| n > 0).map(|n| {
+        format!("the NFS server cloned: {n} CLONE sent (/proc/self/mountstats); FIEMAP cannot show sharing over NFS")
+    })
 }
 
 fn ficlone(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
@@ -66,18 +93,24 @@ fn ficlone(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
     let (src, data) = ctx.data_file(31, 4 * u)?;
     let dst = ctx.file()?;
     let mut shared_seen = None;
-    let observation = match clone_file(&src, &dst) {
+    let (cloned, clones) = clones_sent(ctx.mount_point.as_deref(), || clone_file(&src, &dst));
+    let observation = match cloned {
         Ok(()) => {
             let mut s = Vec::new();
             expect_bytes(&mut s, "clone", &dst.read_at(0, 4 * u + 1)?, &data, 0);
-            let (more, seen) = check_shared(&dst, 0..4 * u, "FICLONE");
+            let (more, seen) = check_shared(&dst, 0..4 * u, "FICLONE", clones);
             s.extend(more);
             shared_seen = seen;
             Observation::worked(s)
         }
         Err(e) => refused("FICLONE", e.errno(), &e),
     };
-    let cell = classify(Trial::new(observation, HOW));
+    let mut cell = classify(Trial::new(observation, HOW));
+    if let Some(detail) =
+        server_cloned(clones).filter(|_| cell.is_usable() && matches!(shared_seen, Some(Err(_))))
+    {
+        cell = cell.with_detail(detail);
+    }
     let clone_worked = cell.is_usable();
 
     // fiemap_shared_flag: only observable after a clone.
@@ -150,19 +183,29 @@ fn ficlonerange(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
     let u = ctx.unit;
     let (src, sdata) = ctx.data_file(33, 4 * u)?;
     let (dst, ddata) = ctx.data_file(34, 4 * u)?;
-    let observation = match clone_range(&src, u, &dst, 2 * u, u) {
+    let (cloned, clones) = clones_sent(ctx.mount_point.as_deref(), || {
+        clone_range(&src, u, &dst, 2 * u, u)
+    });
+    let mut seen_by_fiemap = true;
+    let observation = match cloned {
         Ok(()) => {
             let mut want = ddata.clone();
             want[2 * u as usize..3 * u as usize]
                 .copy_from_slice(&sdata[u as usize..2 * u as usize]);
             let mut s = Vec::new();
             expect_bytes(&mut s, "clone", &dst.read_at(0, 4 * u + 1)?, &want, 0);
-            s.extend(check_shared(&dst, 2 * u..3 * u, "FICLONERANGE").0);
+            let (more, seen) = check_shared(&dst, 2 * u..3 * u, "FICLONERANGE", clones);
+            seen_by_fiemap = !matches!(seen, Some(Err(_)));
+            s.extend(more);
             Observation::worked(s)
         }
         Err(e) => refused("FICLONERANGE", e.errno(), &e),
     };
-    ctx.set("ficlonerange", classify(Trial::new(observation, HOW)));
+    let mut cell = classify(Trial::new(observation, HOW));
+    if let (true, false, Some(detail)) = (cell.is_usable(), seen_by_fiemap, server_cloned(clones)) {
+        cell = cell.with_detail(detail);
+    }
+    ctx.set("ficlonerange", cell);
     Ok(())
 }
 
@@ -190,7 +233,7 @@ fn fideduperange(ctx: &mut Ctx<'_>) -> Result<(), CapsError> {
                         &data,
                         0,
                     );
-                    s.extend(check_shared(&dst, 0..4 * u, "FIDEDUPERANGE").0);
+                    s.extend(check_shared(&dst, 0..4 * u, "FIDEDUPERANGE", None).0);
                     Observation::worked(s)
                 }
                 DedupeStatus::Differs { differs_from, .. } => {
@@ -405,4 +448,31 @@ pub(crate) fn cross_fs(
     let (cell, _) = cfr_trial(ctx, peer, &how)?;
     ctx.set("copy_file_range_cross_fs", cell);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tmpfs has no FIEMAP: the shortfall stands unless the NFS client
+    /// sent a CLONE for the call.
+    #[test]
+    fn unobservable_sharing_is_taken_only_on_the_servers_word() {
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            return; // no tmpfs here
+        };
+        let scratch = ScratchDir::open(dir.path(), false).unwrap();
+        let file = scratch.file().unwrap();
+        file.write_at(&[1; 4096], 0).unwrap();
+        if sharing(&file, 0..4096).is_ok() {
+            return; // this tmpfs maps extents: nothing to show
+        }
+        for (clones, shortfalls) in [(None, 1), (Some(0), 1), (Some(1), 0)] {
+            let (s, seen) = check_shared(&file, 0..4096, "FICLONE", clones);
+            assert_eq!(s.len(), shortfalls, "{clones:?}: {s:?}");
+            assert!(matches!(seen, Some(Err(_))));
+        }
+        assert_eq!(server_cloned(Some(0)), None);
+        assert!(server_cloned(Some(2)).unwrap().contains("2 CLONE sent"));
+    }
 }
