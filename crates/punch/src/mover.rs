@@ -300,7 +300,10 @@ impl<'a, 'fd> Mover<'a, 'fd> {
     pub(crate) fn fresh(mut self, journal: Option<&'a ShiftJournal>) -> Result<u64, PunchError> {
         self.t.require_in_place_writes()?;
         self.t.require_readable()?;
-        self.checkpoint()?;
+        if let Err(stopped) = self.checkpoint() {
+            // Through `outcome`, which says that nothing was changed.
+            return self.outcome(Err(stopped));
+        }
         if let Some(journal) = journal {
             let st = fstat(self.t.fd).map_err(|errno| self.t.io("fstat", 0, errno))?;
             self.plan.dev = st.st_dev as u64;

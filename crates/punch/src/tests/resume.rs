@@ -338,6 +338,8 @@ fn a_stop_before_anything_moved_leaves_the_file_and_no_journal() {
             matches!(e, PunchError::Stopped { changed: false, .. }),
             "{e}"
         );
+        // The message says so (it ended in an empty state before).
+        assert!(e.to_string().ends_with("nothing was changed"), "{e}");
         assert!(!e.changed_file());
         assert_eq!(contents(&s.file), s.model.bytes());
         assert!(!journal(&s.path).path().exists());
