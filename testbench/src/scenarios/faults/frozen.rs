@@ -14,8 +14,11 @@ use std::time::Duration;
 const TIMEOUT: &str = "700ms";
 /// How long a frozen case may take: the timeout, the CLI watchdog's grace
 /// for the command to stop by itself (1 s) and its bound on cleaning up on
-/// a mount that does not answer (2 s), plus 1 s for a loaded machine.
-const TIMEOUT_BOUND: Duration = Duration::from_millis(700 + 1000 + 2000 + 1000);
+/// a mount that does not answer (2 s), plus 1 s for a loaded machine
+/// (stretched under TCG, where starting the process alone took seconds).
+fn timeout_bound() -> Duration {
+    Duration::from_millis(700 + 1000 + 2000) + crate::scenario::wall_budget(Duration::from_secs(1))
+}
 
 /// How a frozen case stalls.
 enum Freeze {
@@ -77,9 +80,10 @@ fn frozen_case(
                 r.stderr
             );
             ensure!(
-                r.elapsed < TIMEOUT_BOUND,
-                "{cmd} --timeout {TIMEOUT} took {:?} (bound {TIMEOUT_BOUND:?})",
-                r.elapsed
+                r.elapsed < timeout_bound(),
+                "{cmd} --timeout {TIMEOUT} took {:?} (bound {:?})",
+                r.elapsed,
+                timeout_bound()
             );
             ensure!(
                 r.stderr.contains(named.as_str())
