@@ -29,6 +29,10 @@ use std::time::Instant;
 /// look like the source.
 pub(crate) const HEADER: u64 = 1 << 20;
 
+/// The largest `st_blksize` taken as the zero-detection granule; above it
+/// the value is a transfer size (NFS), not an allocation unit.
+const MAX_ZERO_GRANULE: u64 = 64 << 10;
+
 /// The destination as the staging layer prepared it.
 pub(crate) struct Target<'a> {
     pub(crate) file: &'a File,
@@ -491,6 +495,7 @@ impl<'a> Run<'a> {
             readers: opts.readers,
             queue_depth: opts.queue_depth,
             zero_granule: self.zero_granule(align),
+            eof: size,
             progress: opts.progress.as_ref(),
             data_total,
             interrupt: opts.interrupt.as_ref(),
@@ -545,8 +550,12 @@ impl<'a> Run<'a> {
         if self.opts.sparse == SparseMode::Never {
             return 0;
         }
+        // st_blksize is the allocation unit of a local filesystem, but NFS
+        // reports its transfer size there (wsize, 1 MiB): zero runs shorter
+        // than that would be written and allocated on the server, whose
+        // unit the client cannot see; 4 KiB is the common one.
         let blksize = (self.dst_st.st_blksize as u64).max(512);
-        let g = if blksize.is_power_of_two() {
+        let g = if blksize.is_power_of_two() && blksize <= MAX_ZERO_GRANULE {
             blksize
         } else {
             4096

@@ -26,6 +26,8 @@ pub(crate) struct Pipeline<'p> {
     pub(crate) queue_depth: usize,
     /// Zero detection granule (`SparseMode::Always`), 0 for none.
     pub(crate) zero_granule: u64,
+    /// The source's size: a zero tail up to it is a hole whatever its length.
+    pub(crate) eof: u64,
     pub(crate) progress: Option<&'p ProgressFn>,
     pub(crate) data_total: u64,
     pub(crate) interrupt: Option<&'p Interrupt>,
@@ -179,7 +181,7 @@ impl Pipeline<'_> {
             match piece {
                 Piece::Data { off, len, buf_off } => {
                     let data = &b.as_slice()[buf_off..buf_off + len as usize];
-                    split_zeros(off, data, buf_off, self.zero_granule, &mut out);
+                    split_zeros(off, data, buf_off, self.zero_granule, self.eof, &mut out);
                 }
                 hole => out.push(hole),
             }

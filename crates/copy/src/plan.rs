@@ -117,18 +117,25 @@ impl<'fd> Planner<'fd> {
 /// Splits the data piece `off..off+len` held in `buf` into data and
 /// all-zero pieces. Only whole `granule`-aligned blocks (by file offset)
 /// become holes, so the destination's holes are block aligned; a partial
-/// block at either edge stays data.
+/// block at either edge stays data, except the file's last block (the
+/// piece ends at `eof`), which the final size covers: all zeros, it is a
+/// hole too (else a tail hole the map called data would be allocated).
 pub(crate) fn split_zeros(
     off: u64,
     buf: &[u8],
     buf_off: usize,
     granule: u64,
+    eof: u64,
     out: &mut Vec<Piece>,
 ) {
     let len = buf.len() as u64;
     let end = off + len;
     let first = off.next_multiple_of(granule).min(end);
-    let last = (end / granule * granule).max(first);
+    let last = if end == eof {
+        end
+    } else {
+        (end / granule * granule).max(first)
+    };
     let mut pos = off;
     let push = |out: &mut Vec<Piece>, from: u64, to: u64, zero: bool| {
         if from >= to {
@@ -290,7 +297,7 @@ mod tests {
         buf[4096 + 7] = 1; // second block is data
         buf[5 * 4096 - 1] = 1; // so is the last
         let mut out = Vec::new();
-        split_zeros(4096, &buf, 0, 4096, &mut out);
+        split_zeros(4096, &buf, 0, 4096, u64::MAX, &mut out);
         assert_eq!(
             out,
             vec![
@@ -322,7 +329,7 @@ mod tests {
     fn partial_edge_blocks_stay_data() {
         let buf = vec![0u8; 3 * 4096];
         let mut out = Vec::new();
-        split_zeros(100, &buf, 0, 4096, &mut out);
+        split_zeros(100, &buf, 0, 4096, u64::MAX, &mut out);
         assert_eq!(
             out,
             vec![
@@ -342,6 +349,61 @@ mod tests {
                     buf_off: 12188
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_zero_tail_at_the_end_of_the_file_is_a_hole() {
+        // 4 KiB of data, then 5000 bytes of zeros up to EOF: the partial
+        // last block is a hole as well (found on NFSv3, whose map calls
+        // every hole data).
+        let mut buf = vec![0u8; 4096 + 5000];
+        buf[..4096].fill(7);
+        let mut out = Vec::new();
+        split_zeros(0, &buf, 0, 4096, 9096, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Piece::Data {
+                    off: 0,
+                    len: 4096,
+                    buf_off: 0
+                },
+                Piece::Hole {
+                    off: 4096,
+                    len: 5000,
+                    detected: true
+                },
+            ]
+        );
+        // Not at EOF: the partial block stays data.
+        let mut out = Vec::new();
+        split_zeros(0, &buf, 0, 4096, 1 << 20, &mut out);
+        assert!(
+            matches!(
+                out.last(),
+                Some(Piece::Data {
+                    off: 8192,
+                    len: 904,
+                    ..
+                })
+            ),
+            "{out:?}"
+        );
+        // A tail with a byte of data stays data.
+        buf[9095] = 1;
+        let mut out = Vec::new();
+        split_zeros(0, &buf, 0, 4096, 9096, &mut out);
+        assert!(
+            matches!(
+                out.last(),
+                Some(Piece::Data {
+                    off: 8192,
+                    len: 904,
+                    ..
+                })
+            ),
+            "{out:?}"
         );
     }
 }

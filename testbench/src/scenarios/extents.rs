@@ -326,7 +326,12 @@ fn shrink_while_mapping(ctx: &Ctx<'_>) -> ScenarioResult {
             Err(MapError::Unsupported { .. }) => continue,
             r => r?,
         };
-        map.next().context("no first extent")??;
+        let first = map.next().context("no first extent")??;
+        if first.end() >= 15 * step {
+            // One extent for the whole file (NFSv3's generic SEEK_HOLE):
+            // nothing is left to map when the size changes.
+            continue;
+        }
         f.set_len(100_000)?;
         let rest = map.by_ref().take(10_000).collect::<Result<Vec<_>, _>>()?;
         ensure!(rest.len() < 10_000, "{m}: map did not end");

@@ -589,7 +589,11 @@ fn dig_drops_cache(ctx: &Ctx<'_>) -> ScenarioResult {
         cold == 0,
         "POSIX_FADV_DONTNEED leaves {cold} pages here: the pages are the storage"
     );
-    let dug = dig_holes(&f, &DigOptions::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dug = match dig_holes(&f, &DigOptions::new()) {
+        // NFSv3: no way to make a hole, so dig refuses before reading.
+        Err(e @ PunchError::Unsupported { .. }) => skip!("dig: {e}"),
+        r => r.map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
     ensure!(
         dug.bytes_scanned >= 48 * mb,
         "scanned {}",

@@ -149,8 +149,33 @@ fn journal(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.sparsekit-shift"))
 }
 
-fn shift_args(path: &Path, collapse: bool, length: u64) -> Vec<String> {
-    vec![
+/// Whether the shifts here need `--force`: moving data takes a write lease
+/// to keep other writers out, and a filesystem without leases (NFSv3:
+/// EINVAL) refuses it; the kills and the resume are what is tested, so the
+/// scenario vouches that no one else writes (as `--force` asks).
+fn needs_force(dir: &Path) -> anyhow::Result<bool> {
+    let probe = dir.join("lease-probe");
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)?;
+    use sparsekit_sys::lease::{Lease, set_lease};
+    let refused = match set_lease(&f, Lease::Write) {
+        Ok(()) => {
+            set_lease(&f, Lease::Unlocked)?;
+            false
+        }
+        Err(e) => e.raw_os_error() == rustix::io::Errno::INVAL.raw_os_error(),
+    };
+    drop(f);
+    std::fs::remove_file(&probe)?;
+    Ok(refused)
+}
+
+fn shift_args(path: &Path, collapse: bool, length: u64, force: bool) -> Vec<String> {
+    let mut args = vec![
         if collapse { "collapse" } else { "insert" }.into(),
         path.display().to_string(),
         "--offset".into(),
@@ -159,7 +184,11 @@ fn shift_args(path: &Path, collapse: bool, length: u64) -> Vec<String> {
         length.to_string(),
         "--strategy".into(),
         "move-data".into(),
-    ]
+    ];
+    if force {
+        args.push("--force".into());
+    }
+    args
 }
 
 fn run_to_end(bin: &Path, args: &[String]) -> anyhow::Result<Duration> {
@@ -189,6 +218,7 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
         | 1;
     let mut rng = Rng(seed);
     let lengths = lengths(ctx.dir())?;
+    let force = needs_force(ctx.dir())?;
 
     // Calibrate: a file whose shift takes 0.3 s or more (capped at 128 MiB,
     // a quarter of the bench's images, so btrfs's copy-on-write has room,
@@ -198,8 +228,8 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
     };
     let took = loop {
         layout.write(&path)?;
-        let took = run_to_end(&bin, &shift_args(&path, true, lengths[0]))?;
-        run_to_end(&bin, &shift_args(&path, false, lengths[0]))?;
+        let took = run_to_end(&bin, &shift_args(&path, true, lengths[0], force))?;
+        run_to_end(&bin, &shift_args(&path, false, lengths[0], force))?;
         if took >= Duration::from_millis(300) || layout.size > 128 * MIB {
             break took;
         }
@@ -241,7 +271,7 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
             if collapse { "collapse" } else { "insert" }
         );
         let mut child = Command::new(&bin)
-            .args(shift_args(&path, collapse, length))
+            .args(shift_args(&path, collapse, length, force))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
