@@ -211,6 +211,28 @@ fn testbench_bin() -> PathBuf {
     root().join("target/release/sparsekit-testbench")
 }
 
+/// The release testbench and CLI copied beside the guest's run directory
+/// (`target/kernel-runs/LABEL.bin/`); returns the testbench's path. The
+/// guest runs this copy: a release build of the checkout while a guest
+/// runs (`cargo xtask ci` does one) replaced `target/release/`'s binaries
+/// under it, and every FUSE daemon the bench then started from its own
+/// path died before mounting.
+fn guest_binaries(label: &str) -> anyhow::Result<PathBuf> {
+    let dir = runs_dir().join(format!("{label}.bin"));
+    std::fs::create_dir_all(&dir)?;
+    let release = root().join("target/release");
+    for name in ["sparsekit-testbench", "sparsekit"] {
+        let (from, to) = (release.join(name), dir.join(name));
+        // Copied to a temporary name and renamed: a guest still running
+        // an older copy keeps its inode.
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::copy(&from, &tmp)
+            .with_context(|| format!("copy {} to {}", from.display(), tmp.display()))?;
+        std::fs::rename(&tmp, &to)?;
+    }
+    Ok(dir.join("sparsekit-testbench"))
+}
+
 /// `target/kernels`: the package cache (shared between checkouts, so a
 /// second checkout downloads nothing).
 fn cache_dir() -> PathBuf {
@@ -250,11 +272,13 @@ fn guest(spec: &Spec, k: &KernelArgs, accel: vm::Accel) -> Result<(), StageError
     };
     let rwdir = runs_dir().join(&label);
     let run_limit = k.run_limit.unwrap_or(limits::RUN);
+    let testbench =
+        guest_binaries(&label).map_err(|e| StageError::new(&label, Stage::Boot, &rwdir, e))?;
     let rc = vm::boot_and_run(&vm::GuestRun {
         label: &label,
         image: &kernel.image,
         package: kernel.package.as_deref(),
-        testbench: &testbench_bin(),
+        testbench: &testbench,
         bench_args: &k.bench,
         rwdir: &rwdir,
         accel,
@@ -400,7 +424,7 @@ fn expect_failure(
         "tmpfs".to_owned(),
         "--no-selftest".to_owned(),
     ];
-    let bin = testbench_bin();
+    let bin = guest_binaries(label)?;
     let mut g = selftest_run(label, image, &bin, &rwdir, &args, fault);
     if label == "selftest-garbage" {
         g.boot_limit = Duration::from_secs(30);
@@ -456,7 +480,7 @@ fn missing_module_is_skipped(dir: &Path, image: &Path) -> anyhow::Result<()> {
         "btrfs".to_owned(),
         "--no-selftest".to_owned(),
     ];
-    let bin = testbench_bin();
+    let bin = guest_binaries(label)?;
     let g = selftest_run(label, image, &bin, &rwdir, &args, vm::Fault::None);
     let g = vm::GuestRun {
         run_limit: Duration::from_secs(600),
