@@ -470,9 +470,15 @@ pub fn copy_slow_replies(ctx: &Ctx<'_>) -> ScenarioResult {
             },
         )?;
         let srcp = fm.path("src");
+        // Slow (3 ms a reply) but never stuck: 500 ms without progress is
+        // ample on a real machine; under TCG the watchdog fired (stretched).
+        let no_progress = format!(
+            "{}ms",
+            crate::scenario::wall_budget(Duration::from_millis(500)).as_millis()
+        );
         let mut argv = vec!["copy", s(&srcp)?, s(&dst)?];
         if timeout {
-            argv.extend(["--timeout", "500ms"]);
+            argv.extend(["--timeout", no_progress.as_str()]);
         }
         let r = cli.run(&argv, LIMIT)?;
         let lost = lost_bytes(&fm.backing("src"), &src) + lost_bytes(&dst, &src);
