@@ -11,10 +11,11 @@
 //!   doubled: under TCG on a loaded host it is 1–4 s);
 //! - `copy` from and to the dying server without `--timeout` ends with an
 //!   error naming the file (soft), or blocks (hard, and soft NFSv4.2 with
-//!   the server unreachable) and is ended by SIGTERM: the first asks for a clean stop, which a process blocked in
-//!   an NFS call cannot hear, so a second one `SECOND_SIGNAL` later
-//!   ends it at once, within `SIGNAL_EXIT` — and no destination ever
-//!   appears under its final name.
+//!   the server unreachable) and is ended by SIGTERM: the first asks for
+//!   a clean stop, which a process blocked in an NFS call cannot reach, so
+//!   a second one `SECOND_SIGNAL` later ends it at once (the first put the
+//!   signal back to its default action), within `SIGNAL_EXIT` — and no
+//!   destination ever appears under its final name.
 //!
 //! After the outage the client must answer again. What each mount type
 //! did becomes a cell of the matrix (`outage_stopped_soft`, …): `native`

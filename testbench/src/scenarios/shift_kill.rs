@@ -11,6 +11,7 @@
 
 use crate::scenario::{Ctx, Scenario, ScenarioResult, Verdict};
 use anyhow::{Context, bail, ensure};
+use sparsekit_sys::lease::{Lease, set_lease};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
@@ -161,7 +162,6 @@ fn needs_force(dir: &Path) -> anyhow::Result<bool> {
         .create(true)
         .truncate(true)
         .open(&probe)?;
-    use sparsekit_sys::lease::{Lease, set_lease};
     let refused = match set_lease(&f, Lease::Write) {
         Ok(()) => {
             set_lease(&f, Lease::Unlocked)?;
