@@ -183,6 +183,7 @@ mod tests {
             recorded: recorded.into(),
             scenarios: BTreeMap::new(),
             faults: BTreeMap::new(),
+            unmeasured: BTreeMap::new(),
             filesystems: BTreeMap::new(),
         }
     }

@@ -264,6 +264,7 @@ mod tests {
             recorded: "2026-12-01".into(),
             scenarios: BTreeMap::new(),
             faults: BTreeMap::new(),
+            unmeasured: BTreeMap::new(),
             filesystems,
         }
     }

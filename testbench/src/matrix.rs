@@ -53,6 +53,12 @@ pub struct Column {
     /// survived, bytes of data lost).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub faults: BTreeMap<String, FaultTally>,
+    /// Filesystem name → the cells a narrowed run (`--filter`) did not
+    /// measure because the scenarios that make them were not selected: not
+    /// a regression when absent, and kept from the committed column when
+    /// blessed. Only in a run's own column, never in a committed one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unmeasured: BTreeMap<String, Vec<String>>,
 }
 
 impl Column {
@@ -110,7 +116,8 @@ impl Matrix {
     /// Records `column`: a new kernel/machine pair adds a column; for a
     /// pair already present, the filesystems `column` covers replace theirs
     /// (a run of some filesystems keeps the others' results).
-    pub fn upsert(&mut self, column: Column) {
+    pub fn upsert(&mut self, mut column: Column) {
+        let unmeasured = std::mem::take(&mut column.unmeasured);
         match self
             .columns
             .iter_mut()
@@ -120,7 +127,16 @@ impl Matrix {
                 existing.recorded = column.recorded;
                 existing.version = column.version;
                 existing.package = column.package;
-                existing.filesystems.extend(column.filesystems);
+                for (fs, mut cells) in column.filesystems {
+                    // What this run did not measure stays as committed.
+                    let kept = existing.filesystems.get(&fs);
+                    for name in unmeasured.get(&fs).into_iter().flatten() {
+                        if let Some(cell) = kept.and_then(|k| k.get(name)) {
+                            cells.entry(name.clone()).or_insert_with(|| cell.clone());
+                        }
+                    }
+                    existing.filesystems.insert(fs, cells);
+                }
                 existing.scenarios.extend(column.scenarios);
                 existing.faults.extend(column.faults);
             }
@@ -256,14 +272,18 @@ impl std::fmt::Display for Difference {
 
 /// Differences in support between `committed` and `observed`, for the
 /// filesystems the run covered (a run of some filesystems says nothing of
-/// the others).
+/// the others) and the cells it measured ([`Column::unmeasured`]).
 pub fn compare(committed: &Column, observed: &Column) -> Vec<Difference> {
     let mut diffs = Vec::new();
     for (fs, now) in &observed.filesystems {
         let empty = BTreeMap::new();
         let then = committed.filesystems.get(fs).unwrap_or(&empty);
+        let unmeasured = observed.unmeasured.get(fs);
         let names: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
         for cap in names {
+            if !now.contains_key(cap) && unmeasured.is_some_and(|u| u.contains(cap)) {
+                continue;
+            }
             let before = then.get(cap).map(|c| c.support);
             let after = now.get(cap).map(|c| c.support);
             if before != after {
@@ -409,7 +429,29 @@ mod tests {
             scenarios: BTreeMap::new(),
             filesystems,
             faults: BTreeMap::new(),
+            unmeasured: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_cell_a_narrowed_run_did_not_measure_is_neither_lost_nor_a_regression() {
+        let committed = column(
+            "6.12",
+            &[
+                ("nfs", "outage_unreachable_soft", Support::Degraded),
+                ("nfs", "outage_stopped_soft", Support::Native),
+            ],
+        );
+        let mut narrowed = column("6.12", &[("nfs", "outage_stopped_soft", Support::Native)]);
+        assert!(compare(&committed, &narrowed)[0].is_regression());
+        narrowed
+            .unmeasured
+            .insert("nfs".into(), vec!["outage_unreachable_soft".into()]);
+        assert_eq!(compare(&committed, &narrowed), Vec::new());
+        let mut m = Matrix::default();
+        m.upsert(committed.clone());
+        m.upsert(narrowed);
+        assert_eq!(m.columns, vec![committed]);
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub fn column(reports: &[FsReport]) -> Column {
             .iter()
             .filter_map(|r| Some((r.fs.clone(), r.faults?)))
             .collect(),
+        unmeasured: reports
+            .iter()
+            .filter(|r| !r.unmeasured.is_empty())
+            .map(|r| (r.fs.clone(), r.unmeasured.clone()))
+            .collect(),
     }
 }
 
@@ -80,8 +85,10 @@ pub fn after_run(
     let observed = column(reports);
     let dir = &opts.out;
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-    let mut this_run = Matrix::default();
-    this_run.upsert(observed.clone());
+    // Not upserted: the run's own column keeps what it did not measure.
+    let this_run = Matrix {
+        columns: vec![observed.clone()],
+    };
     let order: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
     std::fs::write(dir.join("matrix.toml"), this_run.write_into("")?)?;
     std::fs::write(dir.join("matrix.md"), matrix::markdown(&this_run, &order))?;

@@ -454,6 +454,7 @@ pub fn sample() -> RunResults {
         elapsed: Duration::from_millis(4000),
         caps: Some(caps),
         faults: None,
+        unmeasured: Vec::new(),
     };
     let btrfs = FsReport {
         fs: "btrfs-zstd".into(),
@@ -464,6 +465,7 @@ pub fn sample() -> RunResults {
         elapsed: Duration::from_millis(10),
         caps: None,
         faults: None,
+        unmeasured: Vec::new(),
     };
     let selftest = FsReport {
         fs: "selftest".into(),
@@ -472,6 +474,7 @@ pub fn sample() -> RunResults {
         elapsed: Duration::from_millis(900),
         caps: None,
         faults: None,
+        unmeasured: Vec::new(),
     };
     RunResults {
         kernel_release: "6.18.44-fc-v595".into(),

@@ -47,6 +47,9 @@ pub struct FsReport {
     /// Faults injected, survived and data lost by the fault scenarios
     /// (`None` if none ran).
     pub faults: Option<FaultTally>,
+    /// Matrix cells made by scenarios `--filter` left out (see
+    /// [`Column::unmeasured`](crate::matrix::Column::unmeasured)).
+    pub unmeasured: Vec<String>,
 }
 
 impl FsReport {
@@ -96,6 +99,7 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
         elapsed: Duration::ZERO,
         caps: None,
         faults: None,
+        unmeasured: Vec::new(),
     };
     println!("== {} ({})", def.name, describe(def));
     if let Err(reason) = tools::ensure(def, opts.install) {
@@ -160,6 +164,9 @@ pub fn run_fs(def: &FsDef, scenarios: &[Scenario], opts: &RunOptions) -> FsRepor
     let _ = crate::scenarios::nfs::take_cells();
     for s in scenarios {
         if !selected(opts.filter.as_deref(), s.name) {
+            if let Some(cell) = crate::scenarios::nfs::cell_of(s.name, def) {
+                report.unmeasured.push(cell);
+            }
             continue;
         }
         // Block definitions have no filesystem to run file scenarios on;

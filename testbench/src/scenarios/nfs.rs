@@ -22,6 +22,7 @@
 //! when the kernel reported the outage as an error by itself, `degraded`
 //! when it blocked and only `--timeout` or a signal bounded the tool.
 
+use crate::defs::FsDef;
 use crate::fixture::nfs::{NfsClient, Unreachable};
 use crate::scenario::{Ctx, Scenario, ScenarioResult, Verdict};
 use crate::skip;
@@ -70,10 +71,37 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// The matrix cell scenario `name` makes on `def`, if it makes one:
+/// `nfs/outage_stopped_soft` makes `outage_stopped_soft` on NFS definitions.
+pub fn cell_of(name: &str, def: &FsDef) -> Option<String> {
+    def.nfs_version()?;
+    let cell = name.strip_prefix("nfs/")?;
+    cell.starts_with("outage_").then(|| cell.to_owned())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Stopped,
     Unreachable,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Stopped => "stopped",
+            Kind::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// The matrix cell of an outage: `outage_stopped_soft`, … (the scenario
+/// that records it is `nfs/` and the same name, see [`cell_of`]).
+fn cell_name(kind: Kind, hard: bool) -> String {
+    format!(
+        "outage_{}_{}",
+        kind.name(),
+        if hard { "hard" } else { "soft" }
+    )
 }
 
 static CELLS: Mutex<Vec<(String, Cell)>> = Mutex::new(Vec::new());
@@ -190,10 +218,7 @@ fn outage(ctx: &Ctx<'_>, kind: Kind, hard: bool) -> ScenarioResult {
         overhead = overhead.max(took);
     }
     let overhead = overhead * 2;
-    let name = match kind {
-        Kind::Stopped => "stopped",
-        Kind::Unreachable => "unreachable",
-    };
+    let name = kind.name();
     let what = format!("NFS {version} {mode} mount, server {name}");
 
     let results = {
@@ -243,11 +268,10 @@ fn outage(ctx: &Ctx<'_>, kind: Kind, hard: bool) -> ScenarioResult {
         "    {what}: recovered in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let key = format!("outage_{name}_{mode}");
     CELLS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push((key, outage_cell(&what, &results)));
+        .push((cell_name(kind, hard), outage_cell(&what, &results)));
     drop(client);
     Ok(Verdict::Pass)
 }
@@ -522,6 +546,37 @@ fn stderr_of(child: &mut Child) -> String {
 mod tests {
     use super::*;
     use sparsekit_caps::Support;
+
+    fn def(fstype: &str, mount_options: &str) -> FsDef {
+        FsDef {
+            name: format!("{fstype}-test"),
+            fstype: fstype.into(),
+            mkfs: Vec::new(),
+            package: None,
+            mount_options: mount_options.into(),
+            image_size: "512M".into(),
+            device: None,
+            nbd_options: Vec::new(),
+            over: Some("xfs".into()),
+            over_def: None,
+        }
+    }
+
+    #[test]
+    fn each_outage_scenario_names_the_cell_it_records() {
+        let nfs = def("nfs", "vers=4.2");
+        let names: Vec<&str> = scenarios().iter().map(|s| s.name).collect();
+        for kind in [Kind::Stopped, Kind::Unreachable] {
+            for hard in [false, true] {
+                let cell = cell_name(kind, hard);
+                let scenario = format!("nfs/{cell}");
+                assert!(names.contains(&scenario.as_str()), "{scenario}");
+                assert_eq!(cell_of(&scenario, &nfs), Some(cell));
+            }
+        }
+        assert_eq!(cell_of("nfs/outage_stopped_soft", &def("xfs", "")), None);
+        assert_eq!(cell_of("copy/auto", &nfs), None);
+    }
 
     #[test]
     fn a_mount_that_errors_by_itself_is_native_one_that_blocks_is_degraded() {
