@@ -8,24 +8,42 @@ use rustix::io::{Errno, pread};
 /// Bytes read per `pread`: large enough to stream, small enough to stay lean.
 pub(crate) const SCAN_BUFFER: usize = 1 << 20;
 
+/// Alignment of the buffer and of every read's offset and length: the
+/// descriptor may be in O_DIRECT mode (compare and copy set it on theirs),
+/// where an unaligned read is EINVAL. A page covers every DIO alignment.
+fn align() -> u64 {
+    sparsekit_sys::pagecache::page_size().max(4096) as u64
+}
+
 #[derive(Debug)]
 pub(crate) struct ScanWalker {
-    buf: Vec<u8>,
-    /// File offset of `buf[0]`.
+    /// Over-allocated by one alignment; the window starts at `start`.
+    raw: Vec<u8>,
+    start: usize,
+    /// File offset of the window's first byte (aligned).
     buf_off: u64,
-    /// Valid bytes in `buf`.
+    /// Valid bytes in the window.
     buf_len: usize,
     block: u64,
 }
 
 impl ScanWalker {
     pub(crate) fn new(block: u64) -> Self {
+        let align = align() as usize;
+        let raw = vec![0; SCAN_BUFFER + align];
+        let start = raw.as_ptr().align_offset(align);
+        assert!(start < align, "cannot align a byte buffer");
         ScanWalker {
-            buf: vec![0; SCAN_BUFFER],
+            raw,
+            start,
             buf_off: 0,
             buf_len: 0,
             block: block.clamp(512, SCAN_BUFFER as u64 / 2),
         }
+    }
+
+    fn buf(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.buf_len]
     }
 
     /// Makes `at` readable from the buffer; false at end of file.
@@ -33,25 +51,39 @@ impl ScanWalker {
         if at >= self.buf_off && at < self.buf_off + self.buf_len as u64 {
             return Ok(true);
         }
-        // End the buffer on a block boundary so no block is split across reads.
-        let mut want = (end - at).min(SCAN_BUFFER as u64);
-        let aligned_end = (at + want) / self.block * self.block;
-        if at + want < end && aligned_end > at {
-            want = aligned_end - at;
+        let align = align();
+        let from = at / align * align;
+        // End the buffer on a block boundary (so no block is split across
+        // reads) that is also aligned for O_DIRECT.
+        let step = if self.block.is_power_of_two() {
+            self.block.max(align)
+        } else {
+            align
+        };
+        let mut want = (end.next_multiple_of(align) - from).min(SCAN_BUFFER as u64);
+        let stepped_end = (from + want) / step * step;
+        if stepped_end > at {
+            want = stepped_end - from;
         }
-        let want = want as usize;
+        // The kernel refuses (EINVAL) a read whose end passes the largest
+        // file size, i64::MAX, which is not aligned.
+        let want = want.min(i64::MAX as u64 - from) as usize;
+        let window = &mut self.raw[self.start..self.start + want];
         let mut got = 0;
         while got < want {
-            match pread(fd, &mut self.buf[got..want], at + got as u64) {
+            match pread(fd, &mut window[got..], from + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(Errno::INTR) => continue,
-                Err(e) => return Err(MapError::io("pread", at + got as u64, e)),
+                // O_DIRECT after a short read at the end: the next offset is
+                // unaligned, and there is nothing more to read anyway.
+                Err(Errno::INVAL) if got as u64 % align != 0 => break,
+                Err(e) => return Err(MapError::io("pread", from + got as u64, e)),
             }
         }
-        self.buf_off = at;
+        self.buf_off = from;
         self.buf_len = got;
-        Ok(got > 0)
+        Ok(from + got as u64 > at)
     }
 
     pub(crate) fn next(
@@ -77,7 +109,7 @@ impl ScanWalker {
                 .min(end);
             let lo = (run_end - self.buf_off) as usize;
             let hi = (piece_end - self.buf_off) as usize;
-            let k = if is_zero(&self.buf[lo..hi]) {
+            let k = if is_zero(&self.buf()[lo..hi]) {
                 ExtentKind::Hole
             } else {
                 ExtentKind::Data

@@ -236,6 +236,41 @@ fn scan_reports_explicit_zeros_as_holes_and_seek_as_data() {
     assert_eq!(seek[0].kind, ExtentKind::Data);
 }
 
+/// Scan reads through the caller's descriptor, which compare and copy put
+/// in O_DIRECT mode: every read must be aligned (it was EINVAL at 1 MiB).
+#[test]
+fn scan_reads_an_o_direct_descriptor_and_its_unaligned_tail() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("f");
+    let size = (3 << 20) + 1000;
+    let f = File::create(&path).unwrap();
+    f.set_len(size).unwrap();
+    f.write_all_at(b"data", 1 << 20).unwrap();
+    f.write_all_at(b"tail", size - 4).unwrap();
+    f.sync_all().unwrap();
+    let direct = match rustix::fs::open(
+        &path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECT,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => File::from(fd),
+        Err(e) => return eprintln!("skipped: no O_DIRECT on /var/tmp: {e}"),
+    };
+    let block = 4096;
+    let opts = MapOptions::new().method(Method::Scan).block_size(block);
+    let got = kinds(&collect(&direct, opts));
+    assert_eq!(
+        got,
+        vec![
+            (0, 1 << 20, ExtentKind::Hole),
+            (1 << 20, (1 << 20) + block, ExtentKind::Data),
+            ((1 << 20) + block, size / block * block, ExtentKind::Hole),
+            (size / block * block, size, ExtentKind::Data),
+        ],
+        "{got:?}"
+    );
+}
+
 #[test]
 fn a_200_000_extent_file_maps_in_constant_memory_and_matches_across_methods() {
     // Every other 4 KiB block written: 100,000 data extents, 100,000 holes.
