@@ -314,12 +314,14 @@ impl<'a> Dest<'a> {
 
     /// Applies a range that reads as zeros in the source.
     pub(crate) fn hole(&mut self, off: u64, len: u64, detected: bool) -> Result<(), CopyError> {
-        if detected {
-            self.counts.detected += len;
-        } else {
-            self.counts.skipped += len;
-        }
+        // A detected hole widened for O_DIRECT runs past the end: not counted.
         let end = (off + len).min(self.size);
+        let counted = end.saturating_sub(off);
+        if detected {
+            self.counts.detected += counted;
+        } else {
+            self.counts.skipped += counted;
+        }
         if self.sparse == SparseMode::Never {
             return self.write_zeros(off..end);
         }

@@ -119,7 +119,9 @@ impl<'fd> Planner<'fd> {
 /// become holes, so the destination's holes are block aligned; a partial
 /// block at either edge stays data, except the file's last block (the
 /// piece ends at `eof`), which the final size covers: all zeros, it is a
-/// hole too (else a tail hole the map called data would be allocated).
+/// hole too (else a tail hole the map called data would be allocated). A
+/// piece widened for O_DIRECT ends past `eof`, on the alignment (512 on
+/// many filesystems), not on the granule: it reaches EOF all the same.
 pub(crate) fn split_zeros(
     off: u64,
     buf: &[u8],
@@ -131,7 +133,7 @@ pub(crate) fn split_zeros(
     let len = buf.len() as u64;
     let end = off + len;
     let first = off.next_multiple_of(granule).min(end);
-    let last = if end == eof {
+    let last = if end >= eof {
         end
     } else {
         (end / granule * granule).max(first)
@@ -391,5 +393,18 @@ mod tests {
         // A tail with a byte of data stays data.
         buf[9095] = 1;
         assert_eq!(last_piece(&buf, 9096), tail_data);
+        // Widened for O_DIRECT to a 512-byte alignment past EOF (read as
+        // zeros there): a 1-byte file of a zero, and a 5000-byte one, are
+        // holes (the 512-byte widening had left their last block data).
+        for (size, widened) in [(1, 512), (5000, 5120)] {
+            let mut out = Vec::new();
+            split_zeros(0, &vec![0; widened], 0, 4096, size, &mut out);
+            let hole = Piece::Hole {
+                off: 0,
+                len: widened as u64,
+                detected: true,
+            };
+            assert_eq!(out, vec![hole], "{size}");
+        }
     }
 }
