@@ -137,6 +137,35 @@ fn a_hole_against_written_zeros_is_equal_content_and_different_allocation() {
     assert_eq!(alloc.only_b, 4 << 20, "{r:?}");
     assert_eq!(alloc.differences.len(), 1);
     assert_eq!(alloc.differences[0].allocated_in, Which::B);
+    assert!(alloc.unobserved.is_empty(), "{r:?}");
+}
+
+/// Where no inquiry shows holes (NFSv3: the map is a scan), the allocation
+/// is unknown: never reported equal, though the content is.
+#[test]
+fn allocation_mapped_by_scan_is_unknown_not_equal() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for p in [&a, &b] {
+        let f = File::create(p).unwrap();
+        f.set_len(4 << 20).unwrap();
+        f.write_all_at(b"data", 1 << 20).unwrap();
+    }
+    let r = CompareOptions::new()
+        .map_method(sparsekit_extents::Method::Scan)
+        .allocation(true)
+        .compare(&a, &b)
+        .unwrap();
+    assert!(r.content_equal, "{r:?}");
+    let alloc = r.allocation.as_ref().unwrap();
+    assert_eq!(alloc.unobserved, vec![Which::A, Which::B], "{r:?}");
+    assert!(!alloc.equal() && !r.equal(), "{r:?}");
+    // Without --allocation, the same maps answer equal.
+    let r = CompareOptions::new()
+        .map_method(sparsekit_extents::Method::Scan)
+        .compare(&a, &b)
+        .unwrap();
+    assert!(r.equal(), "{r:?}");
 }
 
 #[test]

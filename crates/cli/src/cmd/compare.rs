@@ -29,6 +29,8 @@ pub(crate) struct Args {
     b: PathBuf,
     /// Also compare the allocation: ranges one side allocates (data or
     /// unwritten) and the other leaves as a hole make the files different.
+    /// Where a file's holes cannot be seen (no SEEK_HOLE or FIEMAP, as on
+    /// NFSv3) its allocation is unknown, and unknown is not equal (exit 1).
     #[arg(long)]
     allocation: bool,
     /// List at most N differing ranges (and N allocation differences). The
@@ -52,7 +54,8 @@ pub(crate) struct Args {
     /// "bytes_read","bytes_read_buffered"},"b":{…},"equal","sizes_equal","content_equal",
     /// "first_difference","differences":[{"offset","length"}],
     /// "differences_truncated","allocation":null|{"equal","only_a","only_b",
-    /// "differences":[{"offset","length","allocated_in"}],"truncated"},
+    /// "differences":[{"offset","length","allocated_in"}],"truncated",
+    /// "unobserved":["a"|"b"]},
     /// "bytes_compared","bytes_skipped","seconds","fallbacks":[{"strategy","errno"}]}.
     #[arg(long)]
     json: bool,
@@ -202,7 +205,31 @@ fn write_human(out: &mut impl Write, a: &Path, b: &Path, r: &CompareReport) -> s
     if r.differences_truncated && !r.differences.is_empty() {
         writeln!(out, "  … more differing ranges (raise --limit)")?;
     }
-    if let Some(alloc) = r.allocation.as_ref().filter(|a| !a.equal()) {
+    let path_of = |w: sparsekit_copy::compare::Which| match w {
+        sparsekit_copy::compare::Which::A => (&a, &r.a),
+        sparsekit_copy::compare::Which::B => (&b, &r.b),
+    };
+    let unobserved: Vec<_> = r.allocation.iter().flat_map(|al| &al.unobserved).collect();
+    if !unobserved.is_empty() && r.content_equal && r.sizes_equal() {
+        writeln!(
+            out,
+            "{a} and {b} hold the same bytes; their allocation is unknown:"
+        )?;
+    }
+    for &which in unobserved {
+        let (path, side) = path_of(which);
+        writeln!(
+            out,
+            "  neither SEEK_HOLE nor FIEMAP shows the holes of {path} (mapped by {}; it allocates {} in all)",
+            side.map_method.as_str(),
+            human_size(side.allocated)
+        )?;
+    }
+    if let Some(alloc) = r
+        .allocation
+        .as_ref()
+        .filter(|a| a.unobserved.is_empty() && !a.equal())
+    {
         writeln!(
             out,
             "{a} and {b} differ in allocation: {} allocated only in {a}, {} only in {b}",
@@ -260,6 +287,7 @@ fn json_report(a: &Path, b: &Path, r: &CompareReport) -> serde_json::Value {
             "only_b": a.only_b,
             "differences": diffs,
             "truncated": a.truncated,
+            "unobserved": a.unobserved.iter().map(|w| w.as_str()).collect::<Vec<_>>(),
         })
     });
     let fallbacks: Vec<_> = r.fallbacks.iter().map(crate::fallback::record).collect();
@@ -340,6 +368,30 @@ mod tests {
                 "a.img and b.img differ: first at offset 4194314\n  differ 4194314..4194315 (1 B)\n"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_allocation_names_the_file_and_its_map() {
+        let (_d, a, _) = files();
+        let r = CompareOptions::new()
+            .map_method(sparsekit_extents::Method::Scan)
+            .allocation(true)
+            .compare(&a, &a)
+            .unwrap();
+        let mut out = Vec::new();
+        write_human(&mut out, Path::new("a.img"), Path::new("b.img"), &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(
+                "a.img and b.img hold the same bytes; their allocation is unknown:\n  neither SEEK_HOLE nor FIEMAP shows the holes of a.img (mapped by scan;"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("holes of b.img"), "{text}");
+        assert_eq!(
+            json_report(&a, &a, &r)["allocation"]["unobserved"],
+            json!(["a", "b"])
         );
     }
 }

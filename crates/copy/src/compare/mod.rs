@@ -508,6 +508,17 @@ fn check_unchanged(
     Ok(())
 }
 
+/// Whether `method` shows where `p` is allocated: SEEK_HOLE and FIEMAP do;
+/// `scan` finds zeros, and `all_data` nothing, which is the truth only for
+/// a block device (every block is there).
+fn allocation_seen(p: &Prepared, method: Method) -> bool {
+    match method {
+        Method::Seek | Method::Fiemap => true,
+        Method::AllData => FileType::from_raw_mode(p.stat.st_mode) == FileType::BlockDevice,
+        _ => false,
+    }
+}
+
 /// The report of a finished comparison (fallbacks and time set by the
 /// caller).
 fn summarize(
@@ -552,7 +563,14 @@ fn summarize(
         first_difference,
         differences_truncated: runs.len() > opts.limit,
         differences,
-        allocation: planner.allocation.map(|a| a.report),
+        allocation: planner.allocation.map(|a| AllocationReport {
+            unobserved: [(Which::A, pa, methods.0), (Which::B, pb, methods.1)]
+                .into_iter()
+                .filter(|(_, p, m)| !allocation_seen(p, *m))
+                .map(|(which, ..)| which)
+                .collect(),
+            ..a.report
+        }),
         bytes_compared: common,
         bytes_skipped: planner.skipped,
         elapsed: Default::default(),

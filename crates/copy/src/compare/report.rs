@@ -80,12 +80,18 @@ pub struct AllocationReport {
     pub only_a: u64,
     /// Bytes of the common range allocated in B only.
     pub only_b: u64,
+    /// The regular files whose allocation no inquiry could see: neither
+    /// SEEK_HOLE nor FIEMAP showed their holes (NFSv3), so they were mapped
+    /// by `scan` (zeros, not allocation) or taken as all data. With any,
+    /// the ranges above say nothing of allocation and [`equal`](Self::equal)
+    /// is false: unknown is not equal.
+    pub unobserved: Vec<Which>,
 }
 
 impl AllocationReport {
-    /// Whether both files allocate the same ranges.
+    /// Whether both files are known to allocate the same ranges.
     pub fn equal(&self) -> bool {
-        self.only_a == 0 && self.only_b == 0
+        self.unobserved.is_empty() && self.only_a == 0 && self.only_b == 0
     }
 }
 
