@@ -293,9 +293,15 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
             (_, _, Some(s)) if s == signal.as_raw() && !pending => {}
             (_, Some(130), _) => {
                 stopped += 1;
+                // Where the shift needed --force, so does its resume.
+                let resume = if force {
+                    "sparsekit resume --force"
+                } else {
+                    "sparsekit resume"
+                };
                 ensure!(
-                    stderr.contains("sparsekit resume") || stderr.contains("nothing was changed"),
-                    "{what}: exit 130 without saying how to finish: {stderr}"
+                    stderr.contains(resume) || stderr.contains("nothing was changed"),
+                    "{what}: exit 130 without saying how to finish ({resume}): {stderr}"
                 );
             }
             _ => bail!("{what}: unexpected {status}: {stderr}"),
@@ -308,6 +314,7 @@ fn killed_shifts(ctx: &Ctx<'_>) -> ScenarioResult {
             .arg("resume")
             .arg(&path)
             .arg("--json")
+            .args(force.then_some("--force"))
             .output()
             .context("sparsekit resume")?;
         ensure!(

@@ -155,7 +155,10 @@ fn run(args: ShiftArgs, op: Operation) -> anyhow::Result<ExitCode> {
             "{path}: resuming the unfinished {op} recorded in {}",
             options_journal(&r.file).display()
         );
-        match options.resume(&file).map_err(|e| shift_error(&path, e))? {
+        match options
+            .resume(&file)
+            .map_err(|e| shift_error(&path, e, args.force))?
+        {
             Resumed::Finished(report) => report,
             // Raced with another resume: what it finished is done.
             Resumed::Nothing | Resumed::Discarded => {
@@ -172,10 +175,10 @@ fn run(args: ShiftArgs, op: Operation) -> anyhow::Result<ExitCode> {
             PunchError::Unsupported { .. } if lease.is_none() && strategy != wanted => {
                 match WriteLease::acquire(&file) {
                     Err(le) => no_lease(&path, le.errno),
-                    Ok(_) => shift_error(&path, e),
+                    Ok(_) => shift_error(&path, e, args.force),
                 }
             }
-            e => shift_error(&path, e),
+            e => shift_error(&path, e, args.force),
         })?
     };
     drop(lease);
@@ -212,7 +215,9 @@ pub(crate) fn run_resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     if let Some(lease) = &lease {
         options = options.exclusion(lease);
     }
-    let resumed = options.resume(&file).map_err(|e| shift_error(&path, e))?;
+    let resumed = options
+        .resume(&file)
+        .map_err(|e| shift_error(&path, e, args.force))?;
     drop(lease);
     watchdog.finish();
     match resumed {
@@ -300,9 +305,16 @@ fn refusal(path: &str, journal: &ShiftJournal, pending: Pending) -> anyhow::Erro
     )
 }
 
-/// Adds how to finish to the library's message; a stop exits 130.
-fn shift_error(path: &str, e: PunchError) -> anyhow::Error {
-    let hint = format!("run `sparsekit resume {path}` (or the same command again) to finish");
+/// Adds how to finish to the library's message (with `--force` if this
+/// run needed it: where no lease can be had, the resume needs it too); a
+/// stop exits 130.
+fn shift_error(path: &str, e: PunchError, force: bool) -> anyhow::Error {
+    let resume = if force {
+        "sparsekit resume --force"
+    } else {
+        "sparsekit resume"
+    };
+    let hint = format!("run `{resume} {path}` (or the same command again) to finish");
     match e {
         PunchError::Stopped { changed: true, .. } => {
             WithExitCode(INTERRUPTED, anyhow::anyhow!("{path}: {e}; {hint}")).into()
@@ -317,7 +329,7 @@ fn shift_error(path: &str, e: PunchError) -> anyhow::Error {
             anyhow::anyhow!("{path}: {e}; {hint}")
         }
         PunchError::JournalPending { .. } => {
-            anyhow::anyhow!("{path}: {e}: run `sparsekit resume {path}` to finish it first")
+            anyhow::anyhow!("{path}: {e}: run `{resume} {path}` to finish it first")
         }
         e => punch_error(path, e),
     }
