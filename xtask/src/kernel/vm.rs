@@ -305,9 +305,17 @@ static KVM_GIVEN_UP: AtomicBool = AtomicBool::new(false);
 /// left hanging).
 const KVM_FAILURE: &str = "KVM internal error";
 
+/// How long a KVM guest may stay silent before the kernel's first line
+/// ("Linux version …", printed in well under a second under KVM): the same
+/// paravirtual KVM hangs Debian 6.1's boot stub after "Probing EDD" without
+/// any message, where 6.12's gets the internal error above.
+const KVM_SILENCE: Duration = Duration::from_secs(30);
+/// The boot error of a silent KVM guest.
+const KVM_SILENT: &str = "the kernel printed nothing under KVM";
+
 /// Whether a boot failure is KVM's, not the kernel's.
 fn kvm_failed(why: &str) -> bool {
-    why.contains(KVM_FAILURE)
+    why.contains(KVM_FAILURE) || why.contains(KVM_SILENT)
 }
 
 /// Whether a boot failure's console line is a kernel oops or panic.
@@ -382,6 +390,18 @@ fn boot_and_run_once(g: &GuestRun<'_>) -> Result<i32, StageError> {
                     Stage::Boot,
                     &console,
                     anyhow::anyhow!("QEMU stopped the guest: {}", line.trim()),
+                ));
+            }
+            if started.elapsed() > KVM_SILENCE && !text.contains("Linux version") {
+                vm.kill();
+                return Err(err(
+                    Stage::Boot,
+                    &console,
+                    anyhow::anyhow!(
+                        "{KVM_SILENT} in {} s (last console line: {:?})",
+                        KVM_SILENCE.as_secs(),
+                        text.lines().last().unwrap_or("").trim()
+                    ),
                 ));
             }
         }
@@ -466,6 +486,9 @@ mod tests {
         assert!(kvm_failed(
             "QEMU stopped the guest: KVM internal error. Suberror: 1"
         ));
+        assert!(kvm_failed(&format!(
+            "{KVM_SILENT} in 30 s (last console line: \"Probing EDD\")"
+        )));
         assert!(!kvm_failed("the guest never reached its script"));
     }
 
