@@ -73,7 +73,7 @@ pub struct LeaseError {
 pub fn lease_refusal(errno: Errno) -> &'static str {
     match errno {
         Errno::AGAIN => {
-            "another process (or another descriptor of this one) has the file open or mapped"
+            "another process (or another descriptor of this one) has the file open or mapped, or (NFSv4) the server granted no write delegation, without which the client takes no lease"
         }
         Errno::INVAL => {
             "this filesystem has no leases, or they are disabled (/proc/sys/fs/leases-enable)"

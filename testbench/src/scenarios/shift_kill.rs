@@ -167,7 +167,12 @@ fn needs_force(dir: &Path) -> anyhow::Result<bool> {
             set_lease(&f, Lease::Unlocked)?;
             false
         }
-        Err(e) => e.raw_os_error() == rustix::io::Errno::INVAL.raw_os_error(),
+        // EINVAL: no leases (NFSv3); EAGAIN on a file only we hold open:
+        // an NFSv4 client without a write delegation (Debian 6.1's server
+        // grants none).
+        Err(e) => [rustix::io::Errno::INVAL, rustix::io::Errno::AGAIN]
+            .iter()
+            .any(|n| e.raw_os_error() == n.raw_os_error()),
     };
     drop(f);
     std::fs::remove_file(&probe)?;
