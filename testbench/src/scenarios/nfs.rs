@@ -475,6 +475,10 @@ fn copy_during(
         // lease recovery waits past every soft timeout): the signals must
         // end it the same way, and the cell says the kernel blocked.
         None => {
+            println!(
+                "    {what}: still running after {first_wait:?}; its threads wait in: {}",
+                thread_waits(&child)
+            );
             signal(&child, rustix::process::Signal::TERM);
             let st = match wait(&mut child, SECOND_SIGNAL)? {
                 Some(st) => st,
@@ -538,6 +542,22 @@ fn kernel_stack(child: &Child) -> String {
         .or_else(|_| std::fs::read_to_string(format!("{proc}/wchan")))
         .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|e| format!("(unknown: {e})"))
+}
+
+/// Where each thread of `child` sleeps (`/proc/PID/task/*/wchan`): in the
+/// NFS client, or in user space (`0`), e.g. writing into the page cache.
+fn thread_waits(child: &Child) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", child.id())) else {
+        return "(gone)".into();
+    };
+    let mut waits: Vec<String> = tasks
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("wchan")).unwrap_or_else(|e| format!("({e})"))
+        })
+        .collect();
+    waits.sort();
+    waits.join(", ")
 }
 
 fn kill(child: &mut Child) {

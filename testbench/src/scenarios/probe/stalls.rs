@@ -35,21 +35,23 @@ pub fn cli_timeouts_on_frozen_fuse(ctx: &Ctx<'_>) -> ScenarioResult {
         healthy_copy.to_str().context("path")?.to_owned(),
         frozen_copy.to_str().context("path")?.to_owned(),
     );
-    let commands = |dst: &str| -> Vec<Vec<String>> {
+    let commands = |dst: &str, timeout: &str| -> Vec<Vec<String>> {
         let base = |args: &[&str]| {
             let mut v = vec![bin.clone()];
             v.extend(args.iter().map(|s| (*s).to_owned()));
             v
         };
         vec![
-            base(&["map", "--timeout", "1s", &file]),
-            base(&["dig", "--dry-run", "--timeout", "1s", &file]),
-            base(&["copy", "--no-progress", "--timeout", "1s", &file, dst]),
+            base(&["map", "--timeout", timeout, &file]),
+            base(&["dig", "--dry-run", "--timeout", timeout, &file]),
+            base(&["copy", "--no-progress", "--timeout", timeout, &file, dst]),
         ]
     };
 
-    // Healthy: every command succeeds within its timeout.
-    for argv in commands(&healthy_copy) {
+    // Healthy: every command succeeds within its timeout (stretched under
+    // emulation, where a live FUSE request took over a second on Debian 6.1).
+    let healthy_timeout = format!("{}ms", wall_budget(Duration::from_secs(1)).as_millis());
+    for argv in commands(&healthy_copy, &healthy_timeout) {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let (status, _, err, _) = run_bounded(&argv, Duration::from_secs(30))?;
         ensure!(status.success(), "healthy {argv:?}: {status} {err}");
@@ -68,7 +70,7 @@ pub fn cli_timeouts_on_frozen_fuse(ctx: &Ctx<'_>) -> ScenarioResult {
     // Let the caches expire so every request reaches the frozen daemon.
     std::thread::sleep(TTL * 2);
     let mut report = Vec::new();
-    for argv in commands(&frozen_copy) {
+    for argv in commands(&frozen_copy, "1s") {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let (status, _, err, elapsed) = run_bounded(&argv, Duration::from_secs(30))?;
         let cmd = argv[1];
