@@ -4,6 +4,7 @@ use crate::zero::is_zero;
 use crate::{Extent, ExtentKind, MapError};
 use rustix::fd::BorrowedFd;
 use rustix::io::{Errno, pread};
+use sparsekit_sys::aligned::{AlignedBuf, mem_align};
 
 /// Bytes read per `pread`: large enough to stream, small enough to stay lean.
 pub(crate) const SCAN_BUFFER: usize = 1 << 20;
@@ -12,38 +13,27 @@ pub(crate) const SCAN_BUFFER: usize = 1 << 20;
 /// descriptor may be in O_DIRECT mode (compare and copy set it on theirs),
 /// where an unaligned read is EINVAL. A page covers every DIO alignment.
 fn align() -> u64 {
-    sparsekit_sys::pagecache::page_size().max(4096) as u64
+    mem_align() as u64
 }
 
 #[derive(Debug)]
 pub(crate) struct ScanWalker {
-    /// Over-allocated by one alignment; the window starts at `start`.
-    raw: Vec<u8>,
-    start: usize,
-    /// File offset of the window's first byte (aligned).
+    buf: AlignedBuf,
+    /// File offset of `buf`'s first byte (aligned).
     buf_off: u64,
-    /// Valid bytes in the window.
+    /// Valid bytes in `buf`.
     buf_len: usize,
     block: u64,
 }
 
 impl ScanWalker {
     pub(crate) fn new(block: u64) -> Self {
-        let align = align() as usize;
-        let raw = vec![0; SCAN_BUFFER + align];
-        let start = raw.as_ptr().align_offset(align);
-        assert!(start < align, "cannot align a byte buffer");
         ScanWalker {
-            raw,
-            start,
+            buf: AlignedBuf::new(SCAN_BUFFER),
             buf_off: 0,
             buf_len: 0,
             block: block.clamp(512, SCAN_BUFFER as u64 / 2),
         }
-    }
-
-    fn buf(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.buf_len]
     }
 
     /// Makes `at` readable from the buffer; false at end of file.
@@ -68,7 +58,7 @@ impl ScanWalker {
         // The kernel refuses (EINVAL) a read whose end passes the largest
         // file size, i64::MAX, which is not aligned.
         let want = want.min(i64::MAX as u64 - from) as usize;
-        let window = &mut self.raw[self.start..self.start + want];
+        let window = &mut self.buf.as_mut_slice()[..want];
         let mut got = 0;
         while got < want {
             match pread(fd, &mut window[got..], from + got as u64) {
@@ -109,7 +99,7 @@ impl ScanWalker {
                 .min(end);
             let lo = (run_end - self.buf_off) as usize;
             let hi = (piece_end - self.buf_off) as usize;
-            let k = if is_zero(&self.buf()[lo..hi]) {
+            let k = if is_zero(&self.buf.as_slice()[lo..hi]) {
                 ExtentKind::Hole
             } else {
                 ExtentKind::Data

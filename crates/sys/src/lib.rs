@@ -7,6 +7,7 @@
 //! sparsekit calls rustix directly.
 //!
 //! # Brief overview
+//! - [`aligned`]: page-aligned buffers for `O_DIRECT` (safe code).
 //! - [`fiemap`]: `ioctl(fd, FS_IOC_FIEMAP, …)` in batches.
 //! - [`remap`]: `FICLONERANGE` and `FIDEDUPERANGE`.
 //! - [`lease`]: `F_SETLEASE` / `F_GETLEASE` / `F_SETOWN`: write leases.
@@ -53,6 +54,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aligned;
 pub mod blkdev;
 pub mod consts;
 pub mod errno;

@@ -421,9 +421,7 @@ fn shift_forced(ctx: &Ctx<'_>, strategy: ShiftStrategy, collapse: bool) -> Scena
         // xfs preallocates past EOF for the extending writes of a moved
         // insert: free that first. Where the client cannot (NFSv3, the
         // server's xfs), the excess says nothing of the shift: no verdict.
-        let eof = f.metadata()?.len().next_multiple_of(b);
-        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
-        if let Err(e) = rustix::fs::fallocate(&f, flags, eof, 1 << 40) {
+        if let Err(e) = model::trim_past_eof(&f, b) {
             println!(
                 "    {}: allocation grew from {before} to {after}, and blocks past EOF cannot be freed here ({e}): not judged",
                 ctx.fs_name()

@@ -237,10 +237,7 @@ fn write_human(out: &mut impl Write, a: &Path, b: &Path, r: &CompareReport) -> s
             human_size(alloc.only_b)
         )?;
         for d in &alloc.differences {
-            let side = match d.allocated_in {
-                sparsekit_copy::compare::Which::A => &a,
-                sparsekit_copy::compare::Which::B => &b,
-            };
+            let (side, _) = path_of(d.allocated_in);
             writeln!(
                 out,
                 "  allocated only in {side}: {}..{} ({})",

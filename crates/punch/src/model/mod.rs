@@ -28,7 +28,7 @@
 mod runner;
 mod step;
 
-pub use runner::{Config, ModelFailure, Verdict, run, run_ops, run_steps, run_with};
+pub use runner::{Config, ModelFailure, Verdict, run, run_ops, run_steps, run_with, trim_past_eof};
 #[cfg(test)]
 pub(crate) use step::fill_bytes;
 pub use step::{Fill, Op, Step, steps};

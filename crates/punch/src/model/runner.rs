@@ -504,22 +504,18 @@ fn apply(file: &File, op: &Op, config: &Config, block: u64) -> Result<Applied, A
 
 /// Frees blocks a filesystem preallocated past the end of the file for an
 /// extending write (xfs's speculative preallocation, up to gigabytes), so
-/// the allocation bound measures the operations under test, not the setup
+/// an allocation bound measures the operations under test, not the setup
 /// writes. Best effort: a filesystem that cannot punch keeps them (NFSv3
-/// over xfs: the server preallocates, the client cannot free); returns
-/// whether the blocks past EOF are known to be gone.
-fn trim_past_eof(file: &File, block: u64) -> bool {
-    let Ok(meta) = file.metadata() else {
-        return false;
-    };
-    let from = meta.len().div_ceil(block) * block;
+/// over xfs: the server preallocates, the client cannot free), and says
+/// why.
+pub fn trim_past_eof(file: &File, block: u64) -> rustix::io::Result<()> {
+    let from = (rustix::fs::fstat(file)?.st_size as u64).div_ceil(block) * block;
     rustix::fs::fallocate(
         file,
         rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
         from,
         1 << 40,
     )
-    .is_ok()
 }
 
 /// Contents and size equal, allocation within the model's bound.
@@ -554,7 +550,7 @@ pub(super) fn compare(
         if allocated > bound {
             // Where blocks past EOF cannot be freed, the excess may be the
             // filesystem's preallocation, not the operations': no verdict.
-            if !trim_past_eof(file, block) {
+            if trim_past_eof(file, block).is_err() {
                 return Ok(());
             }
             allocated = file.metadata().map_err(|e| format!("fstat: {e}"))?.blocks() * 512;
