@@ -75,7 +75,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Some("bench") => {
             require_root("the benchmarks")?;
             cleanup::install_signal_handlers()?;
-            let wanted = &args[1..];
+            let wanted = &bench::take_loop_io(&args[1..])?;
+            println!("bench: loop devices with {:?} I/O", bench::loop_io());
             for (name, f) in bench::all() {
                 if wanted.is_empty() || wanted.iter().any(|w| w == name) {
                     f(wanted)?;

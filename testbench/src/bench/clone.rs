@@ -13,7 +13,6 @@
 
 use super::measure::{Cost, drop_caches, run as measure, sparsekit_bin};
 use crate::defs;
-use crate::fixture::MountedFs;
 use anyhow::{Context, ensure};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -39,7 +38,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
         let mut def = defs.iter().find(|d| d.name == name).context(name)?.clone();
         crate::tools::ensure(&def, true).map_err(anyhow::Error::msg)?;
         def.image_size = "4G".into();
-        let fs = MountedFs::mount(&def)?;
+        let fs = super::mount(&def)?;
         let dir = fs.mountpoint();
         whole_file(name, dir, bin)?;
         dedupe_equal(name, dir, bin)?;

@@ -16,7 +16,6 @@
 use super::image::{cached, layout_of, make_image_of, s};
 use super::measure::{drop_caches, run as measure, sparsekit_bin};
 use crate::defs;
-use crate::fixture::MountedFs;
 use anyhow::{Context, bail, ensure};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -74,8 +73,8 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
         d.image_size = "2G".into();
         Ok(d)
     };
-    let ext4 = MountedFs::mount(&def("ext4")?)?;
-    let xfs = MountedFs::mount(&def("xfs")?)?;
+    let ext4 = super::mount(&def("ext4")?)?;
+    let xfs = super::mount(&def("xfs")?)?;
     let mut missed = Vec::new();
     let images: [(&str, u64); 2] = [("sparse", 4 << 30), ("fragmented", 2 << 30)];
     for (name, size) in images {

@@ -36,7 +36,6 @@
 use super::image::{Extent, cached, fragmented, identical, layout_of, make_image_of, runs, s};
 use super::measure::{Cost, drop_caches, run as measure, sparsekit_bin};
 use crate::defs::{self, FsDef};
-use crate::fixture::MountedFs;
 use anyhow::{Context, bail, ensure};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -299,11 +298,11 @@ fn workload(
     let layout = (w.layout)();
     let data: u64 = layout.iter().map(|e| e.1).sum();
     let zero: u64 = layout.iter().filter(|e| e.2).map(|e| e.1).sum();
-    let from = MountedFs::mount(&def("ext4", w.fs_size)?)?;
+    let from = super::mount(&def("ext4", w.fs_size)?)?;
     let to = if w.to == "ext4" {
         None
     } else {
-        Some(MountedFs::mount(&def(w.to, w.fs_size)?)?)
+        Some(super::mount(&def(w.to, w.fs_size)?)?)
     };
     let src = from.mountpoint().join("disk.img");
     let dst = to.as_ref().unwrap_or(&from).mountpoint().join("copy.img");
@@ -470,7 +469,7 @@ fn reflink_same_fs(
     missed: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let size = 4 * GIB;
-    let fs = MountedFs::mount(def)?;
+    let fs = super::mount(def)?;
     let src = fs.mountpoint().join("disk.img");
     let dst = fs.mountpoint().join("copy.img");
     make_image_of(&src, layout, size)?;

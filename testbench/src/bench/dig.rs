@@ -25,7 +25,6 @@
 
 use super::measure::{Cost, drop_caches, run as measure, sparsekit_bin};
 use crate::defs;
-use crate::fixture::MountedFs;
 use anyhow::{Context, ensure};
 use sparsekit_extents::{ExtentKind, MapOptions, Method};
 use std::fs::File;
@@ -91,7 +90,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .clone();
         crate::tools::ensure(&def, true).map_err(anyhow::Error::msg)?;
         def.image_size = "20G".into();
-        let fs = MountedFs::mount(&def)?;
+        let fs = super::mount(&def)?;
         for start in [Start::Cold, Start::FileCold] {
             let mut ours = Vec::new();
             let mut peer = Vec::new();

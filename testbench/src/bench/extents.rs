@@ -4,7 +4,6 @@
 
 use super::measure::{best_of_pair, sparsekit_bin};
 use crate::defs;
-use crate::fixture::MountedFs;
 use anyhow::{Context, ensure};
 use std::os::unix::fs::FileExt;
 
@@ -26,7 +25,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
         // 100,000 allocated blocks plus metadata do not fit the scenarios' 512 MiB.
         def.image_size = "2G".into();
         crate::tools::ensure(&def, true).map_err(anyhow::Error::msg)?;
-        let fs = MountedFs::mount(&def)?;
+        let fs = super::mount(&def)?;
         let path = fs.mountpoint().join("fragmented");
         let f = std::fs::File::create(&path)?;
         let block = 4096u64;

@@ -10,7 +10,6 @@
 use super::image::{layout_of, make_image_of, s};
 use super::measure::{self, drop_caches, sparsekit_bin};
 use crate::defs::{FsDef, load, matrix_path};
-use crate::fixture::MountedFs;
 use anyhow::{Context, bail, ensure};
 use std::path::{Path, PathBuf};
 
@@ -57,7 +56,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     }
     let bin = sparsekit_bin()?;
     let bin = s(&bin)?.to_owned();
-    let fs = MountedFs::mount(def)?;
+    let fs = super::mount(def)?;
     let local = tempfile::tempdir()?;
     let nfs_src = fs.mountpoint().join("src.img");
     let local_src = local.path().join("src.img");

@@ -5,7 +5,6 @@
 //! cost at p50 must stay within a few microseconds.
 
 use crate::defs;
-use crate::fixture::MountedFs;
 use anyhow::{Context, ensure};
 use rustix::fs::{AtFlags, CWD, StatxFlags};
 use sparsekit_probe::{Fields, ProbeOptions, WorkerPool};
@@ -172,7 +171,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     for name in ["ext4", "tmpfs"] {
         let def = defs.iter().find(|d| d.name == name).context(name)?;
         crate::tools::ensure(def, true).map_err(anyhow::Error::msg)?;
-        let fs = MountedFs::mount(def)?;
+        let fs = super::mount(def)?;
         worst = worst.max(measure(name, fs.mountpoint())?);
     }
     println!(

@@ -161,14 +161,26 @@ impl SourceCache {
     }
 }
 
+/// Pieces shorter than this go buffered even under `O_DIRECT`, with
+/// write-behind keeping their pages few. Each small `O_DIRECT` write into a
+/// hole is one allocation, one device write and one wait; buffered, the
+/// filesystem allocates at writeback and the device gets them queued
+/// together. Measured on the fragmented bench image (4 KiB of data every
+/// 16 KiB over 2 GiB, ext4 → xfs on loop devices with direct I/O): 25.1 s
+/// all `O_DIRECT`, 9.8 s buffered with write-behind, nbdcopy 12.6 s.
+pub(crate) const SMALL_PIECE: u64 = 64 << 10;
+
 /// The destination side's cache behaviour: how it writes, write-behind,
 /// and what it drops after the final sync.
 #[derive(Debug)]
 pub(crate) struct DestCache {
     side: SidePolicy,
     does: Behaviour,
-    /// Whether O_DIRECT is on right now (unaligned pieces go buffered).
+    /// Whether O_DIRECT is on right now (unaligned and small pieces go
+    /// buffered).
     direct_on: bool,
+    /// Write-behind of what is written buffered: everything under `Drop`,
+    /// the small and unaligned pieces under `Direct`.
     behind: Option<WriteBehind>,
 }
 
@@ -183,8 +195,7 @@ impl DestCache {
             side,
             does,
             direct_on: does.direct,
-            behind: does
-                .write_behind
+            behind: (does.write_behind || does.direct)
                 .then(|| WriteBehind::new((4 * buf_size as u64).max(16 << 20))),
         }
     }
@@ -194,8 +205,8 @@ impl DestCache {
     }
 
     /// One write of `buf` at `at`. Under O_DIRECT a piece that is not
-    /// aligned (offset, length, memory) goes buffered, the flag switched
-    /// per piece.
+    /// aligned (offset, length, memory) or shorter than [`SMALL_PIECE`]
+    /// goes buffered, the flag switched per piece.
     pub(crate) fn pwrite(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -204,11 +215,13 @@ impl DestCache {
     ) -> Result<usize, DestFailure> {
         if self.does.direct {
             let a = self.side.align;
-            let aligned =
-                at % a == 0 && buf.len() as u64 % a == 0 && buf.as_ptr() as u64 % a.min(4096) == 0;
-            if aligned != self.direct_on {
-                set_direct(fd, aligned).map_err(|e| ("fcntl(F_SETFL)", at, e))?;
-                self.direct_on = aligned;
+            let direct = buf.len() as u64 >= SMALL_PIECE
+                && at % a == 0
+                && buf.len() as u64 % a == 0
+                && buf.as_ptr() as u64 % a.min(4096) == 0;
+            if direct != self.direct_on {
+                set_direct(fd, direct).map_err(|e| ("fcntl(F_SETFL)", at, e))?;
+                self.direct_on = direct;
             }
         }
         let res = if self.does.dontcache {
@@ -235,6 +248,10 @@ impl DestCache {
         fd: BorrowedFd<'_>,
         range: Range<u64>,
     ) -> Result<(), DestFailure> {
+        if self.direct_on {
+            // On the device already: nothing cached to write behind.
+            return Ok(());
+        }
         match &mut self.behind {
             Some(behind) => behind
                 .written(fd, range)
@@ -270,17 +287,28 @@ impl DestCache {
 /// The `Drop` policy's destination half: start writeback of each range as
 /// it is written, and once more than `limit` bytes are in flight, wait for
 /// the oldest and drop its pages, so dirty and cached pages stay bounded a
-/// few MiB behind the write head (nbdcopy's technique).
+/// few MiB behind the write head (nbdcopy's technique). Small pieces
+/// written in file order are gathered into one range of up to
+/// [`WRITE_BEHIND_UNIT`] (holes between them included: they have no
+/// pages), so a fragmented image costs a few calls per MiB, not two per
+/// extent.
 #[derive(Debug)]
 pub(crate) struct WriteBehind {
+    /// Written, writeback not yet started.
+    gathering: Option<Range<u64>>,
+    /// Writeback started, oldest first.
     pending: VecDeque<Range<u64>>,
     bytes: u64,
     limit: u64,
 }
 
+/// The span gathered before its writeback is started.
+const WRITE_BEHIND_UNIT: u64 = 1 << 20;
+
 impl WriteBehind {
     pub(crate) fn new(limit: u64) -> Self {
         WriteBehind {
+            gathering: None,
             pending: VecDeque::new(),
             bytes: 0,
             limit,
@@ -295,6 +323,30 @@ impl WriteBehind {
         if range.is_empty() {
             return Ok(());
         }
+        self.gathering = match self.gathering.take() {
+            Some(g) if range.start >= g.start => Some(g.start..g.end.max(range.end)),
+            Some(g) => {
+                // Out of order (an in-place header written last): the
+                // gathered span goes on its own.
+                self.start_writeback(fd, g)?;
+                Some(range)
+            }
+            None => Some(range),
+        };
+        if let Some(g) = self
+            .gathering
+            .take_if(|g| g.end - g.start >= WRITE_BEHIND_UNIT)
+        {
+            self.start_writeback(fd, g)?;
+        }
+        Ok(())
+    }
+
+    fn start_writeback(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        range: Range<u64>,
+    ) -> Result<(), (u64, Errno)> {
         sync_file_range(
             fd,
             range.start,
@@ -312,6 +364,9 @@ impl WriteBehind {
 
     /// Waits for and drops everything still pending.
     pub(crate) fn finish(&mut self, fd: BorrowedFd<'_>) -> Result<(), (u64, Errno)> {
+        if let Some(g) = self.gathering.take() {
+            self.start_writeback(fd, g)?;
+        }
         while !self.pending.is_empty() {
             self.retire_oldest(fd)?;
         }
@@ -329,5 +384,84 @@ impl WriteBehind {
         sync_file_range(fd, r.start, r.end - r.start, all).map_err(|e| (r.start, e))?;
         dont_need(fd, r);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::Buffer;
+    use rustix::fd::AsFd;
+
+    #[test]
+    fn write_behind_gathers_small_pieces_in_file_order() {
+        let f = tempfile::tempfile().unwrap();
+        let fd = f.as_fd();
+        let mut behind = WriteBehind::new(u64::MAX);
+        // 4 KiB every 16 KiB over 4 MiB: 256 pieces, four 1 MiB spans.
+        for off in (0..4u64 << 20).step_by(16 << 10) {
+            pwrite(fd, &[7u8; 4096], off).unwrap();
+            behind.written(fd, off..off + 4096).unwrap();
+        }
+        assert_eq!(behind.pending.len(), 3, "{:?}", behind.pending);
+        assert_eq!(behind.pending[0], 0..(1 << 20) + 4096);
+        // Out of order (an in-place header last): what was gathered goes
+        // first, on its own.
+        behind.written(fd, 0..4096).unwrap();
+        assert_eq!(behind.pending.len(), 4);
+        assert_eq!(behind.gathering, Some(0..4096));
+        behind.finish(fd).unwrap();
+        assert!(behind.pending.is_empty() && behind.gathering.is_none());
+        assert_eq!(behind.bytes, 0);
+    }
+
+    #[test]
+    fn write_behind_bounds_what_is_in_flight() {
+        let f = tempfile::tempfile().unwrap();
+        let fd = f.as_fd();
+        let mut behind = WriteBehind::new(4 << 20);
+        for off in (0..32u64 << 20).step_by(1 << 20) {
+            pwrite(fd, &vec![1u8; 1 << 20], off).unwrap();
+            behind.written(fd, off..off + (1 << 20)).unwrap();
+            assert!(behind.bytes <= 4 << 20);
+        }
+    }
+
+    #[test]
+    fn small_pieces_go_buffered_under_direct() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join("d")).unwrap();
+        let fd = f.as_fd();
+        if set_direct(fd, true).is_err() {
+            eprintln!("no O_DIRECT on the temporary directory's filesystem: nothing to check");
+            return;
+        }
+        let mut cache = DestCache::new(
+            SidePolicy {
+                policy: CachePolicy::Direct,
+                align: 4096,
+            },
+            1 << 20,
+        );
+        let buf = Buffer::new(SMALL_PIECE as usize);
+        let data = buf.as_slice();
+        cache.pwrite(fd, &data[..4096], 0).unwrap();
+        assert!(!cache.direct_on, "a 4 KiB piece is written buffered");
+        cache.written(fd, 0..4096).unwrap();
+        assert_eq!(cache.behind.as_ref().unwrap().gathering, Some(0..4096));
+        cache.pwrite(fd, data, SMALL_PIECE).unwrap();
+        assert!(
+            cache.direct_on,
+            "a {SMALL_PIECE}-byte aligned piece goes O_DIRECT"
+        );
+        cache.written(fd, SMALL_PIECE..2 * SMALL_PIECE).unwrap();
+        assert_eq!(
+            cache.behind.as_ref().unwrap().gathering,
+            Some(0..4096),
+            "nothing of an O_DIRECT write to write behind"
+        );
+        cache.finish(fd).unwrap();
+        assert!(cache.direct_on);
+        assert!(cache.behind.as_ref().unwrap().pending.is_empty());
     }
 }
