@@ -10,9 +10,12 @@
 //! A B` run in turn, caches dropped before every run, each must exit 0.
 //! Reported per tool: median and best wall time, ratio of the median to
 //! the faster peer's, and the page cache left (A + B, worst run). Target
-//! (issue #14): sparsekit's median ≤ 0.5 × the faster peer's. The machine's
+//! (issue #14): sparsekit's median ≤ 0.5 × the faster peer's. Under each
+//! table, the [device reference](super::device): both files' data read
+//! raw, the least any comparison has to read. The machine's
 //! load average is printed before and after, as other work skews timings.
 
+use super::device;
 use super::image::{cached, layout_of, make_image_of, s};
 use super::measure::{drop_caches, run as measure, sparsekit_bin};
 use crate::defs;
@@ -115,6 +118,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
         );
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
         let mut cache_left = vec![0u64; tools.len()];
+        let mut reference = Vec::new();
         for _ in 0..RUNS {
             for (i, (label, argv, _)) in tools.iter().enumerate() {
                 drop_caches()?;
@@ -122,6 +126,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
                 times[i].push(cost.seconds);
                 cache_left[i] = cache_left[i].max(cached(&a)? + cached(&b)?);
             }
+            reference.push(device::read(&[a.as_path(), b.as_path()])?);
         }
         let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
         let fastest_peer = tools
@@ -145,6 +150,15 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
                 cache_left[i] as f64 / MIB
             );
         }
+        println!(
+            "{}",
+            device::describe(
+                "both files' data read",
+                &device::median(&reference),
+                fastest_peer,
+                0.5
+            )
+        );
         println!("load after: {}", loadavg());
         if medians[0] > 0.5 * fastest_peer {
             missed.push(format!(

@@ -22,7 +22,9 @@
 //! wall time, the ratio to the fastest peer, peak RSS, the page cache left
 //! (source + destination, cachestat, the worst round), the destination's
 //! allocation (and its ratio to cp's) and whether its content is
-//! identical to the source (checked after the first round).
+//! identical to the source (checked after the first round). Under each
+//! table, the [device reference](super::device): the data moved raw, the
+//! least any tool has to move.
 //!
 //! Targets (issue #16), for the default `sparsekit copy` on every
 //! workload: ≤ 0.8 × the fastest peer, ≤ 1 % of the data left in the page
@@ -33,6 +35,7 @@
 //! (default: all, 7 runs; a full run takes about 40 minutes on the
 //! 2-core development machine, most of it in `long` and `frag1m`).
 
+use super::device;
 use super::image::{Extent, cached, fragmented, identical, layout_of, make_image_of, runs, s};
 use super::measure::{Cost, drop_caches, run as measure, sparsekit_bin};
 use crate::defs::{self, FsDef};
@@ -320,6 +323,7 @@ fn workload(
     );
     let tools = tools(bin, s(&src)?, s(&dst)?, w.to == "ext4");
     let mut rows: Vec<Row> = tools.iter().map(|_| Row::default()).collect();
+    let mut reference = Vec::new();
     for round in 0..runs {
         for k in 0..tools.len() {
             let i = (k + round) % tools.len();
@@ -335,10 +339,20 @@ fn workload(
                 row.identical = Some(identical(&src, &dst)?);
             }
         }
+        reference.push(device::copy(&src, &dst)?);
     }
     let _ = std::fs::remove_file(&dst);
     let _ = std::fs::remove_file(&src);
     print_table(&tools, &rows, data);
+    println!(
+        "{}",
+        device::describe(
+            "the data read and written back, fsynced",
+            &device::median(&reference),
+            fastest_peer(&tools, &rows),
+            TIME_TARGET
+        )
+    );
     check_targets(w.name, &tools, &rows, data, missed);
     Ok(())
 }

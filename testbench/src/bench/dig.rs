@@ -7,12 +7,17 @@
 //! 6.5). Both copies must afterwards still hold exactly what was written.
 //!
 //! Two starting states, each measured for every round:
-//! - `cold`: `sync; echo 3 > drop_caches` — every cache, including the
-//!   loop device's backing file, so reads go to the disk under the bench
-//!   (noisy on a shared machine);
+//! - `cold`: `sync; echo 3 > drop_caches`, so every read goes to the disk
+//!   under the bench (noisy on a shared machine);
 //! - `file-cold`: only the image's own pages are dropped (synced, then
-//!   `POSIX_FADV_DONTNEED`), so the device answers from memory and the
-//!   tools' own efficiency shows.
+//!   `POSIX_FADV_DONTNEED`). With `--loop-io buffered` the loop device's
+//!   backing file stays cached and the device answers from memory, so the
+//!   tools' own efficiency shows; with direct loop I/O (the default) the
+//!   reads go to the disk here too, and only the filesystem's metadata
+//!   stays cached.
+//!
+//! Under each filesystem's results, the [device reference](super::device):
+//! the image's data read raw, the least any digger has to read.
 //!
 //! `sparsekit dig` takes its write lease (the exclusion of other writers)
 //! inside the timed command, like any user's run.
@@ -23,6 +28,7 @@
 //!
 //! `cargo xtask bench dig [--rounds N] [--fs ext4,xfs] [--size GIB]`
 
+use super::device;
 use super::measure::{Cost, drop_caches, run as measure, sparsekit_bin};
 use crate::defs;
 use anyhow::{Context, ensure};
@@ -94,14 +100,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         for start in [Start::Cold, Start::FileCold] {
             let mut ours = Vec::new();
             let mut peer = Vec::new();
+            let mut reference = Vec::new();
             for round in 1..=rounds {
-                let (o, p) = one_round(&layout, fs.mountpoint(), bin, start, round)?;
+                let (o, p, r) = one_round(&layout, fs.mountpoint(), bin, start, round)?;
                 print_row(name, start, round, "sparsekit dig", &o);
                 print_row(name, start, round, "fallocate --dig-holes", &p);
                 ours.push(o);
                 peer.push(p);
+                reference.push(r);
             }
-            all_ok &= summarize(name, start, &ours, &peer);
+            let reference = device::median(&reference);
+            all_ok &= summarize(name, start, &ours, &peer, &reference);
         }
     }
     ensure!(all_ok, "a dig target was missed (see above)");
@@ -127,14 +136,15 @@ impl Start {
 }
 
 /// Two fresh identical copies, one dug by each tool; the first round of
-/// each state also checks both still hold what was written.
+/// each state also checks both still hold what was written. The device
+/// reference reads one copy's data first.
 fn one_round(
     layout: &Layout,
     dir: &Path,
     bin: &str,
     start: Start,
     round: usize,
-) -> anyhow::Result<(Run, Run)> {
+) -> anyhow::Result<(Run, Run, device::Reference)> {
     let (a, b) = (dir.join("ours.img"), dir.join("peer.img"));
     layout.write(&a)?;
     layout.write(&b)?;
@@ -144,6 +154,7 @@ fn one_round(
         allocated(&a)?,
         allocated(&b)?
     );
+    let reference = device::read(&[a.as_path()])?;
     let ours_argv = [bin, "dig", s(&a)?];
     let peer_argv = ["fallocate", "--dig-holes", s(&b)?];
     let (o, p) = if round % 2 == 1 {
@@ -163,7 +174,7 @@ fn one_round(
     }
     std::fs::remove_file(&a)?;
     std::fs::remove_file(&b)?;
-    Ok((o, p))
+    Ok((o, p, reference))
 }
 
 /// One tool's run on one copy.
@@ -251,7 +262,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Prints the ratios and whether each target holds.
-fn summarize(fs: &str, start: Start, ours: &[Run], peer: &[Run]) -> bool {
+fn summarize(
+    fs: &str,
+    start: Start,
+    ours: &[Run],
+    peer: &[Run],
+    reference: &device::Reference,
+) -> bool {
     let t_ours = median(ours.iter().map(|r| r.cost.seconds).collect());
     let t_peer = median(peer.iter().map(|r| r.cost.seconds).collect());
     // Per round, on identical copies: at least as many bytes punched.
@@ -280,6 +297,11 @@ fn summarize(fs: &str, start: Start, ours: &[Run], peer: &[Run]) -> bool {
         cache_peer >> 10,
         cache_ours as f64 / cache_peer.max(1) as f64,
         verdict(cache_ok),
+    );
+    println!(
+        "{fs} {}: {}",
+        start.name(),
+        device::describe("the data read", reference, t_peer, TIME_TARGET)
     );
     time_ok && freed_ok && cache_ok
 }

@@ -4,6 +4,7 @@
 pub mod clone;
 pub mod compare;
 pub mod copy;
+pub mod device;
 pub mod dig;
 pub mod extents;
 mod image;

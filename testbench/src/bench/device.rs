@@ -1,0 +1,179 @@
+//! What the device itself takes to move a workload's bytes: every data
+//! extent read (and for a copy written back at the same offset in a new
+//! file, then fsynced) with `O_DIRECT`, 8 MiB requests, 16 in flight per
+//! file, after dropping caches, between the tools of every round, and
+//! nothing else: no zero check, no comparison, no holes made. A tool needs
+//! at least these bytes moved, so when 0.8 × (or 0.5 ×) the fastest peer
+//! is below this time the target asks for more than the device gives,
+//! whatever the tool does. It is a reference, not a proven bound: on
+//! fragmented images, buffered readahead keeps more requests in flight
+//! than this does.
+
+use super::measure::drop_caches;
+use anyhow::Context;
+use rustix::fs::{Mode, OFlags, open};
+use sparsekit_extents::{ExtentKind, MapOptions, Method};
+use sparsekit_sys::aligned::AlignedBuf;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+const REQUEST: u64 = 8 << 20;
+const IN_FLIGHT: usize = 16;
+
+/// One timed transfer.
+#[derive(Clone, Copy, Debug)]
+pub struct Reference {
+    pub seconds: f64,
+    /// Bytes read (and, for a copy, as many written).
+    pub bytes: u64,
+}
+
+/// `file`'s data extents cut into requests of at most [`REQUEST`] bytes,
+/// each rounded up to 4 KiB (`O_DIRECT`; a short read at the end is fine).
+fn requests(file: &File) -> anyhow::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for e in MapOptions::new().method(Method::Seek).map(file)? {
+        let e = e?;
+        if e.kind != ExtentKind::Data {
+            continue;
+        }
+        let mut off = e.offset;
+        while off < e.offset + e.length {
+            let len = (e.offset + e.length - off).min(REQUEST);
+            out.push((off, len.next_multiple_of(4096)));
+            off += len;
+        }
+    }
+    Ok(out)
+}
+
+fn open_direct(path: &Path, flags: OFlags) -> anyhow::Result<File> {
+    let fd = open(
+        path,
+        flags | OFlags::DIRECT | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .with_context(|| format!("open {} with O_DIRECT", path.display()))?;
+    Ok(File::from(fd))
+}
+
+/// Runs `each` over `work` from [`IN_FLIGHT`] threads, each with its own
+/// buffer.
+fn spread(
+    work: &[(u64, u64)],
+    each: impl Fn(&mut [u8], u64) -> std::io::Result<()> + Sync,
+) -> anyhow::Result<()> {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| {
+                s.spawn(|| -> std::io::Result<()> {
+                    let mut buf = AlignedBuf::new(REQUEST as usize);
+                    while let Some(&(off, len)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        each(&mut buf.as_mut_slice()[..len as usize], off)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("device reference thread panicked")?;
+        }
+        Ok(())
+    })
+}
+
+/// Reads every data extent of every file in `files`, all files at once.
+pub fn read(files: &[&Path]) -> anyhow::Result<Reference> {
+    let opened = files
+        .iter()
+        .map(|p| {
+            let f = open_direct(p, OFlags::RDONLY)?;
+            let r = requests(&f)?;
+            Ok((f, r))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    drop_caches()?;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = opened
+            .iter()
+            .map(|(f, work)| s.spawn(move || spread(work, |buf, off| read_fully(f, buf, off))))
+            .collect();
+        jobs.into_iter()
+            .try_for_each(|j| j.join().expect("device reference thread panicked"))
+    })?;
+    Ok(Reference {
+        seconds: t.elapsed().as_secs_f64(),
+        bytes: opened.iter().flat_map(|(_, r)| r).map(|r| r.1).sum(),
+    })
+}
+
+/// Reads `src`'s data extents and writes each at its offset into `dst`
+/// (created, removed afterwards), then fsyncs `dst`.
+pub fn copy(src: &Path, dst: &Path) -> anyhow::Result<Reference> {
+    let from = open_direct(src, OFlags::RDONLY)?;
+    let work = requests(&from)?;
+    let _ = std::fs::remove_file(dst);
+    let to = open_direct(dst, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL)?;
+    drop_caches()?;
+    let t = Instant::now();
+    let res = spread(&work, |buf, off| {
+        let n = read_fully(&from, buf, off).map(|()| buf.len())?;
+        to.write_all_at(&buf[..n], off)
+    })
+    .and_then(|()| to.sync_all().context("fsync"));
+    let seconds = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(dst);
+    res?;
+    Ok(Reference {
+        seconds,
+        bytes: work.iter().map(|r| r.1).sum(),
+    })
+}
+
+/// Reads `buf.len()` bytes at `off`; past the end of the file, zeros.
+fn read_fully(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    buf[done..].fill(0);
+    Ok(())
+}
+
+/// The median of measurements taken in the benchmark's rounds, between
+/// the tools' runs, so that what else loads the machine weighs on both.
+pub fn median(all: &[Reference]) -> Reference {
+    let mut all = all.to_vec();
+    all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    all[all.len() / 2]
+}
+
+/// The reference's line under a benchmark table.
+pub fn describe(what: &str, r: &Reference, fastest_peer: f64, target: f64) -> String {
+    let verdict = if r.seconds > target * fastest_peer {
+        format!(
+            "above {target} x the fastest peer ({:.3} s): moving these bytes raw takes longer than the target allows",
+            target * fastest_peer
+        )
+    } else {
+        format!(
+            "within {target} x the fastest peer ({:.3} s)",
+            target * fastest_peer
+        )
+    };
+    format!(
+        "device reference ({what}, O_DIRECT, {} MiB requests, {IN_FLIGHT} in flight per file, median of the rounds): {:.0} MiB in {:.3} s ({:.2} GB/s), {verdict}",
+        REQUEST >> 20,
+        r.bytes as f64 / (1u64 << 20) as f64,
+        r.seconds,
+        r.bytes as f64 / r.seconds / 1e9,
+    )
+}
