@@ -109,7 +109,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 peer.push(p);
                 reference.push(r);
             }
-            let reference = device::median(&reference);
             all_ok &= summarize(name, start, &ours, &peer, &reference);
         }
     }
@@ -267,7 +266,7 @@ fn summarize(
     start: Start,
     ours: &[Run],
     peer: &[Run],
-    reference: &device::Reference,
+    reference: &[device::Reference],
 ) -> bool {
     let t_ours = median(ours.iter().map(|r| r.cost.seconds).collect());
     let t_peer = median(peer.iter().map(|r| r.cost.seconds).collect());
