@@ -9,10 +9,10 @@
 //! readahead and writeback may keep more in flight), and it is not taken
 //! on fragmented layouts, where it bounds nothing.
 
+use super::image::data_extents;
 use super::measure::drop_caches;
 use anyhow::Context;
 use rustix::fs::{Mode, OFlags, open};
-use sparsekit_extents::{ExtentKind, MapOptions, Method};
 use sparsekit_sys::aligned::AlignedBuf;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -31,20 +31,15 @@ pub struct Reference {
     pub bytes: u64,
 }
 
-/// `file`'s data extents cut into requests of at most [`REQUEST`] bytes,
+/// `path`'s data extents cut into requests of at most [`REQUEST`] bytes,
 /// each rounded up to 4 KiB (`O_DIRECT`; a short read at the end is fine).
-fn requests(file: &File) -> anyhow::Result<Vec<(u64, u64)>> {
+fn requests(path: &Path) -> anyhow::Result<Vec<(u64, u64)>> {
+    let mut extents = Vec::new();
+    data_extents(path, &mut extents)?;
     let mut out = Vec::new();
-    for e in MapOptions::new().method(Method::Seek).map(file)? {
-        let e = e?;
-        if e.kind != ExtentKind::Data {
-            continue;
-        }
-        let mut off = e.offset;
-        while off < e.offset + e.length {
-            let len = (e.offset + e.length - off).min(REQUEST);
-            out.push((off, len.next_multiple_of(4096)));
-            off += len;
+    for (start, end) in extents {
+        for off in (start..end).step_by(REQUEST as usize) {
+            out.push((off, (end - off).min(REQUEST).next_multiple_of(4096)));
         }
     }
     Ok(out)
@@ -90,11 +85,7 @@ fn spread(
 pub fn read(files: &[&Path]) -> anyhow::Result<Reference> {
     let opened = files
         .iter()
-        .map(|p| {
-            let f = open_direct(p, OFlags::RDONLY)?;
-            let r = requests(&f)?;
-            Ok((f, r))
-        })
+        .map(|p| Ok((open_direct(p, OFlags::RDONLY)?, requests(p)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     drop_caches()?;
     let t = Instant::now();
@@ -116,14 +107,14 @@ pub fn read(files: &[&Path]) -> anyhow::Result<Reference> {
 /// (created, removed afterwards), then fsyncs `dst`.
 pub fn copy(src: &Path, dst: &Path) -> anyhow::Result<Reference> {
     let from = open_direct(src, OFlags::RDONLY)?;
-    let work = requests(&from)?;
+    let work = requests(src)?;
     let _ = std::fs::remove_file(dst);
     let to = open_direct(dst, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL)?;
     drop_caches()?;
     let t = Instant::now();
     let res = spread(&work, |buf, off| {
-        let n = read_fully(&from, buf, off).map(|()| buf.len())?;
-        to.write_all_at(&buf[..n], off)
+        read_fully(&from, buf, off)?;
+        to.write_all_at(buf, off)
     })
     .and_then(|()| to.sync_all().context("fsync"));
     let seconds = t.elapsed().as_secs_f64();

@@ -102,7 +102,7 @@ pub(super) fn cached(path: &Path) -> anyhow::Result<u64> {
 }
 
 /// The data extents of `path` (SEEK_DATA/SEEK_HOLE), merged into `out`.
-fn data_extents(path: &Path, out: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
+pub(super) fn data_extents(path: &Path, out: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
     let f = File::open(path)?;
     for e in MapOptions::new().method(Method::Seek).map(&f)? {
         let e = e?;
