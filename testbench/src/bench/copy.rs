@@ -31,7 +31,7 @@
 //! cache, allocation ≤ cp's, peak RSS ≤ 64 MiB, identical output. A missed
 //! target fails the bench after every table has been printed.
 //!
-//! `cargo xtask bench copy [--workloads small,long,frag130k,frag1m,samefs,reflink] [--runs N]`
+//! `cargo xtask bench copy [--workloads small,long,frag130k,frag1m,samefs,reflink] [--runs N] [--variant ARGS]…`
 //! (default: all, 7 runs; a full run takes about 40 minutes on the
 //! 2-core development machine, most of it in `long` and `frag1m`).
 
@@ -113,16 +113,16 @@ const WORKLOADS: &[Workload] = &[
 
 /// A command in a workload's table.
 struct Tool {
-    label: &'static str,
+    label: String,
     argv: Vec<String>,
     peer: bool,
 }
 
 /// The tools compared on every workload; the first is the default
 /// `sparsekit copy`, whose targets are checked.
-fn tools(bin: &str, src: &str, dst: &str, same_fs: bool) -> Vec<Tool> {
-    let t = |label, argv: &[&str], peer| Tool {
-        label,
+fn tools(bin: &str, src: &str, dst: &str, same_fs: bool, variants: &[String]) -> Vec<Tool> {
+    let t = |label: &str, argv: &[&str], peer| Tool {
+        label: label.to_owned(),
         argv: argv.iter().map(|a| a.to_string()).collect(),
         peer,
     };
@@ -138,6 +138,12 @@ fn tools(bin: &str, src: &str, dst: &str, same_fs: bool) -> Vec<Tool> {
             false,
         ),
     ];
+    for extra in variants {
+        let mut argv = vec![bin, "copy", "--no-progress"];
+        argv.extend(extra.split_whitespace());
+        argv.extend([src, dst]);
+        v.push(t(&format!("sparsekit copy {extra}"), &argv, false));
+    }
     if same_fs {
         v.push(t(
             "sparsekit copy --strategy copy-file-range",
@@ -207,6 +213,9 @@ impl Row {
 struct Args {
     workloads: Vec<String>,
     runs: usize,
+    /// `--variant ARGS` (repeatable): one more `sparsekit copy ARGS` row,
+    /// for trying options side by side with the default.
+    variants: Vec<String>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
@@ -217,11 +226,15 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             .chain(["reflink".to_owned()])
             .collect(),
         runs: 7,
+        variants: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--runs" => out.runs = it.next().context("--runs N")?.parse()?,
+            "--variant" => out
+                .variants
+                .push(it.next().context("--variant ARGS")?.clone()),
             "--workloads" => {
                 out.workloads = it
                     .next()
@@ -271,7 +284,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .filter(|w| args.workloads.iter().any(|n| n == w.name))
     {
         let started = Instant::now();
-        workload(w, &bin, args.runs, &def, &mut missed)?;
+        workload(w, &bin, &args, &def, &mut missed)?;
         println!(
             "copy {}: {:.0} s including the image\n",
             w.name,
@@ -295,10 +308,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 fn workload(
     w: &Workload,
     bin: &str,
-    runs: usize,
+    args: &Args,
     def: &dyn Fn(&str, &str) -> anyhow::Result<FsDef>,
     missed: &mut Vec<String>,
 ) -> anyhow::Result<()> {
+    let runs = args.runs;
     let layout = (w.layout)();
     let data: u64 = layout.iter().map(|e| e.1).sum();
     let zero: u64 = layout.iter().filter(|e| e.2).map(|e| e.1).sum();
@@ -322,7 +336,7 @@ fn workload(
         t.elapsed().as_secs_f64(),
         w.to
     );
-    let tools = tools(bin, s(&src)?, s(&dst)?, w.to == "ext4");
+    let tools = tools(bin, s(&src)?, s(&dst)?, w.to == "ext4", &args.variants);
     let mut rows: Vec<Row> = tools.iter().map(|_| Row::default()).collect();
     let mut reference = Vec::new();
     for round in 0..runs {

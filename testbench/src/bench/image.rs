@@ -113,6 +113,9 @@ pub(super) fn data_extents(path: &Path, out: &mut Vec<(u64, u64)>) -> anyhow::Re
     Ok(())
 }
 
+/// Gaps between data ranges up to this are read along with them.
+const MERGE_GAP: u64 = 1 << 20;
+
 /// Identical content: equal sizes, and every range that is data on either
 /// side reads the same on both (a hole reads as zeros). Each byte is read
 /// once per file, however the two files' extents overlap.
@@ -127,7 +130,10 @@ pub(super) fn identical(src: &Path, dst: &Path) -> anyhow::Result<bool> {
     let mut union: Vec<(u64, u64)> = Vec::new();
     for (start, end) in ranges {
         match union.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            // Ranges closer than a read apart are read as one: the gap is a
+            // hole in both files (zeros either side), and one request per
+            // 4 KiB extent made the 1 M-extent workload take minutes here.
+            Some(last) if start <= last.1 + MERGE_GAP => last.1 = last.1.max(end),
             _ => union.push((start, end)),
         }
     }
