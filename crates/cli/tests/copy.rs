@@ -177,9 +177,25 @@ fn enospc_exits_1_naming_file_offset_and_errno_and_leaves_nothing() {
     assert_eq!(std::fs::read(&src).unwrap(), before);
 }
 
+/// 24 data extents of 512 KiB, one every 2 MiB: with every destination
+/// request slowed down, a copy with several jobs still to go when the
+/// first progress line shows, whatever the request size.
+fn many_extents() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let path = dir.path().join("disk.img");
+    let f = File::create(&path).unwrap();
+    for i in 0..24u64 {
+        let data: Vec<u8> = (0..512 << 10).map(|j| (j as u8) ^ i as u8 | 1).collect();
+        f.write_all_at(&data, i * (2 << 20)).unwrap();
+    }
+    f.set_len(48 << 20).unwrap();
+    f.sync_all().unwrap();
+    (dir, path)
+}
+
 #[test]
 fn sigint_exits_130_and_leaves_nothing() {
-    let (dir, src) = image();
+    let (dir, src) = many_extents();
     let before = std::fs::read(&src).unwrap();
     for (signal, staging) in [("-INT", None), ("-TERM", Some("--in-place"))] {
         let dst = dir.path().join("copy.img");

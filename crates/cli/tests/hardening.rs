@@ -414,12 +414,17 @@ fn copy_into_a_missing_directory_creates_nothing() {
 
 // ---- 5. --timeout -----------------------------------------------------------
 
-/// An 8 MiB file of data (eight 1 MiB writes for the copy).
+/// Eight 1 MiB data extents, one every 2 MiB: eight writes for the copy,
+/// whatever its request size.
 fn big_source() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.img");
     let f = std::fs::File::create(&src).unwrap();
-    f.write_all_at(&pattern(8 << 20), 0).unwrap();
+    let data = pattern(1 << 20);
+    for i in 0..8u64 {
+        f.write_all_at(&data, i * (2 << 20)).unwrap();
+    }
+    f.set_len(16 << 20).unwrap();
     (dir, src)
 }
 
