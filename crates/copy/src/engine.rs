@@ -9,6 +9,7 @@ use crate::cache::{
 use crate::cfr::{CopyFileRange, Outcome};
 use crate::endpoint::{Dest, DestSettings, Source};
 use crate::error::CopyError;
+use crate::interrupt::Interrupt;
 use crate::modes::{CachePolicy, DataStrategy, ReflinkMode, SparseMode, Staging};
 use crate::options::CopyOptions;
 use crate::pipeline::Pipeline;
@@ -760,6 +761,13 @@ fn finish(
         crate::fault::sync().map_err(|e| io(target.path, "fsync", e))?;
         fsync(fd).map_err(|e| io(target.path, "fsync", e))?;
         report.synced = true;
+    }
+    // A signal during the last writes or the fsync (which can take a
+    // while) is honoured too: the destination is not published.
+    if opts.interrupt.as_ref().is_some_and(Interrupt::is_triggered) {
+        return Err(CopyError::Interrupted {
+            path: target.path.to_owned(),
+        });
     }
     if let Some(dst) = dst {
         dst.synced(fd, size);

@@ -266,6 +266,34 @@ fn an_interrupt_stops_the_copy_and_cleans_up() {
     }
 }
 
+/// A signal after the last data was written (here: at 100 % progress,
+/// before the fsync) still stops the copy: nothing is published.
+#[test]
+fn an_interrupt_after_the_last_write_publishes_nothing() {
+    for staging in [Staging::Auto, Staging::Named, Staging::InPlace] {
+        let s = setup();
+        let before = snapshot(&s.src);
+        let stop = Interrupt::new();
+        let trigger = stop.clone();
+        let e = CopyOptions::new()
+            .staging(staging)
+            .interrupt(stop)
+            .progress(move |p| {
+                if p.data_done == p.data_total {
+                    trigger.trigger();
+                }
+            })
+            .copy(&s.src, &s.dst)
+            .unwrap_err();
+        assert!(
+            matches!(e, CopyError::Interrupted { .. }),
+            "{staging}: {e:?}"
+        );
+        assert!(!s.dst.exists(), "{staging}");
+        assert_clean(&s, &before, &[]);
+    }
+}
+
 #[test]
 fn sigint_interrupts_through_register_signals() {
     let s = setup();
