@@ -74,9 +74,12 @@ named_enum! {
     /// destination writes) resolves it separately, and the report says what
     /// each used.
     CachePolicy {
-        /// The first of `Direct`, `DontCache`, `Drop`, `Keep` that works on
-        /// this side: each is probed with one small I/O before the copy,
-        /// and an `EOPNOTSUPP` (or `EINVAL` for O_DIRECT) moves on.
+        /// For the source, the first of `Direct`, `DontCache`, `Drop`,
+        /// `Keep` that works: each is probed with one small I/O before the
+        /// copy, and an `EOPNOTSUPP` (or `EINVAL` for O_DIRECT) moves on.
+        /// For the destination, `Drop` (write-behind queues more writes
+        /// than one writer's O_DIRECT writes, and leaves nothing cached
+        /// either).
         #[default]
         Auto => "auto",
         /// Plain buffered I/O: everything copied stays cached until the

@@ -40,19 +40,27 @@ fn auto_picks_what_the_kernel_supports_on_tmp() {
     data_file(&src, 2);
     let r = CopyOptions::new().copy(&src, &dst).unwrap();
     assert_same_content(&src, &dst);
-    let dontcache = dontcache_works(dir.path());
-    for (got, side) in [
-        (r.cache_source, "source"),
-        (r.cache_destination, "destination"),
-    ] {
-        auto_side(&r, got, side, dontcache);
-    }
+    auto_source(&r, dontcache_works(dir.path()));
+    auto_destination(&r);
 }
 
-/// One side of an auto resolution: Direct first (O_DIRECT works on ext4,
+/// The destination under `Auto` writes with write-behind (`Drop`), which
+/// works on anything writable: no step is left, nothing is probed.
+fn auto_destination(r: &CopyReport) {
+    assert_eq!(r.cache_destination, Some(CachePolicy::Drop), "{r:?}");
+    assert!(
+        !r.fallbacks
+            .iter()
+            .any(|f| f.strategy.ends_with("(destination)")),
+        "{r:?}"
+    );
+}
+
+/// The source of an auto resolution: Direct first (O_DIRECT works on ext4,
 /// xfs, btrfs and tmpfs), else its fallback is reported and DontCache
 /// follows where the kernel has it.
-fn auto_side(r: &CopyReport, got: Option<CachePolicy>, side: &str, dontcache: bool) {
+fn auto_source(r: &CopyReport, dontcache: bool) {
+    let (got, side) = (r.cache_source, "source");
     if got == Some(CachePolicy::Direct) {
         return;
     }
@@ -82,16 +90,13 @@ fn auto_walks_the_chain_on_tmpfs() {
     }
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let shm = tempfile::tempdir_in(SHM).unwrap();
-    let (src, dst) = (dir.path().join("s"), shm.path().join("d"));
+    // The source walks the chain; tmpfs before 6.6 has no O_DIRECT.
+    let (src, dst) = (shm.path().join("s"), dir.path().join("d"));
     data_file(&src, 1);
     let r = CopyOptions::new().copy(&src, &dst).unwrap();
     assert_same_content(&src, &dst);
-    auto_side(
-        &r,
-        r.cache_destination,
-        "destination",
-        dontcache_works(shm.path()),
-    );
+    auto_source(&r, dontcache_works(shm.path()));
+    auto_destination(&r);
 }
 
 #[test]
@@ -132,9 +137,11 @@ fn each_step_of_the_auto_chain_can_be_forced() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let src = dir.path().join("s");
     data_file(&src, 1);
+    // (policies failing their probe, the source's policy, the destination's)
     let mut cases = vec![
         (
             vec![CachePolicy::Direct, CachePolicy::DontCache],
+            CachePolicy::Drop,
             CachePolicy::Drop,
         ),
         (
@@ -144,13 +151,27 @@ fn each_step_of_the_auto_chain_can_be_forced() {
                 CachePolicy::Drop,
             ],
             CachePolicy::Keep,
+            CachePolicy::Keep,
+        ),
+        // The destination's only step.
+        (
+            vec![CachePolicy::Drop],
+            CachePolicy::Direct,
+            CachePolicy::Keep,
         ),
     ];
     // The step after Direct is only reachable where RWF_DONTCACHE works.
     if dontcache_works(dir.path()) {
-        cases.insert(0, (vec![CachePolicy::Direct], CachePolicy::DontCache));
+        cases.insert(
+            0,
+            (
+                vec![CachePolicy::Direct],
+                CachePolicy::DontCache,
+                CachePolicy::Drop,
+            ),
+        );
     }
-    for (i, (unsupported, expect)) in cases.into_iter().enumerate() {
+    for (i, (unsupported, source, destination)) in cases.into_iter().enumerate() {
         let dst = dir.path().join(format!("d{i}"));
         let mut faults = Faults::new();
         for p in &unsupported {
@@ -159,15 +180,26 @@ fn each_step_of_the_auto_chain_can_be_forced() {
         let _faults = fault::inject(faults);
         let r = CopyOptions::new().copy(&src, &dst).unwrap();
         assert_same_content(&src, &dst);
-        assert_eq!(r.cache_source, Some(expect), "{r:?}");
-        assert_eq!(r.cache_destination, Some(expect), "{r:?}");
-        // Each side lists every step it left.
-        let left = r
-            .fallbacks
-            .iter()
-            .filter(|f| f.strategy.starts_with("cache "))
-            .count();
-        assert_eq!(left, 2 * unsupported.len(), "{r:?}");
+        assert_eq!(r.cache_source, Some(source), "{r:?}");
+        assert_eq!(r.cache_destination, Some(destination), "{r:?}");
+        // Each side lists every step it left, and only those.
+        let left = |side: &str| {
+            r.fallbacks
+                .iter()
+                .filter(|f| f.strategy.starts_with("cache ") && f.strategy.ends_with(side))
+                .count()
+        };
+        // The steps before the one taken.
+        let source_chain = [
+            CachePolicy::Direct,
+            CachePolicy::DontCache,
+            CachePolicy::Drop,
+            CachePolicy::Keep,
+        ];
+        let source_steps = source_chain.iter().position(|p| *p == source).unwrap();
+        assert_eq!(left("(source)"), source_steps, "{r:?}");
+        let destination_steps = usize::from(destination == CachePolicy::Keep);
+        assert_eq!(left("(destination)"), destination_steps, "{r:?}");
     }
 }
 

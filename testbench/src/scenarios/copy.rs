@@ -365,19 +365,11 @@ fn cache_dontcache(ctx: &Ctx<'_>) -> ScenarioResult {
     cache_policy(ctx, CachePolicy::DontCache)
 }
 
-/// Auto picks, per side, the first policy whose probe works (Direct, then
-/// DontCache, …), and says why it left the others: checked against a
-/// direct RWF_DONTCACHE trial.
+/// Auto reads the source with the first policy whose probe works (Direct,
+/// then DontCache, …), saying why it left the others (checked against a
+/// direct RWF_DONTCACHE read trial), and writes the destination with
+/// write-behind (Drop), which works on anything writable.
 fn cache_auto(ctx: &Ctx<'_>) -> ScenarioResult {
-    let probe = ctx.create("dontcache-probe")?;
-    let dontcache = rustix::io::pwritev2(
-        &probe,
-        &[std::io::IoSlice::new(&[0u8; 512])],
-        0,
-        sparsekit_sys::pagecache::RWF_DONTCACHE,
-    );
-    drop(probe);
-    std::fs::remove_file(ctx.path("dontcache-probe"))?;
     let r = match forced(
         ctx,
         CopyOptions::new().reflink(ReflinkMode::Never),
@@ -386,23 +378,41 @@ fn cache_auto(ctx: &Ctx<'_>) -> ScenarioResult {
         Ok(r) => r,
         Err(why) => bail!("auto refused: {why}"),
     };
-    if r.cache_destination == Some(CachePolicy::Direct) {
+    ensure!(
+        r.cache_destination == Some(CachePolicy::Drop)
+            && !r
+                .fallbacks
+                .iter()
+                .any(|f| f.strategy.ends_with("(destination)")),
+        "the destination did not take write-behind at once: {r:?}"
+    );
+    if r.cache_source == Some(CachePolicy::Direct) {
         return Ok(Verdict::Pass);
     }
     ensure!(
         r.fallbacks
             .iter()
-            .any(|f| f.strategy == "cache direct (destination)"),
+            .any(|f| f.strategy == "cache direct (source)"),
         "direct not used and its fallback not reported: {r:?}"
     );
+    let probe = ctx.create("dontcache-probe")?;
+    rustix::io::pwrite(&probe, &[1u8; 4096], 0)?;
+    let dontcache = rustix::io::preadv2(
+        &probe,
+        &mut [std::io::IoSliceMut::new(&mut [0u8; 4096])],
+        0,
+        sparsekit_sys::pagecache::RWF_DONTCACHE,
+    );
+    drop(probe);
+    std::fs::remove_file(ctx.path("dontcache-probe"))?;
     match dontcache {
-        Ok(_) => ensure!(r.cache_destination == Some(CachePolicy::DontCache), "{r:?}"),
+        Ok(_) => ensure!(r.cache_source == Some(CachePolicy::DontCache), "{r:?}"),
         Err(errno) => {
-            ensure!(r.cache_destination != Some(CachePolicy::DontCache), "{r:?}");
+            ensure!(r.cache_source != Some(CachePolicy::DontCache), "{r:?}");
             ensure!(
                 r.fallbacks
                     .iter()
-                    .any(|f| f.strategy == "cache dontcache (destination)" && f.errno == errno),
+                    .any(|f| f.strategy == "cache dontcache (source)" && f.errno == errno),
                 "the dontcache fallback ({errno:?}) is not reported: {r:?}"
             );
         }

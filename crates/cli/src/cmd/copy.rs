@@ -45,8 +45,9 @@ pub(crate) struct Args {
     /// possible; never shares no extent (no copy_file_range either).
     #[arg(long, value_enum, default_value_t = ReflinkArg::Auto)]
     reflink: ReflinkArg,
-    /// Page-cache policy: auto takes the first of direct (O_DIRECT),
-    /// dontcache (RWF_DONTCACHE), drop (write-behind + fadvise), keep that works.
+    /// Page-cache policy: auto reads the source with the first of direct
+    /// (O_DIRECT), dontcache (RWF_DONTCACHE), drop (fadvise), keep that works,
+    /// and writes the destination with drop (write-behind + fadvise).
     #[arg(long, value_enum, default_value_t = CacheArg::Auto)]
     cache: CacheArg,
     /// How data moves when there is no reflink: auto is read-write unless

@@ -58,20 +58,31 @@ pub(crate) fn resolve(
     size: u64,
     fallbacks: &mut Vec<Fallback>,
 ) -> Result<SidePolicy, CopyError> {
-    let chain: &[CachePolicy] = match requested {
-        // Direct first: in the bench (ext4 loop -> xfs loop, 6.18) it beat
-        // RWF_DONTCACHE by about 10 % (source side most), and it never
-        // evicts another process's cached pages either.
-        CachePolicy::Auto => &[
+    let chain: &[CachePolicy] = match (requested, side) {
+        // The source reads O_DIRECT first: in the bench (ext4 loop -> xfs
+        // loop, 6.18) it beat RWF_DONTCACHE by about 10 %, and it never
+        // evicts another process's cached pages.
+        (CachePolicy::Auto, Side::Source) => &[
             CachePolicy::Direct,
             CachePolicy::DontCache,
             CachePolicy::Drop,
             CachePolicy::Keep,
         ],
-        CachePolicy::Keep => &[CachePolicy::Keep],
-        CachePolicy::Drop => &[CachePolicy::Drop],
-        CachePolicy::Direct => &[CachePolicy::Direct],
-        CachePolicy::DontCache => &[CachePolicy::DontCache],
+        // The destination writes buffered with write-behind: the single
+        // writer's O_DIRECT writes wait one at a time, while writeback
+        // queues many. Measured ext4 -> xfs on loop devices with direct
+        // I/O, O_DIRECT source, medians of 5-7 rotating rounds, each
+        // synced: 2 GiB in 4-64 MiB runs 3.45 s with an O_DIRECT
+        // destination, 2.91 s RWF_DONTCACHE, 2.77 s write-behind
+        // (`qemu-img convert -t none -T none` 3.78 s); 313 MiB in
+        // 64 KiB-4 MiB extents 0.60, 0.49 and 0.45 s (qemu-img 0.64 s).
+        // Nothing is left cached either way: write-behind drops each
+        // window once written back, and the rest after the fsync.
+        (CachePolicy::Auto, Side::Destination) => &[CachePolicy::Drop, CachePolicy::Keep],
+        (CachePolicy::Keep, _) => &[CachePolicy::Keep],
+        (CachePolicy::Drop, _) => &[CachePolicy::Drop],
+        (CachePolicy::Direct, _) => &[CachePolicy::Direct],
+        (CachePolicy::DontCache, _) => &[CachePolicy::DontCache],
     };
     for &policy in chain {
         #[cfg(any(test, feature = "fault-injection"))]
