@@ -277,8 +277,54 @@ pub(crate) fn detach(dev: &Path, image: &Path) -> Result<(), String> {
     }
 }
 
+/// Process groups of the commands the benchmarks are timing: killed
+/// first on a signal, since a tool with files open keeps its mount busy.
+static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Held by the signal thread from the signal to the exit, so the main
+/// thread, which sees its timed command die, waits instead of exiting
+/// half-way through the cleanup.
+static CLEANING: Mutex<()> = Mutex::new(());
+static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A command being timed, in its own process group: killed with its
+/// children if a signal comes while it runs.
+#[derive(Debug)]
+pub struct Running(i32);
+
+impl Running {
+    /// `pgid`: a child started with `process_group(0)` (its pid).
+    pub fn new(pgid: u32) -> Self {
+        let pgid = pgid as i32;
+        RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push(pgid);
+        Running(pgid)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&g| g != self.0);
+    }
+}
+
+/// Before exiting: if a signal's cleanup is under way, wait for it (it
+/// exits the process itself).
+pub fn settle() {
+    if SIGNALLED.load(Ordering::SeqCst) {
+        drop(CLEANING.lock());
+    }
+}
+
 /// Undo everything still registered (the signal path).
 pub fn cleanup_all() {
+    for pgid in RUNNING.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        if let Some(group) = rustix::process::Pid::from_raw(pgid) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    }
     let entries = with_registry(std::mem::take);
     // Newest first: a mount on an image inside another entry's directory goes first.
     for e in entries.iter().rev() {
@@ -294,6 +340,8 @@ pub fn install_signal_handlers() -> anyhow::Result<()> {
         .name("testbench-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
+                let _cleaning = CLEANING.lock().unwrap_or_else(|p| p.into_inner());
+                SIGNALLED.store(true, Ordering::SeqCst);
                 eprintln!("testbench: signal {sig}: unmounting and detaching everything");
                 cleanup_all();
                 std::process::exit(128 + sig);

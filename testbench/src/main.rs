@@ -14,13 +14,15 @@ usage: sparsekit-testbench run [--fs NAME[,NAME…]] [--filter TEXT[,TEXT…]] [
        sparsekit-testbench bench [NAME…]";
 
 fn main() -> ExitCode {
-    match real_main() {
+    let code = match real_main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("testbench: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    cleanup::settle();
+    code
 }
 
 fn real_main() -> anyhow::Result<ExitCode> {

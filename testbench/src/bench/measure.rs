@@ -2,6 +2,7 @@
 //! (`/usr/bin/time -f "%e %M"`), and cache dropping between runs.
 
 use anyhow::{Context, bail};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 /// One command's cost.
@@ -15,13 +16,18 @@ pub struct Cost {
 
 /// Runs `argv` with stdout discarded; fails if it fails.
 pub fn run(argv: &[&str]) -> anyhow::Result<Cost> {
-    let out = Command::new("/usr/bin/time")
+    let child = Command::new("/usr/bin/time")
         .args(["-f", "SPARSEKIT-TIME %e %M"])
         .args(argv)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .process_group(0)
+        .spawn()
         .context("run /usr/bin/time (apt-get install time)")?;
+    // A signal to the bench kills the tool too: its open files would
+    // keep the mounts busy.
+    let _running = crate::cleanup::Running::new(child.id());
+    let out = child.wait_with_output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         bail!("{argv:?} failed: {}", stderr.trim());
