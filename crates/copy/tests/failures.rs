@@ -7,7 +7,8 @@ use common::*;
 use rustix::io::Errno;
 use sparsekit_copy::fault::{self, Faults};
 use sparsekit_copy::{
-    CachePolicy, CopyError, CopyOptions, DataStrategy, Interrupt, ReflinkMode, SparseMode, Staging,
+    CachePolicy, CopyError, CopyOptions, DataStrategy, Interrupt, Progress, ReflinkMode,
+    SparseMode, Staging,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -243,43 +244,20 @@ fn a_failed_fsync_leaves_no_destination() {
     }
 }
 
-#[test]
-fn an_interrupt_stops_the_copy_and_cleans_up() {
+/// With the interrupt triggered from the progress callback once `when`
+/// holds, every staging mode fails `Interrupted` and leaves nothing.
+fn interrupted_when(opts: CopyOptions, when: fn(&Progress) -> bool) {
     for staging in [Staging::Auto, Staging::Named, Staging::InPlace] {
         let s = setup();
         let before = snapshot(&s.src);
         let stop = Interrupt::new();
         let trigger = stop.clone();
-        let e = CopyOptions::new()
-            .staging(staging)
-            .buffer_size(256 << 10)
-            .interrupt(stop)
-            .progress(move |_| trigger.trigger())
-            .copy(&s.src, &s.dst)
-            .unwrap_err();
-        assert!(
-            matches!(e, CopyError::Interrupted { .. }),
-            "{staging}: {e:?}"
-        );
-        assert!(!s.dst.exists(), "{staging}");
-        assert_clean(&s, &before, &[]);
-    }
-}
-
-/// A signal after the last data was written (here: at 100 % progress,
-/// before the fsync) still stops the copy: nothing is published.
-#[test]
-fn an_interrupt_after_the_last_write_publishes_nothing() {
-    for staging in [Staging::Auto, Staging::Named, Staging::InPlace] {
-        let s = setup();
-        let before = snapshot(&s.src);
-        let stop = Interrupt::new();
-        let trigger = stop.clone();
-        let e = CopyOptions::new()
+        let e = opts
+            .clone()
             .staging(staging)
             .interrupt(stop)
             .progress(move |p| {
-                if p.data_done == p.data_total {
+                if when(p) {
                     trigger.trigger();
                 }
             })
@@ -292,6 +270,18 @@ fn an_interrupt_after_the_last_write_publishes_nothing() {
         assert!(!s.dst.exists(), "{staging}");
         assert_clean(&s, &before, &[]);
     }
+}
+
+#[test]
+fn an_interrupt_stops_the_copy_and_cleans_up() {
+    interrupted_when(CopyOptions::new().buffer_size(256 << 10), |_| true);
+}
+
+/// A signal after the last data was written (here: at 100 % progress,
+/// before the fsync) still stops the copy: nothing is published.
+#[test]
+fn an_interrupt_after_the_last_write_publishes_nothing() {
+    interrupted_when(CopyOptions::new(), |p| p.data_done == p.data_total);
 }
 
 #[test]
