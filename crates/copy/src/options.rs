@@ -214,15 +214,15 @@ impl CopyOptions {
         self
     }
 
-    /// Reader threads of the read/write pipeline (1–16, default 4: a
-    /// loop or network device answers each request with some latency, so
-    /// a few in flight keep it busy).
+    /// Reader threads of the read/write pipeline (1–16, default 8: a
+    /// device answers each request with some latency, so several in
+    /// flight keep it busy).
     pub fn readers(mut self, n: usize) -> Self {
         self.readers = n.clamp(1, 16);
         self
     }
 
-    /// Filled buffers that may wait for the writer (1–64, default 4).
+    /// Filled buffers that may wait for the writer (1–64, default 2).
     pub fn queue_depth(mut self, n: usize) -> Self {
         self.queue_depth = n.clamp(1, 64);
         self
