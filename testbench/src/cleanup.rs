@@ -285,7 +285,6 @@ static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// thread, which sees its timed command die, waits instead of exiting
 /// half-way through the cleanup.
 static CLEANING: Mutex<()> = Mutex::new(());
-static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A command being timed, in its own process group: killed with its
 /// children if a signal comes while it runs.
@@ -311,11 +310,9 @@ impl Drop for Running {
 }
 
 /// Before exiting: if a signal's cleanup is under way, wait for it (it
-/// exits the process itself).
+/// exits the process itself); otherwise the lock is free at once.
 pub fn settle() {
-    if SIGNALLED.load(Ordering::SeqCst) {
-        drop(CLEANING.lock());
-    }
+    drop(CLEANING.lock());
 }
 
 /// Undo everything still registered (the signal path).
@@ -341,7 +338,6 @@ pub fn install_signal_handlers() -> anyhow::Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 let _cleaning = CLEANING.lock().unwrap_or_else(|p| p.into_inner());
-                SIGNALLED.store(true, Ordering::SeqCst);
                 eprintln!("testbench: signal {sig}: unmounting and detaching everything");
                 cleanup_all();
                 std::process::exit(128 + sig);
