@@ -13,7 +13,7 @@ use crate::interrupt::Interrupt;
 use crate::modes::{CachePolicy, DataStrategy, ReflinkMode, SparseMode, Staging};
 use crate::options::CopyOptions;
 use crate::pipeline::Pipeline;
-use crate::plan::Planner;
+use crate::plan::{Planner, READ_THROUGH};
 use crate::report::{CopyReport, DestinationKind, Fallback, PageCacheUse, Strategy};
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{FileType, Stat, fstat, fsync, ftruncate};
@@ -533,7 +533,9 @@ impl<'a> Run<'a> {
                     }
                 }
             }
-            let planner = self.planner(range, opts.buffer_size, align)?;
+            let planner = self
+                .planner(range, opts.buffer_size, align)?
+                .read_through(READ_THROUGH);
             pipeline.run(planner, source, dst, &pool, &mut data_done)?;
         }
         Ok(if use_cfr {

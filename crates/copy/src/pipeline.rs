@@ -12,7 +12,7 @@ use crate::endpoint::{Dest, Source};
 use crate::error::CopyError;
 use crate::interrupt::Interrupt;
 use crate::options::ProgressFn;
-use crate::plan::{Job, Piece, Planner, split_zeros};
+use crate::plan::{Job, Piece, Planner, Read, split_zeros};
 use crate::report::Progress;
 use crate::threads::spawn_reader;
 use std::path::Path;
@@ -132,7 +132,7 @@ impl Pipeline<'_> {
                 let seq = planner.jobs_planned();
                 (seq, planner.next_job())
             };
-            let Job { pieces, .. } = match job {
+            let Job { pieces, reads, .. } = match job {
                 None => return pool.give(buf),
                 Some(Ok(job)) => job,
                 Some(Err(e)) => {
@@ -143,7 +143,7 @@ impl Pipeline<'_> {
                     });
                 }
             };
-            match self.fill(pieces, &mut buf, src) {
+            match self.fill(pieces, &reads, &mut buf, src) {
                 Ok(pieces) => {
                     if tx.send(Filled { seq, pieces, buf }).is_err() {
                         return;
@@ -157,20 +157,17 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Reads a job's data pieces; with zero detection, splits them.
+    /// Reads a job's data; with zero detection, splits its data pieces.
     fn fill(
         &self,
         pieces: Vec<Piece>,
+        reads: &[Read],
         buf: &mut Buffer,
         src: &Source<'_>,
     ) -> Result<Vec<Piece>, CopyError> {
-        for piece in &pieces {
-            if let Piece::Data { off, len, buf_off } = *piece {
-                src.read_at(
-                    &mut buf.as_mut_slice()[buf_off..buf_off + len as usize],
-                    off,
-                )?;
-            }
+        for read in reads {
+            let into = &mut buf.as_mut_slice()[read.buf_off..read.buf_off + read.len as usize];
+            src.read_at(into, read.off)?;
         }
         if self.zero_granule == 0 {
             return Ok(pieces);

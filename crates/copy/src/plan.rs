@@ -6,7 +6,11 @@ use sparsekit_extents::{ExtentKind, ExtentMap, MapError};
 
 /// The most pieces one job carries: many small extents share a buffer
 /// (coalesced requests), but a job stays cheap to hand over.
-const MAX_PIECES: usize = 256;
+const MAX_PIECES: usize = 1024;
+
+/// The hole size worth reading through rather than splitting a request
+/// (copy and compare).
+pub(crate) const READ_THROUGH: u64 = 64 << 10;
 
 /// One part of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +29,26 @@ pub(crate) enum Piece {
 #[derive(Debug, Default)]
 pub(crate) struct Job {
     pub(crate) pieces: Vec<Piece>,
+    /// What to read: each data piece lies in one read, and a read may
+    /// span several pieces and the short holes between them
+    /// ([`Planner::read_through`]).
+    pub(crate) reads: Vec<Read>,
     pub(crate) buf_used: usize,
+}
+
+/// One read request: source bytes `off..off+len` into
+/// `buf[buf_off..buf_off+len]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Read {
+    pub(crate) off: u64,
+    pub(crate) len: u64,
+    pub(crate) buf_off: usize,
+}
+
+impl Read {
+    fn end(&self) -> u64 {
+        self.off + self.len
+    }
 }
 
 /// Walks an [`ExtentMap`] lazily and packs its extents into jobs.
@@ -39,6 +62,8 @@ pub(crate) struct Planner<'fd> {
     align: u64,
     /// End of the last data piece planned, so widened pieces never overlap.
     data_end: u64,
+    /// The longest hole read through to join two data pieces in one read.
+    read_through: u64,
     /// Jobs handed out so far.
     jobs: u64,
 }
@@ -52,8 +77,21 @@ impl<'fd> Planner<'fd> {
             buf_size,
             align,
             data_end: 0,
+            read_through: 0,
             jobs: 0,
         }
+    }
+
+    /// Reads through holes of up to `gap` bytes between data pieces of one
+    /// job, so that small extents cost one read request per job instead
+    /// of one each: with O_DIRECT every request waits for the device, and
+    /// a fragmented image (4 KiB of data every 8 KiB) is bound by that
+    /// latency, while the kernel submits the pieces of one request
+    /// together and reads its holes as zeros without I/O. The holes stay
+    /// hole pieces; the buffer bytes between are not used.
+    pub(crate) fn read_through(mut self, gap: u64) -> Self {
+        self.read_through = gap;
+        self
     }
 
     /// Jobs handed out so far: the position of the next one.
@@ -86,7 +124,13 @@ impl<'fd> Planner<'fd> {
             if start >= stop {
                 continue; // already covered by the previous widened piece
             }
-            let buf_off = job.buf_used.next_multiple_of(self.align as usize);
+            // Continue the last read across a short hole, or start one.
+            let bridged = job
+                .reads
+                .last()
+                .filter(|r| start - r.end() <= self.read_through)
+                .map(|r| r.buf_off + (start - r.off) as usize);
+            let buf_off = bridged.unwrap_or(job.buf_used.next_multiple_of(self.align as usize));
             let room = self.buf_size.saturating_sub(buf_off) as u64;
             if room == 0 {
                 self.carry = Some((off, end, true));
@@ -98,6 +142,14 @@ impl<'fd> Planner<'fd> {
                 len,
                 buf_off,
             });
+            match (bridged, job.reads.last_mut()) {
+                (Some(_), Some(read)) => read.len = start + len - read.off,
+                _ => job.reads.push(Read {
+                    off: start,
+                    len,
+                    buf_off,
+                }),
+            }
             job.buf_used = buf_off + len as usize;
             self.data_end = start + len;
             if start + len < stop {
@@ -249,6 +301,70 @@ mod tests {
             ]
         );
         assert_eq!(jobs[0].buf_used, 16384);
+    }
+
+    fn plan_reading_through(f: &std::fs::File, buf: usize, align: u64, gap: u64) -> Vec<Job> {
+        let map = MapOptions::new().method(Method::Seek).map(f).unwrap();
+        let mut p = Planner::new(map, buf, align).read_through(gap);
+        std::iter::from_fn(|| p.next_job().map(Result::unwrap)).collect()
+    }
+
+    #[test]
+    fn short_holes_are_read_through_and_long_ones_split_the_read() {
+        // Gaps of 12 KiB (read through), 64 KiB (read through: the limit)
+        // and 64 KiB + 4 KiB (not).
+        let layout = [(0, 4096), (16384, 4096), (86016, 4096), (159744, 4096)];
+        let f = file_with(&layout, 1 << 20);
+        let jobs = plan_reading_through(&f, 1 << 20, 4096, 64 << 10);
+        assert_eq!(jobs.len(), 1);
+        let read = |off, len, buf_off| Read { off, len, buf_off };
+        assert_eq!(
+            jobs[0].reads,
+            vec![read(0, 90112, 0), read(159744, 4096, 90112)]
+        );
+        // Each data piece sits in the buffer where its read puts it; the
+        // holes between stay holes.
+        let data: Vec<_> = jobs[0]
+            .pieces
+            .iter()
+            .filter_map(|p| match *p {
+                Piece::Data { off, buf_off, .. } => Some((off, buf_off)),
+                Piece::Hole { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            data,
+            vec![(0, 0), (16384, 16384), (86016, 86016), (159744, 90112)]
+        );
+        assert_eq!(jobs[0].pieces.len(), 8);
+        assert_eq!(jobs[0].buf_used, 94208);
+    }
+
+    #[test]
+    fn a_read_through_that_fills_the_buffer_carries_the_extent_over() {
+        // 4 KiB every 8 KiB with a 16 KiB buffer: the third extent would
+        // start at buffer offset 16 KiB, so it opens the next job.
+        let f = file_with(&[(0, 4096), (8192, 4096), (16384, 4096)], 20480);
+        let jobs = plan_reading_through(&f, 16384, 4096, 64 << 10);
+        let reads: Vec<_> = jobs.iter().map(|j| j.reads.clone()).collect();
+        assert_eq!(
+            reads,
+            vec![
+                vec![Read {
+                    off: 0,
+                    len: 12288,
+                    buf_off: 0
+                }],
+                vec![Read {
+                    off: 16384,
+                    len: 4096,
+                    buf_off: 0
+                }],
+            ]
+        );
+        // Without reading through, the same plan reads each extent alone.
+        let jobs = plan(&f, 16384, 4096);
+        assert_eq!(jobs[0].reads.len(), 3);
     }
 
     #[test]

@@ -345,6 +345,13 @@ fn workload(
             let _ = std::fs::remove_file(&dst);
             drop_caches()?;
             let cost = synced(&tools[i].argv, &dst)?;
+            // A line per run: a fragmented workload's round takes minutes.
+            eprintln!(
+                "  round {}/{runs}: {} {:.2} s",
+                round + 1,
+                tools[i].label,
+                cost.seconds
+            );
             let row = &mut rows[i];
             row.seconds.push(cost.seconds);
             row.rss_kib = row.rss_kib.max(cost.max_rss_kib);

@@ -185,8 +185,7 @@ pub(crate) struct Planner<'a> {
     pub(crate) allocation: Option<Allocation>,
 }
 
-/// The hole size worth reading through rather than splitting a request.
-pub(crate) const READ_THROUGH: u64 = 64 << 10;
+use crate::plan::READ_THROUGH;
 
 impl<'a> Planner<'a> {
     pub(crate) fn new(
