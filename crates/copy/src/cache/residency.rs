@@ -225,6 +225,10 @@ impl Residency {
     /// and are not any more, so another process's hot data is hot again
     /// even where the kernel evicted it (observed: O_DIRECT reads of
     /// compressed btrfs files). Returns the bytes read back.
+    ///
+    /// One mincore per [`WINDOW`] of runs, not per run: a hot fragmented
+    /// source (one run per extent, as every file on tmpfs is) cost an
+    /// mmap, a mincore and a munmap per extent.
     pub(crate) fn rewarm(&self, fd: BorrowedFd<'_>) -> u64 {
         let Residency::Known(runs) = self else {
             return 0;
@@ -233,16 +237,27 @@ impl Residency {
         let mut vec = Vec::new();
         let mut buf = vec![0u8; page];
         let mut total = 0;
-        for run in runs {
-            let len = (run.end - run.start) as usize;
+        let mut rest = runs.as_slice();
+        while let Some(first) = rest.first() {
+            let start = first.start;
+            let n = 1 + rest[1..]
+                .iter()
+                .take_while(|r| r.end - start <= WINDOW)
+                .count();
+            let (window, after) = rest.split_at(n);
+            rest = after;
+            let len = (window[n - 1].end - start) as usize;
             vec.resize(len.div_ceil(page), 0);
-            if mincore_file(fd, run.start, len, &mut vec).is_err() {
+            if mincore_file(fd, start, len, &mut vec).is_err() {
                 continue;
             }
-            for (i, _) in vec.iter().enumerate().filter(|(_, b)| *b & 1 == 0) {
-                let at = run.start + (i * page) as u64;
-                if pread(fd, &mut buf, at).is_ok() {
-                    total += page as u64;
+            for run in window {
+                let pages = (run.start - start) as usize / page
+                    ..(run.end - start).div_ceil(page as u64) as usize;
+                for i in pages.filter(|&i| vec[i] & 1 == 0) {
+                    if pread(fd, &mut buf, start + (i * page) as u64).is_ok() {
+                        total += page as u64;
+                    }
                 }
             }
         }
@@ -339,21 +354,27 @@ mod tests {
     fn rewarm_reads_back_evicted_hot_pages() {
         let page = page_size();
         let mut f = tempfile::tempfile_in("/tmp").unwrap();
-        f.write_all(&vec![1u8; 4 * page]).unwrap();
+        f.write_all(&vec![1u8; 8 * page]).unwrap();
         f.sync_all().unwrap();
-        dont_need(f.as_fd(), 0..4 * page as u64);
-        // No readahead: exactly page 1 is hot.
+        dont_need(f.as_fd(), 0..8 * page as u64);
+        // No readahead: exactly pages 1, 4 and 5 are hot (two runs, one
+        // mincore window).
         fadvise(f.as_fd(), 0, None, Advice::Random).unwrap();
         let mut b = vec![0u8; page];
-        pread(&f, &mut b, page as u64).unwrap();
-        let snap = Residency::snapshot(f.as_fd(), 4 * page as u64, None).unwrap();
-        if resident(&f, 4) == vec![true; 4] {
+        for p in [1, 4, 5] {
+            pread(&f, &mut b, p * page as u64).unwrap();
+        }
+        let snap = Residency::snapshot(f.as_fd(), 8 * page as u64, None).unwrap();
+        if resident(&f, 8) == vec![true; 8] {
             return; // tmpfs
         }
-        dont_need(f.as_fd(), 0..4 * page as u64);
-        assert_eq!(resident(&f, 4), vec![false; 4]);
-        assert_eq!(snap.rewarm(f.as_fd()), page as u64);
-        assert_eq!(resident(&f, 4), vec![false, true, false, false]);
+        let hot = |p: usize| [1, 4, 5].contains(&p);
+        assert_eq!(resident(&f, 8), (0..8).map(hot).collect::<Vec<_>>());
+        // Page 4 stays cached; 1 and 5 are evicted and read back.
+        dont_need(f.as_fd(), page as u64..2 * page as u64);
+        dont_need(f.as_fd(), 5 * page as u64..6 * page as u64);
+        assert_eq!(snap.rewarm(f.as_fd()), 2 * page as u64);
+        assert_eq!(resident(&f, 8), (0..8).map(hot).collect::<Vec<_>>());
     }
 
     /// An unnamed file of `i64::MAX` bytes on tmpfs (ext4 refuses the size).
