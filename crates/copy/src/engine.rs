@@ -487,7 +487,10 @@ impl<'a> Run<'a> {
             std::iter::once(0..size).collect()
         };
         let data_total = match &opts.progress {
-            Some(_) => count_data(self.src, opts.map_method, 0..size).unwrap_or(size),
+            Some(_) if opts.progress_total => {
+                count_data(self.src, opts.map_method, 0..size).unwrap_or(size)
+            }
+            Some(_) => size,
             None => 0,
         };
         let align = policies.src.align.max(policies.dst.align);

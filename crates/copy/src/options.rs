@@ -29,6 +29,7 @@ pub struct CopyOptions {
     pub(crate) readers: usize,
     pub(crate) queue_depth: usize,
     pub(crate) progress: Option<ProgressFn>,
+    pub(crate) progress_total: bool,
     pub(crate) interrupt: Option<Interrupt>,
     pub(crate) snapshot: bool,
     pub(crate) destination_is_zero: bool,
@@ -50,6 +51,7 @@ impl fmt::Debug for CopyOptions {
             .field("readers", &self.readers)
             .field("queue_depth", &self.queue_depth)
             .field("progress", &self.progress.is_some())
+            .field("progress_total", &self.progress_total)
             .field("interrupt", &self.interrupt)
             .field("snapshot", &self.snapshot)
             .field("destination_is_zero", &self.destination_is_zero)
@@ -100,6 +102,7 @@ impl CopyOptions {
             readers: DEFAULT_READERS,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             progress: None,
+            progress_total: true,
             interrupt: None,
             snapshot: false,
             destination_is_zero: false,
@@ -232,6 +235,17 @@ impl CopyOptions {
     /// bytes done so far. Keep it cheap; rate-limit any drawing yourself.
     pub fn progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Whether [`Progress::data_total`] counts the source's data before the
+    /// copy starts (default `true`): a walk of its extent map, one
+    /// `SEEK_DATA`/`SEEK_HOLE` pair per extent, a few seconds on an image
+    /// of a million extents. With `false` it is the source's size: for a
+    /// callback that only wants to know that the copy moves (a watchdog),
+    /// not how far it is.
+    pub fn progress_total(mut self, count: bool) -> Self {
+        self.progress_total = count;
         self
     }
 

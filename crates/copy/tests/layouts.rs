@@ -199,3 +199,44 @@ fn the_report_counts_data_holes_and_unwritten() {
     assert_eq!(r.map_method, sparsekit_extents::Method::Seek);
     assert!(r.synced);
 }
+
+/// Progress counts the source's data up front (a walk of its map), unless
+/// the caller only wants ticks: then the total is the size, and the copy
+/// is the same.
+#[test]
+fn progress_totals_are_counted_only_when_asked_for() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let src = dir.path().join("src");
+    let size = make_file(
+        &src,
+        &vec![
+            (64 << 10, Seg::Data(1)),
+            (4 << 20, Seg::Hole),
+            (64 << 10, Seg::Data(2)),
+        ],
+    );
+    std::fs::File::open(&src).unwrap().sync_all().unwrap();
+    for (count, total) in [(true, 128 << 10), (false, size)] {
+        let dst = dir.path().join(format!("dst-{count}"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        CopyOptions::new()
+            .reflink(ReflinkMode::Never)
+            .progress_total(count)
+            .progress(move |p| log.lock().unwrap().push((p.data_done, p.data_total)))
+            .copy(&src, &dst)
+            .unwrap();
+        assert_same_content(&src, &dst);
+        let seen = seen.lock().unwrap();
+        assert!(!seen.is_empty(), "count {count}: no progress reported");
+        assert!(
+            seen.iter().all(|&(_, t)| t == total),
+            "count {count}: {seen:?}"
+        );
+        assert!(
+            seen.iter().all(|&(done, t)| done <= t),
+            "count {count}: {seen:?}"
+        );
+    }
+}

@@ -178,7 +178,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Every progress report is progress for the watchdog too.
     let tick = watchdog.ticker();
     let reporter = progress.clone();
-    options = options.progress(move |p| {
+    // Only a bar needs the total, which costs a walk of the source's map.
+    options = options.progress_total(show).progress(move |p| {
         tick();
         if let Some(reporter) = &reporter {
             reporter.update(p);
