@@ -141,6 +141,7 @@ const CI_KERNEL_RUN: [&str; 9] = [
 /// their dep-info naming a source under `registry/src/-*` (the temporary
 /// registry's directory; crates.io's is `index.crates.io-*`).
 fn forget_packaged_builds() -> anyhow::Result<()> {
+    forget_packaged_sources()?;
     let debug = crate::util::root().join("target/debug");
     let Ok(entries) = std::fs::read_dir(debug.join("deps")) else {
         return Ok(()); // nothing built yet
@@ -174,6 +175,45 @@ fn forget_packaged_builds() -> anyhow::Result<()> {
                 } else {
                     std::fs::remove_file(&path)?;
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the sources an earlier `cargo package` unpacked from its
+/// temporary registry (`$CARGO_HOME/registry/src/-*/sparsekit-*`): cargo
+/// never unpacks a registry crate twice, so a second run on one machine
+/// verified the CLI against the library as it was at the first (observed:
+/// `no method named progress_total` an hour after an earlier run).
+/// crates.io's sources (`index.crates.io-*`) are left alone.
+fn forget_packaged_sources() -> anyhow::Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry/src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return Ok(()); // nothing unpacked yet
+    };
+    for registry in registries {
+        let registry = registry?.path();
+        let temporary = registry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('-'));
+        if !temporary || !registry.is_dir() {
+            continue;
+        }
+        for e in std::fs::read_dir(&registry)? {
+            let path = e?.path();
+            let ours = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("sparsekit-"));
+            if ours && path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
             }
         }
     }
