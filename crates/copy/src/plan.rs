@@ -125,12 +125,12 @@ impl<'fd> Planner<'fd> {
                 continue; // already covered by the previous widened piece
             }
             // Continue the last read across a short hole, or start one.
-            let bridged = job
+            let continued = job
                 .reads
                 .last()
                 .filter(|r| start - r.end() <= self.read_through)
                 .map(|r| r.buf_off + (start - r.off) as usize);
-            let buf_off = bridged.unwrap_or(job.buf_used.next_multiple_of(self.align as usize));
+            let buf_off = continued.unwrap_or(job.buf_used.next_multiple_of(self.align as usize));
             let room = self.buf_size.saturating_sub(buf_off) as u64;
             if room == 0 {
                 self.carry = Some((off, end, true));
@@ -142,8 +142,8 @@ impl<'fd> Planner<'fd> {
                 len,
                 buf_off,
             });
-            match (bridged, job.reads.last_mut()) {
-                (Some(_), Some(read)) => read.len = start + len - read.off,
+            match job.reads.last_mut() {
+                Some(read) if continued.is_some() => read.len = start + len - read.off,
                 _ => job.reads.push(Read {
                     off: start,
                     len,

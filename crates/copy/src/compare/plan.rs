@@ -3,6 +3,7 @@
 //! into requests of at most one buffer, read on the side(s) with data.
 
 use super::report::{AllocationDifference, AllocationReport, Which};
+use crate::plan::READ_THROUGH;
 use sparsekit_extents::{Extent, ExtentKind, ExtentMap, MapError};
 use std::ops::Range;
 
@@ -184,8 +185,6 @@ pub(crate) struct Planner<'a> {
     pub(crate) skipped: u64,
     pub(crate) allocation: Option<Allocation>,
 }
-
-use crate::plan::READ_THROUGH;
 
 impl<'a> Planner<'a> {
     pub(crate) fn new(
